@@ -1,0 +1,184 @@
+//! Everything that can go wrong while authenticating or authorizing a call,
+//! and the one place where those errors become a `tonic::Status`.
+//!
+//! Callers get a short fixed message and a machine-readable reason in
+//! `google.rpc.ErrorInfo` (domain `authmesh`); details that would help an
+//! attacker (expected audience, issuer, claim values) stay in the logs, and
+//! the token itself appears nowhere.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `google.rpc.ErrorInfo` domain of every AuthMesh denial.
+pub const ERROR_DOMAIN: &str = "authmesh";
+
+/// Why a call was not let through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The call carried no `authorization` metadata.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The `authorization` metadata was present but not exactly one `Bearer <token>`.
+    #[error("malformed authorization metadata: {0}")]
+    MalformedAuthorization(&'static str),
+    /// The token is longer than the cap, so it was not decoded at all.
+    #[error("token larger than {max} bytes")]
+    TokenTooLarge {
+        /// The cap in bytes.
+        max: usize,
+    },
+    /// The token is not a well-formed compact JWS with an acceptable header.
+    #[error("malformed token: {0}")]
+    MalformedToken(&'static str),
+    /// The header `typ` is not `at+jwt`: not an access token.
+    #[error("token type is not at+jwt")]
+    WrongTokenType,
+    /// No key of the issuer has the token's `kid`.
+    #[error("no key with the token's kid")]
+    UnknownKey,
+    /// The token's `alg` is not the one algorithm bound to the key its `kid` names.
+    #[error("token alg does not match the key's algorithm")]
+    AlgorithmMismatch,
+    /// The signature does not verify with the named key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The signed claims are not the token profile (wrong types, duplicates, missing fields).
+    #[error("claims rejected: {0}")]
+    InvalidClaims(&'static str),
+    /// `iss` is not the configured issuer.
+    #[error("issuer mismatch")]
+    IssuerMismatch,
+    /// `aud` is not this service.
+    #[error("audience mismatch")]
+    AudienceMismatch,
+    /// `exp` is in the past, beyond the leeway.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future, beyond the leeway.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future, beyond the leeway.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` exceeds the maximum token lifetime.
+    #[error("token lifetime exceeds the maximum")]
+    LifetimeTooLong,
+    /// No verification keys are loaded yet (startup, or the issuer was never reachable).
+    #[error("no verification keys loaded for the issuer")]
+    KeysUnavailable,
+    /// The caller is authenticated but lacks scopes the method's rule requires.
+    #[error("method {method} requires scope(s) {missing}")]
+    MissingScopes {
+        /// The exact gRPC path.
+        method: String,
+        /// Space-separated scopes the token lacks.
+        missing: String,
+    },
+    /// No rule covers the method, so it is denied by default.
+    #[error("no rule allows method {method}")]
+    NoRule {
+        /// The exact gRPC path.
+        method: String,
+    },
+}
+
+impl AuthError {
+    /// The machine-readable reason sent in `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "TOKEN_MISSING",
+            AuthError::MalformedAuthorization(_) => "AUTHORIZATION_MALFORMED",
+            AuthError::TokenTooLarge { .. } => "TOKEN_TOO_LARGE",
+            AuthError::MalformedToken(_) => "TOKEN_MALFORMED",
+            AuthError::WrongTokenType => "TOKEN_TYPE_INVALID",
+            AuthError::UnknownKey => "UNKNOWN_KEY",
+            AuthError::AlgorithmMismatch => "ALGORITHM_MISMATCH",
+            AuthError::BadSignature => "SIGNATURE_INVALID",
+            AuthError::InvalidClaims(_) => "CLAIMS_INVALID",
+            AuthError::IssuerMismatch => "ISSUER_MISMATCH",
+            AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
+            AuthError::Expired => "TOKEN_EXPIRED",
+            AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
+            AuthError::IssuedInFuture => "TOKEN_ISSUED_IN_FUTURE",
+            AuthError::LifetimeTooLong => "TOKEN_LIFETIME_TOO_LONG",
+            AuthError::KeysUnavailable => "KEYS_UNAVAILABLE",
+            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => "POLICY_DENIED",
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            AuthError::KeysUnavailable => Code::Unavailable,
+            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => Code::PermissionDenied,
+            _ => Code::Unauthenticated,
+        }
+    }
+
+    /// The short message a caller sees. Fixed per reason (details are static
+    /// strings), so nothing from the token or the verifier's configuration
+    /// leaks through it; policy denials
+    /// name the method and what was missing, which the caller needs to fix its request.
+    fn caller_message(&self) -> String {
+        match self {
+            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => self.to_string(),
+            AuthError::MissingToken => "missing bearer token".into(),
+            AuthError::MalformedAuthorization(_) => {
+                "authorization metadata must be exactly one `Bearer <token>`".into()
+            }
+            AuthError::KeysUnavailable => {
+                "verification keys not loaded yet; the token service has not been reached".into()
+            }
+            _ => format!("invalid token: {self}"),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        let mut metadata = HashMap::new();
+        if let AuthError::MissingScopes { method, .. } | AuthError::NoRule { method } = &err {
+            metadata.insert("method".to_owned(), method.clone());
+        }
+        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(err.code(), err.caller_message(), details)
+    }
+}
+
+/// Why a client could not attach a token to an outgoing call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenSourceError {
+    /// No token is cached and the token service could not be reached.
+    #[error("no valid token for audience {audience}: token service unreachable ({detail})")]
+    Unavailable {
+        /// The audience the token is for.
+        audience: String,
+        /// What went wrong talking to the token service.
+        detail: String,
+    },
+    /// The token service answered and refused to mint.
+    #[error("token service refused a token for audience {audience}: {code:?}: {message}")]
+    Refused {
+        /// The audience the token is for.
+        audience: String,
+        /// The status code the token service returned.
+        code: Code,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl From<TokenSourceError> for Status {
+    fn from(err: TokenSourceError) -> Status {
+        let reason = match &err {
+            TokenSourceError::Unavailable { .. } => "TOKEN_SOURCE_UNAVAILABLE",
+            TokenSourceError::Refused { .. } => "TOKEN_SOURCE_REFUSED",
+        };
+        let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details(Code::Unavailable, err.to_string(), details)
+    }
+}

@@ -1,0 +1,299 @@
+//! JSON Web Keys: the public form of the issuer's signing keys, and the
+//! validation every key passes before the verifier trusts it.
+//!
+//! A key is bound to exactly one algorithm when it is loaded; the token's
+//! `alg` must then equal it. Private parameters, symmetric keys, encryption
+//! keys, wrong lengths and duplicate `kid`s are refused.
+
+use std::collections::HashMap;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::DecodingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::token::SigningAlgorithm;
+
+/// At most this many keys in one key set.
+pub const MAX_KEYS: usize = 32;
+
+/// Longest accepted `kid`.
+const MAX_KID_LEN: usize = 128;
+
+/// One public key (RFC 7517), as published by the issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Key type: `OKP` or `EC`.
+    pub kty: String,
+    /// Curve: `Ed25519` or `P-256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// Public key (OKP) or x coordinate (EC), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// y coordinate (EC), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// Key id.
+    pub kid: String,
+    /// The one algorithm this key verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Intended use; only `sig` is accepted.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+    /// Private or symmetric key material; its presence alone refuses the key.
+    #[serde(default, skip_serializing)]
+    d: Option<serde_json::Value>,
+    /// Symmetric key material (`oct` keys); refused.
+    #[serde(default, skip_serializing)]
+    k: Option<serde_json::Value>,
+}
+
+/// A JWK Set document (`{"keys": [...]}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// Why a key or key set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key set is empty.
+    #[error("key set is empty")]
+    Empty,
+    /// More keys than [`MAX_KEYS`].
+    #[error("key set has more than {MAX_KEYS} keys")]
+    TooManyKeys,
+    /// Two keys share a `kid`.
+    #[error("duplicate kid in key set")]
+    DuplicateKid,
+    /// A key failed validation.
+    #[error("key {kid:?} refused: {reason}")]
+    Refused {
+        /// The offending key's id (a public value), truncated.
+        kid: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+/// A validated public key, ready to verify signatures with its one algorithm.
+#[derive(Clone)]
+pub struct VerificationKey {
+    /// Key id.
+    pub kid: String,
+    /// The algorithm bound to this key.
+    pub algorithm: SigningAlgorithm,
+    pub(crate) decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Jwk {
+    /// The public JWK of an Ed25519 key from its raw 32-byte public key.
+    pub fn ed25519(kid: impl Into<String>, public_key: &[u8]) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: Some("Ed25519".into()),
+            x: Some(URL_SAFE_NO_PAD.encode(public_key)),
+            y: None,
+            kid: kid.into(),
+            alg: Some(SigningAlgorithm::EdDSA.name().into()),
+            key_use: Some("sig".into()),
+            d: None,
+            k: None,
+        }
+    }
+
+    /// The public JWK of a P-256 key from its uncompressed SEC1 point (`04 || x || y`).
+    pub fn p256(kid: impl Into<String>, uncompressed_point: &[u8]) -> Option<Jwk> {
+        let [0x04, coordinates @ ..] = uncompressed_point else {
+            return None;
+        };
+        if coordinates.len() != 64 {
+            return None;
+        }
+        let (x, y) = coordinates.split_at(32);
+        Some(Jwk {
+            kty: "EC".into(),
+            crv: Some("P-256".into()),
+            x: Some(URL_SAFE_NO_PAD.encode(x)),
+            y: Some(URL_SAFE_NO_PAD.encode(y)),
+            kid: kid.into(),
+            alg: Some(SigningAlgorithm::ES256.name().into()),
+            key_use: Some("sig".into()),
+            d: None,
+            k: None,
+        })
+    }
+
+    /// Validates this key and binds it to its one algorithm.
+    ///
+    /// # Errors
+    /// [`KeyError::Refused`] naming what was wrong.
+    pub fn to_verification_key(&self) -> Result<VerificationKey, KeyError> {
+        let refuse = |reason| KeyError::Refused {
+            kid: self.kid.chars().take(MAX_KID_LEN).collect(),
+            reason,
+        };
+        if self.kid.is_empty() || self.kid.len() > MAX_KID_LEN {
+            return Err(refuse("kid missing or too long"));
+        }
+        if self.d.is_some() || self.k.is_some() {
+            return Err(refuse("contains private or symmetric key material"));
+        }
+        if self.key_use.as_deref().is_some_and(|u| u != "sig") {
+            return Err(refuse("use is not sig"));
+        }
+        let coordinate = |value: &Option<String>| -> Result<Vec<u8>, KeyError> {
+            let value = value
+                .as_deref()
+                .ok_or_else(|| refuse("missing coordinate"))?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(value)
+                .map_err(|_| refuse("coordinate is not base64url"))?;
+            if bytes.len() != 32 {
+                return Err(refuse("wrong key length"));
+            }
+            Ok(bytes)
+        };
+        let (algorithm, decoding) = match (self.kty.as_str(), self.crv.as_deref()) {
+            ("OKP", Some("Ed25519")) => {
+                let x = coordinate(&self.x)?;
+                (SigningAlgorithm::EdDSA, DecodingKey::from_ed_der(&x))
+            }
+            ("EC", Some("P-256")) => {
+                coordinate(&self.x)?;
+                coordinate(&self.y)?;
+                let (Some(x), Some(y)) = (&self.x, &self.y) else {
+                    return Err(refuse("missing coordinate"));
+                };
+                let key = DecodingKey::from_ec_components(x, y)
+                    .map_err(|_| refuse("invalid EC public key"))?;
+                (SigningAlgorithm::ES256, key)
+            }
+            ("oct", _) => return Err(refuse("symmetric keys are not accepted")),
+            _ => return Err(refuse("unsupported kty/crv")),
+        };
+        if let Some(alg) = &self.alg
+            && alg != algorithm.name()
+        {
+            return Err(refuse("alg does not match the key type"));
+        }
+        Ok(VerificationKey {
+            kid: self.kid.clone(),
+            algorithm,
+            decoding,
+        })
+    }
+}
+
+impl JwkSet {
+    /// Validates every key. One bad key refuses the whole document, so a
+    /// half-understood key set is never installed.
+    ///
+    /// # Errors
+    /// [`KeyError`] naming the first problem.
+    pub fn to_verification_keys(&self) -> Result<HashMap<String, VerificationKey>, KeyError> {
+        if self.keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if self.keys.len() > MAX_KEYS {
+            return Err(KeyError::TooManyKeys);
+        }
+        let mut keys = HashMap::with_capacity(self.keys.len());
+        for jwk in &self.keys {
+            let key = jwk.to_verification_key()?;
+            if keys.insert(key.kid.clone(), key).is_some() {
+                return Err(KeyError::DuplicateKid);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl From<authmesh_proto::authmesh::v1::JsonWebKey> for Jwk {
+    fn from(key: authmesh_proto::authmesh::v1::JsonWebKey) -> Jwk {
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        Jwk {
+            kty: key.kty,
+            crv: non_empty(key.crv),
+            x: non_empty(key.x),
+            y: non_empty(key.y),
+            kid: key.kid,
+            alg: non_empty(key.alg),
+            key_use: non_empty(key.r#use),
+            d: None,
+            k: None,
+        }
+    }
+}
+
+impl From<Jwk> for authmesh_proto::authmesh::v1::JsonWebKey {
+    fn from(key: Jwk) -> Self {
+        Self {
+            kty: key.kty,
+            crv: key.crv.unwrap_or_default(),
+            x: key.x.unwrap_or_default(),
+            y: key.y.unwrap_or_default(),
+            kid: key.kid,
+            alg: key.alg.unwrap_or_default(),
+            r#use: key.key_use.unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<HashMap<String, VerificationKey>, KeyError> {
+        serde_json::from_str::<JwkSet>(json)
+            .map_err(|_| KeyError::Empty)?
+            .to_verification_keys()
+    }
+
+    const X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+    #[test]
+    fn accepts_an_ed25519_signing_key() {
+        let doc = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a","alg":"EdDSA","use":"sig"}}]}}"#
+        );
+        let keys = parse(&doc).map_err(|e| e.to_string());
+        assert_eq!(keys.map(|k| k["a"].algorithm), Ok(SigningAlgorithm::EdDSA));
+    }
+
+    #[test]
+    fn refuses_dangerous_keys() {
+        for doc in [
+            r#"{"keys":[]}"#.to_owned(),
+            format!(
+                r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a","use":"enc"}}]}}"#
+            ),
+            format!(
+                r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a","d":"{X}"}}]}}"#
+            ),
+            format!(
+                r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a","alg":"HS256"}}]}}"#
+            ),
+            format!(
+                r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a"}},{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a"}}]}}"#
+            ),
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#.to_owned(),
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"a"}]}"#.to_owned(),
+            r#"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"a"}]}"#.to_owned(),
+        ] {
+            assert!(parse(&doc).is_err(), "{doc}");
+        }
+    }
+}

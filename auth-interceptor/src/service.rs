@@ -1,0 +1,254 @@
+//! [`AuthService`]: the per-call check, before routing, on the exact `:path`.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
+use pin_project_lite::pin_project;
+use tonic::Status;
+use tower::Service;
+
+use crate::{
+    error::AuthError,
+    policy::MethodPolicy,
+    verifier::{VerifiedClaims, Verifier},
+};
+
+/// The middleware [`crate::AuthLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Verifier,
+    policy: Arc<MethodPolicy>,
+}
+
+impl<S> AuthService<S> {
+    pub(crate) fn new(inner: S, verifier: Verifier, policy: Arc<MethodPolicy>) -> Self {
+        Self {
+            inner,
+            verifier,
+            policy,
+        }
+    }
+}
+
+/// Extracts the token from exactly one `authorization: Bearer <token>` entry.
+///
+/// # Errors
+/// [`AuthError::MissingToken`] with no entry; [`AuthError::MalformedAuthorization`]
+/// for several entries, another scheme, non-visible-ASCII bytes or a bad shape.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::MalformedAuthorization("more than one entry"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::MalformedAuthorization("not visible ASCII"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(AuthError::MalformedAuthorization("scheme is not Bearer"))?;
+    if token.is_empty() || token.bytes().any(|b| !is_token_byte(b)) {
+        return Err(AuthError::MalformedAuthorization("bad token characters"));
+    }
+    Ok(token)
+}
+
+/// base64url alphabet plus the JWS separator.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+impl<S, B> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        // The inner service was made ready by poll_ready; keep that one and
+        // leave a fresh clone behind for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if self.policy.is_public(path) {
+            return ResponseFuture::forward(inner.call(request), None);
+        }
+        let claims = match bearer_token(request.headers()).and_then(|t| self.verifier.verify(t)) {
+            Ok(claims) => claims,
+            Err(err) => return deny(path, err, None, started),
+        };
+        if let Err(err) = self.policy.authorize(path, &claims) {
+            return deny(path, err, Some(&claims), started);
+        }
+        tracing::debug!(
+            rpc = %path,
+            caller = %claims.sub,
+            aud = %claims.aud,
+            jti = %claims.jti,
+            decision = "allow",
+            "request allowed"
+        );
+        let log = CallLog {
+            path: path.to_owned(),
+            caller: claims.sub.clone(),
+            started,
+        };
+        request.extensions_mut().insert(claims);
+        ResponseFuture::forward(inner.call(request), Some(log))
+    }
+}
+
+/// Logs a denial (never the token: only its `sub`, `aud` and `jti` once verified)
+/// and answers it without reaching the inner service.
+fn deny<F>(
+    path: &str,
+    err: AuthError,
+    claims: Option<&VerifiedClaims>,
+    started: Instant,
+) -> ResponseFuture<F> {
+    let latency_us = started.elapsed().as_micros() as u64;
+    let caller = claims.map(|c| c.sub.as_str()).unwrap_or("");
+    let aud = claims.map(|c| c.aud.as_str()).unwrap_or("");
+    let jti = claims.map(|c| c.jti.as_str()).unwrap_or("");
+    if err.code() == tonic::Code::Unavailable {
+        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, latency_us, "request refused: no verification keys");
+    } else {
+        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, latency_us, "request denied");
+    }
+    ResponseFuture::deny(Status::from(err).into_http())
+}
+
+/// What to log when an allowed call completes.
+#[derive(Debug)]
+struct CallLog {
+    path: String,
+    caller: String,
+    started: Instant,
+}
+
+pin_project! {
+    /// The response of [`AuthService`]: the inner call's, or the denial.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Forward { #[pin] future: F, log: Option<CallLog> },
+        Deny { response: Option<Response<tonic::body::Body>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn forward(future: F, log: Option<CallLog>) -> Self {
+        Self {
+            state: State::Forward { future, log },
+        }
+    }
+
+    fn deny(response: Response<tonic::body::Body>) -> Self {
+        Self {
+            state: State::Deny {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Forward { future, log } => {
+                let output = std::task::ready!(future.poll(cx));
+                if let Some(log) = log.take() {
+                    let grpc_status = output.as_ref().ok().and_then(|r| {
+                        r.headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    });
+                    tracing::info!(
+                        rpc = %log.path,
+                        caller = %log.caller,
+                        decision = "allow",
+                        grpc_status = grpc_status.as_deref().unwrap_or("0"),
+                        latency_us = log.started.elapsed().as_micros() as u64,
+                        "call completed"
+                    );
+                }
+                Poll::Ready(output)
+            }
+            StateProj::Deny { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, HeaderValue::from_bytes(v).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_grammar_is_strict() {
+        assert_eq!(bearer_token(&headers(&[b"Bearer a.b.c"])), Ok("a.b.c"));
+        assert_eq!(bearer_token(&headers(&[])), Err(AuthError::MissingToken));
+        for bad in [
+            &b"Basic b3JkZXJzOnNlY3JldA=="[..],
+            b"a.b.c",
+            b"Bearer ",
+            b"Bearer  a.b.c",
+            b"bearer a.b.c",
+            b"Bearer a.b.c a.b.c",
+            b"Bearer a.b.c\xff",
+        ] {
+            assert!(
+                matches!(
+                    bearer_token(&headers(&[bad])),
+                    Err(AuthError::MalformedAuthorization(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            bearer_token(&headers(&[b"Bearer a.b.c", b"Bearer d.e.f"])),
+            Err(AuthError::MalformedAuthorization(_))
+        ));
+    }
+}

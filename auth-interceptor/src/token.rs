@@ -1,0 +1,242 @@
+//! The AuthMesh token profile (RFC 9068 access tokens) and its strict parsing.
+//!
+//! Parsing is deliberately narrower than what jsonwebtoken accepts: the header
+//! may hold only `alg`, `kid` and `typ`; duplicate keys anywhere at the top
+//! level are refused; claims are typed, so a string `exp` or an array `aud`
+//! never passes. The payload is parsed only after its signature verified.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, DeserializeOwned, MapAccess, Visitor},
+};
+
+use crate::error::AuthError;
+
+/// The only `typ` an access token may carry.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The signature algorithms AuthMesh signs and verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SigningAlgorithm {
+    /// Ed25519 (RFC 8037), the default.
+    EdDSA,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name, as it appears in `alg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlgorithm::EdDSA => "EdDSA",
+            SigningAlgorithm::ES256 => "ES256",
+        }
+    }
+
+    /// The JOSE name parsed back; `None` for anything AuthMesh does not verify.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(SigningAlgorithm::EdDSA),
+            "ES256" => Some(SigningAlgorithm::ES256),
+            _ => None,
+        }
+    }
+
+    /// The matching jsonwebtoken algorithm.
+    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            SigningAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            SigningAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The JOSE header of an AuthMesh token: exactly these three members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenHeader {
+    /// Signature algorithm; must equal the algorithm bound to the key `kid` names.
+    pub alg: String,
+    /// Key id, looked up in the issuer's key set.
+    pub kid: String,
+    /// Always `at+jwt`.
+    pub typ: String,
+}
+
+/// The claims of an AuthMesh access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The issuer's configured URL.
+    pub iss: String,
+    /// The caller's workload identity (client id or SPIFFE ID).
+    pub sub: String,
+    /// Exactly one target service.
+    pub aud: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Not-before, Unix seconds.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub nbf: Option<u64>,
+    /// Issued-at, Unix seconds.
+    pub iat: u64,
+    /// Random 128-bit token id, base64url.
+    pub jti: String,
+    /// Granted scopes, space-separated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// The OAuth client the token was issued to.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub client_id: Option<String>,
+}
+
+impl Claims {
+    /// The granted scopes, one by one.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    /// Whether the token grants `scope` (exact match).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// An optional member that, when present, must not be `null`.
+fn some_non_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The three segments of a compact JWS, borrowed from the token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenParts<'a> {
+    /// `base64url(header) "." base64url(payload)`: the bytes the signature covers.
+    pub signing_input: &'a str,
+    /// base64url header.
+    pub header: &'a str,
+    /// base64url payload.
+    pub payload: &'a str,
+    /// base64url signature.
+    pub signature: &'a str,
+}
+
+/// Splits a compact JWS into its three segments; anything else (JWE, JSON
+/// serialization, missing or extra segments) is malformed.
+///
+/// # Errors
+/// [`AuthError::TokenTooLarge`] above [`MAX_TOKEN_BYTES`], [`AuthError::MalformedToken`] otherwise.
+pub fn split_token(token: &str) -> Result<TokenParts<'_>, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TokenTooLarge {
+            max: MAX_TOKEN_BYTES,
+        });
+    }
+    let mut segments = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(AuthError::MalformedToken("expected three segments"));
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(AuthError::MalformedToken("empty segment"));
+    }
+    let signing_input = &token[..header.len() + 1 + payload.len()];
+    Ok(TokenParts {
+        signing_input,
+        header,
+        payload,
+        signature,
+    })
+}
+
+/// Decodes and strictly parses the header segment.
+///
+/// # Errors
+/// [`AuthError::MalformedToken`] for bad base64, bad JSON, duplicate or
+/// unknown members; [`AuthError::WrongTokenType`] when `typ` is not `at+jwt`.
+pub fn parse_header(segment: &str) -> Result<TokenHeader, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::MalformedToken("header is not base64url"))?;
+    let header: TokenHeader = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::MalformedToken("header is not the allowed JOSE header"))?;
+    if header.typ != ACCESS_TOKEN_TYPE {
+        return Err(AuthError::WrongTokenType);
+    }
+    Ok(header)
+}
+
+/// Decodes and strictly parses the payload segment. Call only after the
+/// signature verified.
+///
+/// # Errors
+/// [`AuthError::InvalidClaims`] for bad base64, JSON that is not an object,
+/// duplicate members, or claims of the wrong type.
+pub fn parse_claims(segment: &str) -> Result<Claims, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::InvalidClaims("payload is not base64url"))?;
+    parse_object_strict(&bytes).ok_or(AuthError::InvalidClaims("claims are not the token profile"))
+}
+
+/// Parses a JSON object into `T`, refusing duplicate top-level members (which
+/// serde alone only catches for the fields `T` knows about).
+fn parse_object_strict<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let object: UniqueKeyObject = serde_json::from_slice(bytes).ok()?;
+    serde_json::from_value(serde_json::Value::Object(object.0)).ok()
+}
+
+/// A JSON object whose top-level keys are all distinct.
+struct UniqueKeyObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = UniqueKeyObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object with unique keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if object.insert(key, value).is_some() {
+                        return Err(de::Error::custom("duplicate member"));
+                    }
+                }
+                Ok(UniqueKeyObject(object))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests;

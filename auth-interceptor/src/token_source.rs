@@ -1,0 +1,361 @@
+//! The client side: get tokens from the token service with the service's own
+//! credentials, keep one ready in memory, and attach it to outgoing calls.
+//!
+//! A background task refreshes the token ahead of expiry (one fetch at a
+//! time, with backoff while the token service fails) and keeps serving the
+//! cached token while it is still valid, so an issuer outage is invisible
+//! until the cached token actually expires.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwapOption;
+use authmesh_proto::authmesh::v1::{IssueTokenRequest, token_service_client::TokenServiceClient};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use tokio::{sync::Notify, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::Interceptor,
+    transport::Channel,
+};
+
+use crate::{
+    clock::{SharedClock, system_clock},
+    error::TokenSourceError,
+};
+
+/// A client id and its secret, sent as HTTP Basic credentials.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    client_id: String,
+    secret: String,
+}
+
+impl ClientCredentials {
+    /// Credentials for `client_id`.
+    pub fn new(client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            secret: secret.into(),
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The `authorization` value: `Basic base64(id:secret)`.
+    ///
+    /// # Errors
+    /// When the credentials contain bytes that cannot travel in metadata.
+    pub fn basic_authorization(&self) -> Result<AsciiMetadataValue, Status> {
+        let encoded = STANDARD.encode(format!("{}:{}", self.client_id, self.secret));
+        MetadataValue::try_from(format!("Basic {encoded}"))
+            .map_err(|_| Status::invalid_argument("credentials cannot be sent as metadata"))
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What to ask the token service for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The target service.
+    pub audience: String,
+    /// Scopes; empty asks for everything the client may have for the audience.
+    pub scopes: Vec<String>,
+    /// Lifetime; `None` takes the issuer's default.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// A token held in memory, with its expiry.
+#[derive(Clone)]
+struct CachedToken {
+    header: AsciiMetadataValue,
+    expires_at: u64,
+    issued_at: u64,
+}
+
+/// Settings of the background refresh.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefreshSettings {
+    /// Refresh once this fraction of the lifetime has passed (0.0 to 1.0).
+    pub refresh_at_fraction: f64,
+    /// Shortest wait after a failed fetch.
+    pub min_backoff: Duration,
+    /// Longest wait after repeated failed fetches.
+    pub max_backoff: Duration,
+    /// Upper bound of one `IssueToken` call.
+    pub timeout: Duration,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        Self {
+            refresh_at_fraction: 0.8,
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Inner {
+    client: TokenServiceClient<Channel>,
+    credentials: ClientCredentials,
+    request: TokenRequest,
+    settings: RefreshSettings,
+    clock: SharedClock,
+    current: ArcSwapOption<CachedToken>,
+    last_error: ArcSwapOption<TokenSourceError>,
+    wake: Notify,
+    ready: Notify,
+}
+
+/// Keeps a valid token for one audience ready in memory. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenSource {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("client_id", &self.inner.credentials.client_id)
+            .field("request", &self.inner.request)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The background refresh task; stops when dropped.
+#[derive(Debug)]
+pub struct TokenRefreshHandle(JoinHandle<()>);
+
+impl Drop for TokenRefreshHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl TokenSource {
+    /// A token source talking to the token service on `channel`.
+    pub fn new(channel: Channel, credentials: ClientCredentials, request: TokenRequest) -> Self {
+        Self::with_settings(
+            channel,
+            credentials,
+            request,
+            RefreshSettings::default(),
+            system_clock(),
+        )
+    }
+
+    /// A token source with explicit refresh settings and clock.
+    pub fn with_settings(
+        channel: Channel,
+        credentials: ClientCredentials,
+        request: TokenRequest,
+        settings: RefreshSettings,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: TokenServiceClient::new(channel),
+                credentials,
+                request,
+                settings,
+                clock,
+                current: ArcSwapOption::empty(),
+                last_error: ArcSwapOption::empty(),
+                wake: Notify::new(),
+                ready: Notify::new(),
+            }),
+        }
+    }
+
+    /// The audience tokens are fetched for.
+    pub fn audience(&self) -> &str {
+        &self.inner.request.audience
+    }
+
+    /// Starts the background refresh. Keep the handle alive as long as the source is used.
+    pub fn spawn_refresh(&self) -> TokenRefreshHandle {
+        let source = self.clone();
+        TokenRefreshHandle(tokio::spawn(async move { source.refresh_loop().await }))
+    }
+
+    /// The cached token's `authorization` value, if it has not expired.
+    ///
+    /// # Errors
+    /// [`TokenSourceError`] explaining why no valid token is at hand; the
+    /// background refresh is woken to try again.
+    pub fn current(&self) -> Result<AsciiMetadataValue, TokenSourceError> {
+        let now = self.inner.clock.now();
+        if let Some(token) = self.inner.current.load().as_ref()
+            && token.expires_at > now
+        {
+            return Ok(token.header.clone());
+        }
+        self.inner.wake.notify_one();
+        Err(self
+            .inner
+            .last_error
+            .load()
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| TokenSourceError::Unavailable {
+                audience: self.inner.request.audience.clone(),
+                detail: "no token fetched yet".into(),
+            }))
+    }
+
+    /// Waits until a valid token is at hand (for startup), at most `timeout`.
+    ///
+    /// # Errors
+    /// The last fetch error when no token arrived in time.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), TokenSourceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.ready.notified();
+            if self.current().is_ok() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.current().map(|_| ());
+            }
+        }
+    }
+
+    async fn refresh_loop(&self) {
+        let settings = self.inner.settings;
+        let mut backoff = settings.min_backoff;
+        loop {
+            let wait = match self.fetch().await {
+                Ok(token) => {
+                    backoff = settings.min_backoff;
+                    let lifetime = token.expires_at.saturating_sub(token.issued_at);
+                    let refresh_in = (lifetime as f64 * settings.refresh_at_fraction) as u64;
+                    self.inner.current.store(Some(Arc::new(token)));
+                    self.inner.last_error.store(None);
+                    self.inner.ready.notify_waiters();
+                    Duration::from_secs(refresh_in.max(1))
+                }
+                Err(err) => {
+                    tracing::warn!(audience = %self.inner.request.audience, error = %err, "token refresh failed; keeping the cached token while it is valid");
+                    self.inner.last_error.store(Some(Arc::new(err)));
+                    self.inner.ready.notify_waiters();
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(settings.max_backoff);
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.wake.notified() => {
+                    // Woken by a caller with no valid token: never retry faster than the backoff floor.
+                    tokio::time::sleep(settings.min_backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<CachedToken, TokenSourceError> {
+        let audience = self.inner.request.audience.clone();
+        let mut request = Request::new(IssueTokenRequest {
+            audience: audience.clone(),
+            scopes: self.inner.request.scopes.clone(),
+            ttl_seconds: self.inner.request.ttl_seconds,
+        });
+        let basic = self
+            .inner
+            .credentials
+            .basic_authorization()
+            .map_err(|status| refused(&audience, &status))?;
+        request.metadata_mut().insert("authorization", basic);
+        request.set_timeout(self.inner.settings.timeout);
+        let issued_at = self.inner.clock.now();
+        let mut client = self.inner.client.clone();
+        let response =
+            match tokio::time::timeout(self.inner.settings.timeout, client.issue_token(request))
+                .await
+            {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) if is_transient(status.code()) => {
+                    return Err(TokenSourceError::Unavailable {
+                        audience,
+                        detail: format!("{:?}: {}", status.code(), status.message()),
+                    });
+                }
+                Ok(Err(status)) => return Err(refused(&audience, &status)),
+                Err(_) => {
+                    return Err(TokenSourceError::Unavailable {
+                        audience,
+                        detail: "IssueToken timed out".into(),
+                    });
+                }
+            };
+        let header =
+            MetadataValue::try_from(format!("Bearer {}", response.token)).map_err(|_| {
+                TokenSourceError::Unavailable {
+                    audience: audience.clone(),
+                    detail: "token service returned a token that cannot be sent as metadata".into(),
+                }
+            })?;
+        tracing::debug!(audience = %audience, expires_at = response.expires_at, "token refreshed");
+        Ok(CachedToken {
+            header,
+            expires_at: u64::try_from(response.expires_at).unwrap_or(0),
+            issued_at,
+        })
+    }
+}
+
+fn is_transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+    )
+}
+
+fn refused(audience: &str, status: &Status) -> TokenSourceError {
+    TokenSourceError::Refused {
+        audience: audience.to_owned(),
+        code: status.code(),
+        message: status.message().to_owned(),
+    }
+}
+
+/// Attaches the [`TokenSource`]'s current token to every outgoing call as
+/// `authorization: Bearer <token>`; fails the call with UNAVAILABLE when no
+/// valid token is at hand.
+#[derive(Debug, Clone)]
+pub struct BearerInterceptor {
+    source: TokenSource,
+}
+
+impl BearerInterceptor {
+    /// An interceptor reading tokens from `source`.
+    pub fn new(source: TokenSource) -> Self {
+        Self { source }
+    }
+}
+
+impl Interceptor for BearerInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = self.source.current().map_err(Status::from)?;
+        request.metadata_mut().insert("authorization", header);
+        Ok(request)
+    }
+}

@@ -1,0 +1,273 @@
+//! The Verifier: checks a token against one issuer's keys and the token
+//! profile, without ever touching the network on the call path.
+//!
+//! Keys live in an in-memory map swapped atomically by the background key
+//! refresh; a bounded cache keyed by the token's SHA-256 digest means a token
+//! is verified once, then only its expiry is checked on later calls.
+
+use std::{collections::HashMap, ops::Deref, sync::Arc};
+
+use arc_swap::ArcSwap;
+use quick_cache::sync::Cache;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::{
+    clock::{SharedClock, system_clock},
+    error::AuthError,
+    jwk::{JwkSet, KeyError, VerificationKey},
+    token::{Claims, MAX_TOKEN_BYTES, SigningAlgorithm, parse_claims, parse_header, split_token},
+};
+
+/// Longest leeway the verifier accepts for `exp`/`nbf`/`iat`.
+pub const MAX_LEEWAY_SECONDS: u64 = 60;
+
+/// What a token must satisfy, besides a good signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierConfig {
+    /// Exact expected `iss`.
+    pub issuer: String,
+    /// Exact expected `aud`: this service's name.
+    pub audience: String,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds (at most 60).
+    pub leeway_seconds: u64,
+    /// Longest accepted `exp - iat`, in seconds.
+    pub max_lifetime_seconds: u64,
+    /// How many verified tokens to remember.
+    pub cache_capacity: usize,
+}
+
+impl VerifierConfig {
+    /// Defaults: 30 s leeway, 3600 s maximum lifetime, 10,000 cached tokens.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway_seconds: 30,
+            max_lifetime_seconds: 3600,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// Why a verifier could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Leeway above [`MAX_LEEWAY_SECONDS`].
+    #[error("leeway of {0} s is above the {MAX_LEEWAY_SECONDS} s maximum")]
+    LeewayTooLarge(u64),
+    /// Empty issuer or audience.
+    #[error("issuer and audience must not be empty")]
+    MissingIdentity,
+    /// Zero maximum lifetime or cache capacity.
+    #[error("max lifetime and cache capacity must be positive")]
+    ZeroLimit,
+}
+
+/// The claims of a token that verified, as handlers find them in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClaims(Arc<Claims>);
+
+impl Deref for VerifiedClaims {
+    type Target = Claims;
+    fn deref(&self) -> &Claims {
+        &self.0
+    }
+}
+
+/// One issuer's keys, by `kid`.
+#[derive(Debug, Default)]
+struct KeySet {
+    keys: HashMap<String, VerificationKey>,
+}
+
+struct Inner {
+    config: VerifierConfig,
+    keys: ArcSwap<KeySet>,
+    cache: Cache<[u8; 32], VerifiedClaims>,
+    clock: SharedClock,
+    refresh_wanted: Notify,
+}
+
+/// Verifies tokens of one issuer for one audience. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.inner.config)
+            .field("keys", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier with no keys yet, on the system clock.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for settings outside the allowed ranges.
+    pub fn new(config: VerifierConfig) -> Result<Self, ConfigError> {
+        Self::with_clock(config, system_clock())
+    }
+
+    /// A verifier with no keys yet, on the given clock.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for settings outside the allowed ranges.
+    pub fn with_clock(config: VerifierConfig, clock: SharedClock) -> Result<Self, ConfigError> {
+        if config.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(ConfigError::LeewayTooLarge(config.leeway_seconds));
+        }
+        if config.issuer.is_empty() || config.audience.is_empty() {
+            return Err(ConfigError::MissingIdentity);
+        }
+        if config.max_lifetime_seconds == 0 || config.cache_capacity == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cache: Cache::new(config.cache_capacity),
+                config,
+                keys: ArcSwap::from_pointee(KeySet::default()),
+                clock,
+                refresh_wanted: Notify::new(),
+            }),
+        })
+    }
+
+    /// The settings this verifier enforces.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.inner.config
+    }
+
+    /// The `kid`s currently trusted, sorted.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.inner.keys.load().keys.keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    /// Validates and installs a new key set, replacing the old one whole.
+    /// Tokens cached under a key that left the set are forgotten.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the set or any key in it is refused; the previous
+    /// keys then stay in force.
+    pub fn install_keys(&self, set: &JwkSet) -> Result<(), KeyError> {
+        let keys = set.to_verification_keys()?;
+        let previous = self.inner.keys.swap(Arc::new(KeySet { keys }));
+        let current = self.inner.keys.load();
+        if previous
+            .keys
+            .keys()
+            .any(|kid| !current.keys.contains_key(kid))
+        {
+            self.inner.cache.clear();
+        }
+        tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
+        Ok(())
+    }
+
+    /// Resolves when some call met an unknown `kid` and asked for a refresh.
+    /// Requests made while nobody waits are kept, so none is lost.
+    pub async fn refresh_requested(&self) {
+        self.inner.refresh_wanted.notified().await;
+    }
+
+    /// Verifies `token` and returns its claims. Never waits on the network:
+    /// an unknown `kid` fails at once and asks the background refresh for new keys.
+    ///
+    /// # Errors
+    /// [`AuthError::KeysUnavailable`] when no keys are loaded; another
+    /// [`AuthError`] naming the first check the token failed.
+    pub fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TokenTooLarge {
+                max: MAX_TOKEN_BYTES,
+            });
+        }
+        let now = self.inner.clock.now();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.inner.cache.get(&digest) {
+            self.check_times(&hit, now)?;
+            return Ok(hit);
+        }
+        let claims = VerifiedClaims(Arc::new(self.verify_uncached(token, now)?));
+        self.inner.cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let parts = split_token(token)?;
+        let header = parse_header(parts.header)?;
+        let keys = self.inner.keys.load();
+        if keys.keys.is_empty() {
+            return Err(AuthError::KeysUnavailable);
+        }
+        let Some(key) = keys.keys.get(&header.kid) else {
+            self.inner.refresh_wanted.notify_one();
+            return Err(AuthError::UnknownKey);
+        };
+        if SigningAlgorithm::from_name(&header.alg) != Some(key.algorithm) {
+            return Err(AuthError::AlgorithmMismatch);
+        }
+        let signature_ok = jsonwebtoken::crypto::verify(
+            parts.signature,
+            parts.signing_input.as_bytes(),
+            &key.decoding,
+            key.algorithm.to_jwt(),
+        )
+        .map_err(|_| AuthError::BadSignature)?;
+        if !signature_ok {
+            return Err(AuthError::BadSignature);
+        }
+        let claims = parse_claims(parts.payload)?;
+        self.check_claims(&claims, now)?;
+        Ok(claims)
+    }
+
+    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        let config = &self.inner.config;
+        if claims.iss.as_bytes() != config.issuer.as_bytes() {
+            return Err(AuthError::IssuerMismatch);
+        }
+        if claims.aud.as_bytes() != config.audience.as_bytes() {
+            return Err(AuthError::AudienceMismatch);
+        }
+        if claims.sub.is_empty() || claims.jti.is_empty() {
+            return Err(AuthError::InvalidClaims("empty sub or jti"));
+        }
+        let lifetime = claims
+            .exp
+            .checked_sub(claims.iat)
+            .ok_or(AuthError::InvalidClaims("exp before iat"))?;
+        if lifetime > config.max_lifetime_seconds {
+            return Err(AuthError::LifetimeTooLong);
+        }
+        if claims.iat > now.saturating_add(config.leeway_seconds) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(config.leeway_seconds))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        self.check_times(claims, now)
+    }
+
+    /// The check that must run on every call, cached or not.
+    fn check_times(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        if now > claims.exp.saturating_add(self.inner.config.leeway_seconds) {
+            return Err(AuthError::Expired);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
