@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::token::SigningAlgorithm;
 
@@ -134,6 +135,25 @@ impl Jwk {
             d: None,
             k: None,
         })
+    }
+
+    /// The same key under another `kid`.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Jwk {
+        self.kid = kid.into();
+        self
+    }
+
+    /// The RFC 7638 thumbprint: SHA-256 over the required public members in
+    /// lexicographic order, base64url. A stable `kid` for the key.
+    pub fn thumbprint(&self) -> String {
+        let member = |v: &Option<String>| v.clone().unwrap_or_default();
+        let canonical = if self.kty == "EC" {
+            serde_json::json!({"crv": member(&self.crv), "kty": "EC", "x": member(&self.x), "y": member(&self.y)})
+        } else {
+            serde_json::json!({"crv": member(&self.crv), "kty": self.kty, "x": member(&self.x)})
+        };
+        // serde_json's map keeps keys sorted, which is exactly RFC 7638's order.
+        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
 
     /// Validates this key and binds it to its one algorithm.
@@ -271,6 +291,15 @@ mod tests {
         );
         let keys = parse(&doc).map_err(|e| e.to_string());
         assert_eq!(keys.map(|k| k["a"].algorithm), Ok(SigningAlgorithm::EdDSA));
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc_8037() {
+        let jwk = Jwk::ed25519("", &URL_SAFE_NO_PAD.decode(X).expect("b64"));
+        assert_eq!(
+            jwk.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
     }
 
     #[test]

@@ -198,22 +198,25 @@ impl TokenSource {
     /// background refresh is woken to try again.
     pub fn current(&self) -> Result<AsciiMetadataValue, TokenSourceError> {
         let now = self.inner.clock.now();
-        if let Some(token) = self.inner.current.load().as_ref()
+        let cached = self.inner.current.load();
+        if let Some(token) = cached.as_ref()
             && token.expires_at > now
         {
             return Ok(token.header.clone());
         }
         self.inner.wake.notify_one();
-        Err(self
-            .inner
-            .last_error
-            .load()
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(|| TokenSourceError::Unavailable {
-                audience: self.inner.request.audience.clone(),
-                detail: "no token fetched yet".into(),
-            }))
+        if let Some(err) = self.inner.last_error.load().as_deref() {
+            return Err(err.clone());
+        }
+        let detail = if cached.is_some() {
+            "cached token expired; refreshing"
+        } else {
+            "no token fetched yet"
+        };
+        Err(TokenSourceError::Unavailable {
+            audience: self.inner.request.audience.clone(),
+            detail: detail.into(),
+        })
     }
 
     /// Waits until a valid token is at hand (for startup), at most `timeout`.

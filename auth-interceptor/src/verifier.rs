@@ -10,7 +10,7 @@ use std::{collections::HashMap, ops::Deref, sync::Arc};
 use arc_swap::ArcSwap;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::{
     clock::{SharedClock, system_clock},
@@ -88,6 +88,7 @@ struct Inner {
     cache: Cache<[u8; 32], VerifiedClaims>,
     clock: SharedClock,
     refresh_wanted: Notify,
+    keys_loaded: watch::Sender<bool>,
 }
 
 /// Verifies tokens of one issuer for one audience. Cheap to clone.
@@ -135,6 +136,7 @@ impl Verifier {
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 clock,
                 refresh_wanted: Notify::new(),
+                keys_loaded: watch::Sender::new(false),
             }),
         })
     }
@@ -168,8 +170,16 @@ impl Verifier {
         {
             self.inner.cache.clear();
         }
+        self.inner.keys_loaded.send_replace(true);
         tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
         Ok(())
+    }
+
+    /// Resolves once a key set has been installed (at once if one already is).
+    pub async fn keys_loaded(&self) {
+        let mut loaded = self.inner.keys_loaded.subscribe();
+        // Err only if the sender is gone, which cannot happen while `self` lives.
+        let _ = loaded.wait_for(|loaded| *loaded).await;
     }
 
     /// Resolves when some call met an unknown `kid` and asked for a refresh.

@@ -16,7 +16,7 @@ fn ed25519_key(kid: &str) -> TestKey {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("keygen");
     TestKey {
         encoding: EncodingKey::from_ed_der(&pair.serialize_der()),
-        jwk: Jwk::ed25519(kid, &pair.public_key_raw()),
+        jwk: Jwk::ed25519(kid, pair.public_key_raw()),
     }
 }
 

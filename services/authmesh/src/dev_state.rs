@@ -1,0 +1,245 @@
+//! The dev state behind `authmesh up`: under one directory (`.authmesh/` by
+//! default) a CA and server certificates, the issuer's signing keys, client
+//! secrets and one configuration file per service. Created on first start,
+//! reused after; the files are exactly what each service binary reads when
+//! it runs alone, so `up` and the standalone binaries share one code path.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use service_runtime::{
+    AuthConfig, Loaded, RuntimeError, UpstreamConfig,
+    files::{read_to_string, write_private, write_public},
+    load_config,
+    pki::DevPki,
+};
+
+/// The dev client `authmesh token mint` uses by default.
+pub const DEMO_CLIENT: &str = "demo-cli";
+
+/// Default ports of `authmesh up`.
+pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
+    token_service: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051),
+    orders: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50052),
+    inventory: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50053),
+};
+
+/// Where each server of the mesh listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshAddrs {
+    /// Token service.
+    pub token_service: SocketAddr,
+    /// Orders (SERVER1).
+    pub orders: SocketAddr,
+    /// Inventory (SERVER2).
+    pub inventory: SocketAddr,
+}
+
+/// Why the dev state could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Files, PKI or configuration.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A generated configuration could not be written.
+    #[error("writing configuration: {0}")]
+    Serialize(#[from] toml::ser::Error),
+    /// Hashing a client secret failed.
+    #[error("{0}")]
+    Secret(String),
+}
+
+/// The dev state directory and the configurations in it.
+#[derive(Debug, Clone)]
+pub struct DevState {
+    dir: PathBuf,
+}
+
+impl DevState {
+    /// Creates whatever is missing under `dir` for a mesh listening on
+    /// `addrs`, and keeps what exists (keys, secrets, edited configs).
+    ///
+    /// # Errors
+    /// [`StateError`] when files cannot be created.
+    pub fn ensure(dir: &Path, addrs: MeshAddrs) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| RuntimeError::Io {
+            action: "resolving",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        DevPki::ensure(&dir.join("tls"), &["token-service", "orders", "inventory"])?;
+        let state = Self { dir };
+        let orders_secret = state.ensure_secret("orders")?;
+        let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
+        let issuer = issuer_url(addrs.token_service);
+        let token_service_upstream = UpstreamConfig {
+            url: issuer.clone(),
+            ca: Some("tls/ca.pem".into()),
+        };
+        let tls = |name: &str| service_runtime::ServerTlsFiles {
+            cert: format!("tls/{name}.pem").into(),
+            key: format!("tls/{name}-key.pem").into(),
+        };
+        if !state.token_service_config().exists() {
+            let hash = |secret: &str| {
+                token_service::credentials::hash_secret(secret).map_err(StateError::Secret)
+            };
+            let config = token_service::Config {
+                listen: addrs.token_service.to_string(),
+                issuer: issuer.clone(),
+                insecure_plaintext: false,
+                tls: Some(tls("token-service")),
+                key_dir: "keys".into(),
+                algorithm: auth_interceptor::SigningAlgorithm::EdDSA,
+                default_ttl_seconds: 300,
+                max_ttl_seconds: 3600,
+                audiences: vec!["orders".into(), "inventory".into()],
+                clients: vec![
+                    token_service::ClientConfig {
+                        id: "orders".into(),
+                        secret_hash: hash(&orders_secret)?,
+                        max_ttl_seconds: None,
+                        audiences: BTreeMap::from([(
+                            "inventory".into(),
+                            orders::INVENTORY_SCOPES
+                                .iter()
+                                .map(|s| (*s).to_owned())
+                                .collect(),
+                        )]),
+                    },
+                    token_service::ClientConfig {
+                        id: DEMO_CLIENT.into(),
+                        secret_hash: hash(&demo_secret)?,
+                        max_ttl_seconds: None,
+                        audiences: BTreeMap::from([
+                            ("orders".into(), vec![orders::SCOPE_WRITE.into()]),
+                            ("inventory".into(), vec![inventory::SCOPE_READ.into()]),
+                        ]),
+                    },
+                ],
+            };
+            write_public(
+                &state.token_service_config(),
+                toml::to_string(&config)?.as_bytes(),
+            )?;
+        }
+        if !state.inventory_config().exists() {
+            let config = inventory::Config {
+                listen: addrs.inventory.to_string(),
+                insecure_plaintext: false,
+                tls: Some(tls("inventory")),
+                token_service: token_service_upstream.clone(),
+                auth: AuthConfig::new(&issuer, "inventory"),
+                stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
+            };
+            write_public(
+                &state.inventory_config(),
+                toml::to_string(&config)?.as_bytes(),
+            )?;
+        }
+        if !state.orders_config().exists() {
+            let config = orders::Config {
+                listen: addrs.orders.to_string(),
+                insecure_plaintext: false,
+                tls: Some(tls("orders")),
+                token_service: token_service_upstream,
+                auth: AuthConfig::new(&issuer, "orders"),
+                inventory: UpstreamConfig {
+                    url: format!("https://localhost:{}", addrs.inventory.port()),
+                    ca: Some("tls/ca.pem".into()),
+                },
+                client: orders::ClientConfig {
+                    id: "orders".into(),
+                    secret_file: Some("clients/orders.secret".into()),
+                },
+            };
+            write_public(&state.orders_config(), toml::to_string(&config)?.as_bytes())?;
+        }
+        Ok(state)
+    }
+
+    /// An existing state directory, without creating anything.
+    pub fn open(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ensure_secret(&self, client: &str) -> Result<String, StateError> {
+        let path = self.secret_file(client);
+        if path.exists() {
+            return Ok(read_to_string(&path)?.trim().to_owned());
+        }
+        let secret = token_service::credentials::generate_secret();
+        write_private(&path, secret.as_bytes())?;
+        Ok(secret)
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The dev CA certificate every client trusts.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// A client's secret file.
+    pub fn secret_file(&self, client: &str) -> PathBuf {
+        self.dir.join("clients").join(format!("{client}.secret"))
+    }
+
+    /// `token-service.toml`.
+    pub fn token_service_config(&self) -> PathBuf {
+        self.dir.join("token-service.toml")
+    }
+
+    /// `orders.toml`.
+    pub fn orders_config(&self) -> PathBuf {
+        self.dir.join("orders.toml")
+    }
+
+    /// `inventory.toml`.
+    pub fn inventory_config(&self) -> PathBuf {
+        self.dir.join("inventory.toml")
+    }
+
+    /// The token service configuration, as its binary would load it (no env overrides).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an invalid file.
+    pub fn load_token_service(&self) -> Result<Loaded<token_service::Config>, RuntimeError> {
+        load_config(&self.token_service_config(), std::iter::empty())
+    }
+
+    /// The orders configuration.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an invalid file.
+    pub fn load_orders(&self) -> Result<Loaded<orders::Config>, RuntimeError> {
+        load_config(&self.orders_config(), std::iter::empty())
+    }
+
+    /// The inventory configuration.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an invalid file.
+    pub fn load_inventory(&self) -> Result<Loaded<inventory::Config>, RuntimeError> {
+        load_config(&self.inventory_config(), std::iter::empty())
+    }
+}
+
+/// The issuer URL (`iss`) for a token service on `addr`.
+pub fn issuer_url(addr: SocketAddr) -> String {
+    format!("https://localhost:{}", addr.port())
+}

@@ -1,0 +1,6 @@
+//! The `authmesh` operator tool as a library: the dev state behind
+//! `authmesh up` and the in-process mesh, shared with the end-to-end tests.
+
+pub mod dev_state;
+pub mod mesh;
+pub mod token_cli;

@@ -1,0 +1,138 @@
+//! `authmesh token mint` and `authmesh token inspect`.
+
+use std::path::{Path, PathBuf};
+
+use auth_interceptor::{
+    ClientCredentials, Jwk, JwkSet, Verifier, VerifierConfig, token::split_token,
+};
+use authmesh_proto::authmesh::v1::{
+    GetJwksRequest, IssueTokenRequest, IssueTokenResponse, token_service_client::TokenServiceClient,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use service_runtime::{RuntimeError, UpstreamConfig, upstream_channel};
+use tonic::transport::Channel;
+
+/// Why a token command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenCliError {
+    /// The token service refused or could not be reached.
+    #[error("token service answered {:?}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    /// Files, TLS or the channel.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The input is not a JWT.
+    #[error("not a JWT: {0}")]
+    NotAToken(String),
+}
+
+/// Where the token service is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct TokenServiceEndpoint {
+    /// `https://localhost:50051`.
+    pub url: String,
+    /// CA that signed its certificate.
+    pub ca: PathBuf,
+}
+
+impl TokenServiceEndpoint {
+    fn channel(&self) -> Result<Channel, RuntimeError> {
+        let upstream = UpstreamConfig {
+            url: self.url.clone(),
+            ca: Some(self.ca.clone()),
+        };
+        upstream_channel(&upstream, Path::new("."))
+    }
+}
+
+/// Asks the token service for a token as `credentials`.
+///
+/// # Errors
+/// [`TokenCliError::Status`] with the token service's answer.
+pub async fn mint(
+    endpoint: &TokenServiceEndpoint,
+    credentials: &ClientCredentials,
+    audience: &str,
+    scopes: Vec<String>,
+    ttl_seconds: Option<i64>,
+) -> Result<IssueTokenResponse, TokenCliError> {
+    let mut client = TokenServiceClient::new(endpoint.channel()?);
+    let mut request = tonic::Request::new(IssueTokenRequest {
+        audience: audience.to_owned(),
+        scopes,
+        ttl_seconds,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", credentials.basic_authorization()?);
+    Ok(client.issue_token(request).await?.into_inner())
+}
+
+fn decode_segment(segment: &str, what: &str) -> Result<serde_json::Value, TokenCliError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenCliError::NotAToken(format!("{what} is not base64url")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| TokenCliError::NotAToken(format!("{what} is not JSON")))
+}
+
+/// The header and claims of `token` (decoded for display, not trusted) and
+/// whether it verifies against the keys the token service publishes now,
+/// for the issuer and audience it names.
+///
+/// # Errors
+/// [`TokenCliError::NotAToken`] when it cannot even be decoded.
+pub async fn inspect(
+    endpoint: &TokenServiceEndpoint,
+    token: &str,
+) -> Result<serde_json::Value, TokenCliError> {
+    let parts = split_token(token).map_err(|e| TokenCliError::NotAToken(e.to_string()))?;
+    let header = decode_segment(parts.header, "header")?;
+    let claims = decode_segment(parts.payload, "payload")?;
+    let verification = match (claims["iss"].as_str(), claims["aud"].as_str()) {
+        (Some(iss), Some(aud)) => verify_now(endpoint, token, iss, aud).await,
+        _ => {
+            serde_json::json!({"verified": false, "reason": "CLAIMS_INVALID", "detail": "iss and aud must be strings"})
+        }
+    };
+    Ok(serde_json::json!({"header": header, "claims": claims, "verification": verification}))
+}
+
+async fn verify_now(
+    endpoint: &TokenServiceEndpoint,
+    token: &str,
+    iss: &str,
+    aud: &str,
+) -> serde_json::Value {
+    let keys = async {
+        let mut client = TokenServiceClient::new(endpoint.channel()?);
+        let response = client.get_jwks(GetJwksRequest {}).await?.into_inner();
+        Ok::<_, TokenCliError>(JwkSet {
+            keys: response.keys.into_iter().map(Jwk::from).collect(),
+        })
+    };
+    let keys = match keys.await {
+        Ok(keys) => keys,
+        Err(err) => {
+            return serde_json::json!({"verified": null, "detail": format!("not checked: cannot fetch keys from {}: {err}", endpoint.url)});
+        }
+    };
+    let outcome = Verifier::new(VerifierConfig::new(iss, aud))
+        .map_err(|e| e.to_string())
+        .and_then(|verifier| {
+            verifier
+                .install_keys(&keys)
+                .map(|()| verifier)
+                .map_err(|e| e.to_string())
+        });
+    match outcome {
+        Err(detail) => serde_json::json!({"verified": false, "detail": detail}),
+        Ok(verifier) => match verifier.verify(token) {
+            Ok(_) => serde_json::json!({"verified": true, "keys_from": endpoint.url}),
+            Err(err) => {
+                serde_json::json!({"verified": false, "reason": err.reason(), "detail": err.to_string(), "keys_from": endpoint.url})
+            }
+        },
+    }
+}

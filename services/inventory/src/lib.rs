@@ -1,0 +1,228 @@
+//! Inventory, SERVER2 of the AuthMesh demo: stock levels and reservations,
+//! every call verified by the auth layer. Handlers read the caller from the
+//! verified claims in the request extensions, never from headers.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use auth_interceptor::{AuthLayer, MethodPolicy, SharedClock, VerifiedClaims};
+use authmesh_proto::demo::inventory::v1::{
+    GetStockRequest, GetStockResponse, ReserveRequest, ReserveResponse,
+    inventory_server::{Inventory, InventoryServer},
+};
+use serde::{Deserialize, Serialize};
+use service_runtime::{
+    AuthConfig, Health, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
+    Verification, reflection_v1, reflection_v1alpha, server_builder, upstream_channel,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// Scope needed by `GetStock`.
+pub const SCOPE_READ: &str = "inventory.read";
+/// Scope needed by `Reserve`.
+pub const SCOPE_RESERVE: &str = "inventory.reserve";
+
+/// `inventory.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve without TLS (logged as a warning).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// Server certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsFiles>,
+    /// Where the verification keys come from.
+    pub token_service: UpstreamConfig,
+    /// What tokens must satisfy.
+    pub auth: AuthConfig,
+    /// Initial stock by SKU.
+    #[serde(default = "default_stock")]
+    pub stock: BTreeMap<String, u32>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50053".into()
+}
+
+fn default_stock() -> BTreeMap<String, u32> {
+    BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)])
+}
+
+/// The method policy of the inventory API.
+pub fn policy(public_reflection: bool) -> MethodPolicy {
+    MethodPolicy::new()
+        .require("/demo.inventory.v1.Inventory/GetStock", [SCOPE_READ])
+        .require("/demo.inventory.v1.Inventory/Reserve", [SCOPE_RESERVE])
+        .public_reflection(public_reflection)
+}
+
+/// A recorded reservation, with the verified identity that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Reservation id.
+    pub id: String,
+    /// What was reserved.
+    pub sku: String,
+    /// How many.
+    pub quantity: u32,
+    /// The token's `sub`.
+    pub caller: String,
+    /// The token's `aud`.
+    pub audience: String,
+    /// The token's `jti`.
+    pub jti: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    stock: HashMap<String, u32>,
+    reservations: Vec<Reservation>,
+}
+
+/// The inventory handler and its in-memory state. Cheap to clone; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryHandler {
+    state: Arc<Mutex<State>>,
+}
+
+impl InventoryHandler {
+    /// An inventory holding `stock`.
+    pub fn new(stock: &BTreeMap<String, u32>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                stock: stock.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                reservations: Vec::new(),
+            })),
+        }
+    }
+
+    /// Every reservation so far, oldest first.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reservations
+            .clone()
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<VerifiedClaims, Status> {
+    // The auth layer always inserts claims before a handler runs; their
+    // absence means the server was assembled without it.
+    request
+        .extensions()
+        .get::<VerifiedClaims>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))
+}
+
+#[tonic::async_trait]
+impl Inventory for InventoryHandler {
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<GetStockResponse>, Status> {
+        caller(&request)?;
+        let sku = request.into_inner().sku;
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let available = *state
+            .stock
+            .get(&sku)
+            .ok_or_else(|| Status::not_found(format!("unknown sku {sku:?}")))?;
+        Ok(Response::new(GetStockResponse { sku, available }))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<ReserveResponse>, Status> {
+        let claims = caller(&request)?;
+        let ReserveRequest { sku, quantity } = request.into_inner();
+        if quantity == 0 {
+            return Err(Status::invalid_argument("quantity must be at least 1"));
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let available = state
+            .stock
+            .get_mut(&sku)
+            .ok_or_else(|| Status::not_found(format!("unknown sku {sku:?}")))?;
+        if *available < quantity {
+            return Err(Status::failed_precondition(format!(
+                "only {available} of {sku:?} in stock"
+            )));
+        }
+        *available -= quantity;
+        let remaining = *available;
+        let reservation = Reservation {
+            id: format!("res-{}", state.reservations.len() + 1),
+            sku: sku.clone(),
+            quantity,
+            caller: claims.sub.clone(),
+            audience: claims.aud.clone(),
+            jti: claims.jti.clone(),
+        };
+        tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
+        let id = reservation.id.clone();
+        state.reservations.push(reservation);
+        Ok(Response::new(ReserveResponse {
+            reservation_id: id,
+            sku,
+            quantity,
+            remaining,
+            reserved_by: claims.sub.clone(),
+        }))
+    }
+}
+
+/// Serves inventory on `listener` until `shutdown` resolves, verifying every
+/// call with keys fetched in the background from the token service.
+///
+/// # Errors
+/// [`RuntimeError`] when TLS, the verifier settings or the transport fail.
+pub async fn run(
+    listener: TcpListener,
+    config: Loaded<Config>,
+    handler: InventoryHandler,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let settings = &config.config;
+    let transport = Transport::from_config(
+        settings.tls.as_ref(),
+        settings.insecure_plaintext,
+        &config.dir,
+    )?;
+    let channel = upstream_channel(&settings.token_service, &config.dir)?;
+    let verification = Verification::start(&settings.auth, channel, clock)?;
+    let layer = AuthLayer::new(
+        verification.verifier.clone(),
+        policy(settings.auth.public_reflection),
+    );
+    let (mut health, health_service) = Health::new();
+    health.register::<InventoryServer<InventoryHandler>>().await;
+    let verifier = verification.verifier.clone();
+    let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
+    tracing::info!(addr = ?listener.local_addr().ok(), "inventory listening");
+    server_builder(&transport)?
+        .layer(layer)
+        .add_service(health_service)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
+        .add_service(InventoryServer::new(handler))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            health.on_shutdown(shutdown),
+        )
+        .await?;
+    drop(verification);
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Configuration: one TOML file per service, every key overridable by an
+//! `AUTHMESH_*` environment variable (`__` separates nested keys:
+//! `AUTHMESH_AUTH__LEEWAY_SECONDS=10` sets `auth.leeway_seconds`).
+//! Secrets never live in the TOML itself; it names files that hold them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::{error::RuntimeError, files::read_to_string};
+
+/// Prefix of configuration overrides.
+pub const ENV_PREFIX: &str = "AUTHMESH_";
+
+/// `AUTHMESH_*` variables that are not configuration keys.
+const NOT_CONFIG_KEYS: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "CLIENT_SECRET", "STATE_DIR"];
+
+/// A configuration and the directory its relative paths are relative to.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    /// The parsed configuration.
+    pub config: T,
+    /// The configuration file's directory.
+    pub dir: PathBuf,
+}
+
+impl<T> Loaded<T> {
+    /// `path` resolved against the configuration file's directory.
+    pub fn path(&self, path: &Path) -> PathBuf {
+        self.dir.join(path)
+    }
+}
+
+/// Loads `path`, applies the `AUTHMESH_*` overrides from `env`, and parses the result.
+///
+/// # Errors
+/// [`RuntimeError::Config`] for unreadable files, bad TOML, unknown keys or bad values.
+pub fn load_config<T, I>(path: &Path, env: I) -> Result<Loaded<T>, RuntimeError>
+where
+    T: DeserializeOwned,
+    I: IntoIterator<Item = (String, String)>,
+{
+    let text = read_to_string(path)?;
+    let origin = path.display().to_string();
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| RuntimeError::Config {
+        origin: origin.clone(),
+        detail: e.to_string(),
+    })?;
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if NOT_CONFIG_KEYS.contains(&key) || key.starts_with("TEST_") {
+            continue;
+        }
+        apply_override(&mut table, key, &value).map_err(|detail| RuntimeError::Config {
+            origin: name.clone(),
+            detail,
+        })?;
+    }
+    let config = T::deserialize(table).map_err(|e| RuntimeError::Config {
+        origin,
+        detail: e.to_string(),
+    })?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(Loaded { config, dir })
+}
+
+fn apply_override(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String> {
+    let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    current.insert(last.clone(), parse_value(raw));
+    Ok(())
+}
+
+/// A TOML literal when the text is one (`10`, `true`, `["a"]`), a string otherwise.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Where to reach another service (the token service, or SERVER2 from SERVER1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://host:port`, or `http://` with `insecure_plaintext`.
+    pub url: String,
+    /// CA certificate (PEM) that signed the upstream's server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+/// Token verification settings of a service that accepts AuthMesh tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Exact `iss` to accept.
+    pub issuer: String,
+    /// Exact `aud` to accept: this service's name.
+    pub audience: String,
+    /// Clock skew tolerated, at most 60 s.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Longest accepted token lifetime.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_seconds: u64,
+    /// Verified tokens remembered.
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: usize,
+    /// Routine key refresh period.
+    #[serde(default = "default_key_refresh")]
+    pub key_refresh_seconds: u64,
+    /// Whether server reflection needs no token.
+    #[serde(default = "default_true")]
+    pub public_reflection: bool,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_lifetime() -> u64 {
+    3600
+}
+fn default_cache_capacity() -> usize {
+    10_000
+}
+fn default_key_refresh() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+
+impl AuthConfig {
+    /// Defaults for `issuer` and `audience`.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway_seconds: default_leeway(),
+            max_lifetime_seconds: default_max_lifetime(),
+            cache_capacity: default_cache_capacity(),
+            key_refresh_seconds: default_key_refresh(),
+            public_reflection: true,
+        }
+    }
+
+    /// The verifier settings.
+    pub fn verifier_config(&self) -> auth_interceptor::VerifierConfig {
+        auth_interceptor::VerifierConfig {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_seconds: self.leeway_seconds,
+            max_lifetime_seconds: self.max_lifetime_seconds,
+            cache_capacity: self.cache_capacity,
+        }
+    }
+
+    /// The key refresh settings.
+    pub fn key_refresh(&self) -> auth_interceptor::KeyRefreshSettings {
+        auth_interceptor::KeyRefreshSettings {
+            interval: std::time::Duration::from_secs(self.key_refresh_seconds.max(1)),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        listen: String,
+        auth: AuthConfig,
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_skips_non_config_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("svc.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[auth]\nissuer = \"https://i\"\naudience = \"inventory\"\n",
+        )
+        .expect("write");
+        let env = [
+            ("AUTHMESH_LISTEN".to_owned(), "0.0.0.0:50053".to_owned()),
+            ("AUTHMESH_AUTH__LEEWAY_SECONDS".to_owned(), "10".to_owned()),
+            ("AUTHMESH_CONFIG".to_owned(), "/elsewhere.toml".to_owned()),
+            ("AUTHMESH_TEST_REQUIRE_TOOLS".to_owned(), "1".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let loaded: Loaded<Sample> = load_config(&path, env).expect("load");
+        assert_eq!(loaded.config.listen, "0.0.0.0:50053");
+        assert_eq!(loaded.config.auth.leeway_seconds, 10);
+        assert_eq!(loaded.dir, dir.path());
+        let bad = [("AUTHMESH_NOPE".to_owned(), "1".to_owned())];
+        assert!(load_config::<Sample, _>(&path, bad).is_err());
+    }
+}

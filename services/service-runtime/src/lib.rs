@@ -1,0 +1,22 @@
+//! Server plumbing every AuthMesh service shares: configuration files with
+//! `AUTHMESH_*` overrides, TLS on listeners and channels, the dev PKI,
+//! health and reflection, graceful shutdown and tracing setup.
+//!
+//! Each service is a library with a `run(listener, config, shutdown)`
+//! function built from these pieces; its `main` only parses the command line.
+
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod pki;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+pub mod verification;
+
+pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
+pub use error::RuntimeError;
+pub use server::{Health, reflection_v1, reflection_v1alpha, server_builder};
+pub use tls::{ServerTlsFiles, Transport, install_crypto_provider, upstream_channel};
+pub use verification::{Verification, client_secret};

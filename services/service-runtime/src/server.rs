@@ -1,0 +1,132 @@
+//! What every AuthMesh server offers besides its own API: HTTP/2 limits,
+//! TLS, `grpc.health.v1.Health`, reflection (v1 and v1alpha, since grpcurl
+//! 1.8 speaks only v1alpha) and graceful shutdown.
+
+use std::future::Future;
+
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_reflection::server::{Builder, v1, v1alpha};
+
+use crate::{error::RuntimeError, tls::Transport};
+
+/// Largest HTTP/2 header list a client may send: room for a token (8 KiB
+/// cap) and ordinary metadata, not for header floods.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// A server builder with AuthMesh's limits and the given transport security.
+///
+/// # Errors
+/// [`RuntimeError::Transport`] when the TLS identity is unusable.
+pub fn server_builder(transport: &Transport) -> Result<Server, RuntimeError> {
+    let builder = Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .tcp_nodelay(true);
+    Ok(match transport {
+        Transport::Tls(tls) => builder.tls_config(tls.clone())?,
+        Transport::Plaintext => builder,
+    })
+}
+
+fn reflection_builder() -> Builder<'static> {
+    Builder::configure()
+        .register_encoded_file_descriptor_set(authmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.ErrorInfo, so grpcurl can print the reason of a denial.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// `grpc.reflection.v1` over every AuthMesh proto and the health service.
+///
+/// # Errors
+/// [`RuntimeError::Reflection`] if the embedded descriptor sets are corrupt.
+pub fn reflection_v1() -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, RuntimeError>
+{
+    Ok(reflection_builder().build_v1()?)
+}
+
+/// `grpc.reflection.v1alpha`, for grpcurl 1.8 and other older clients.
+///
+/// # Errors
+/// [`RuntimeError::Reflection`] if the embedded descriptor sets are corrupt.
+pub fn reflection_v1alpha()
+-> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, RuntimeError> {
+    Ok(reflection_builder().build_v1alpha()?)
+}
+
+/// The health state of one server: NOT_SERVING until it is ready (for a
+/// verifying service: until its first key set is loaded), SERVING while it
+/// runs, NOT_SERVING again once shutdown begins so load balancers stop
+/// sending before it drains.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    /// A reporter and the health service to add to the server.
+    pub fn new() -> (
+        Self,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        (
+            Self {
+                reporter,
+                services: Vec::new(),
+            },
+            service,
+        )
+    }
+
+    /// Registers `S`, NOT_SERVING until [`Health::set_serving`].
+    pub async fn register<S: NamedService>(&mut self) {
+        self.reporter.set_not_serving::<S>().await;
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.services.push(S::NAME);
+    }
+
+    /// Marks every registered service, and the server as a whole, SERVING.
+    pub async fn set_serving(&self) {
+        self.set_all(ServingStatus::Serving).await;
+    }
+
+    /// Marks everything SERVING once `ready` resolves, in the background.
+    /// The task stops when the returned handle is dropped.
+    pub fn serving_when(&self, ready: impl Future<Output = ()> + Send + 'static) -> ReadinessTask {
+        let health = self.clone();
+        ReadinessTask(tokio::spawn(async move {
+            ready.await;
+            health.set_serving().await;
+        }))
+    }
+
+    async fn set_all(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        for name in &self.services {
+            self.reporter.set_service_status(*name, status).await;
+        }
+    }
+
+    /// A future that resolves when `shutdown` does, after marking every
+    /// service NOT_SERVING; pass it to `serve_with_incoming_shutdown` so the
+    /// server stops accepting and drains in-flight calls.
+    pub async fn on_shutdown(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.set_all(ServingStatus::NotServing).await;
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+    }
+}
+
+/// The background task of [`Health::serving_when`]; aborted on drop.
+#[derive(Debug)]
+pub struct ReadinessTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReadinessTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

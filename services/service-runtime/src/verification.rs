@@ -1,0 +1,59 @@
+//! The verifying half of a service that accepts tokens: a [`Verifier`] kept
+//! fed with keys from the token service, and the client secret a service
+//! uses for its own tokens.
+
+use std::path::{Path, PathBuf};
+
+use auth_interceptor::{KeyRefreshHandle, SharedClock, Verifier, spawn_key_refresh};
+use tonic::transport::Channel;
+
+use crate::{config::AuthConfig, error::RuntimeError, files::read_to_string};
+
+/// A verifier and the background task that refreshes its keys; the task
+/// stops when this is dropped.
+#[derive(Debug)]
+pub struct Verification {
+    /// Verifies tokens; clone it into the auth layer.
+    pub verifier: Verifier,
+    _refresh: KeyRefreshHandle,
+}
+
+impl Verification {
+    /// Starts verifying per `auth`, with keys fetched over `token_service`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Verifier`] for out-of-range settings.
+    pub fn start(
+        auth: &AuthConfig,
+        token_service: Channel,
+        clock: SharedClock,
+    ) -> Result<Self, RuntimeError> {
+        let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
+        let refresh = spawn_key_refresh(verifier.clone(), token_service, auth.key_refresh());
+        Ok(Self {
+            verifier,
+            _refresh: refresh,
+        })
+    }
+}
+
+/// A client secret from `AUTHMESH_CLIENT_SECRET`, or else from `file`
+/// (resolved against `dir`). Secrets never come from the TOML itself.
+///
+/// # Errors
+/// [`RuntimeError::Secret`] when neither yields a non-empty secret.
+pub fn client_secret(file: Option<&PathBuf>, dir: &Path) -> Result<String, RuntimeError> {
+    if let Ok(secret) = std::env::var("AUTHMESH_CLIENT_SECRET")
+        && !secret.trim().is_empty()
+    {
+        return Ok(secret.trim().to_owned());
+    }
+    let file = file.ok_or_else(|| {
+        RuntimeError::Secret("set client.secret_file or AUTHMESH_CLIENT_SECRET".into())
+    })?;
+    let secret = read_to_string(&dir.join(file))?.trim().to_owned();
+    if secret.is_empty() {
+        return Err(RuntimeError::Secret(format!("{} is empty", file.display())));
+    }
+    Ok(secret)
+}

@@ -1,0 +1,72 @@
+//! The token service's configuration file.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use auth_interceptor::SigningAlgorithm;
+use serde::{Deserialize, Serialize};
+use service_runtime::ServerTlsFiles;
+
+/// Hard ceiling of any token lifetime, whatever the configuration says.
+pub const MAX_TTL_CEILING_SECONDS: u64 = 3600;
+
+/// `token-service.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address, e.g. `127.0.0.1:50051`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The `iss` of every token: this issuer's URL.
+    pub issuer: String,
+    /// Serve without TLS (logged as a warning).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// Server certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsFiles>,
+    /// Where signing keys live (created with 0600 on first start).
+    pub key_dir: PathBuf,
+    /// Algorithm of the active signing key.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: SigningAlgorithm,
+    /// Lifetime when a request names none.
+    #[serde(default = "default_ttl")]
+    pub default_ttl_seconds: u64,
+    /// Longest lifetime any client may ask for (at most 3600).
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_seconds: u64,
+    /// The services tokens may be minted for.
+    pub audiences: Vec<String>,
+    /// Registered clients and what each may ask for.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One registered client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Client id; also the token's `sub` when it authenticates with a secret.
+    pub id: String,
+    /// argon2id hash (PHC string) of the client secret, e.g. from
+    /// `authmesh hash-secret`. The secret itself never goes in this file.
+    pub secret_hash: String,
+    /// This client's lifetime cap, below the global one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_seconds: Option<u64>,
+    /// Audience → the scopes this client may have for it.
+    pub audiences: BTreeMap<String, Vec<String>>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+fn default_algorithm() -> SigningAlgorithm {
+    SigningAlgorithm::EdDSA
+}
+fn default_ttl() -> u64 {
+    300
+}
+fn default_max_ttl() -> u64 {
+    MAX_TTL_CEILING_SECONDS
+}

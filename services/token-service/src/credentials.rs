@@ -1,0 +1,192 @@
+//! Client authentication: `authorization: Basic base64(id:secret)` checked
+//! against argon2id hashes. Unknown ids cost the same as wrong secrets, and
+//! the comparison is argon2's constant-time one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+
+use crate::{config::ClientConfig, error::IssueError, error::StartError};
+
+/// A client the token service knows, with what it may ask for.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// Client id; the `sub` of its tokens.
+    pub id: String,
+    /// Lifetime cap for this client.
+    pub max_ttl_seconds: u64,
+    /// Audience → allowed scopes.
+    pub audiences: BTreeMap<String, BTreeSet<String>>,
+    secret_hash: String,
+}
+
+/// Every registered client, by id.
+#[derive(Debug)]
+pub struct ClientRegistry {
+    clients: HashMap<String, RegisteredClient>,
+    /// Verified against for unknown ids so they cost as much as known ones.
+    decoy_hash: String,
+}
+
+impl ClientRegistry {
+    /// Builds the registry, checking every hash and that ids are unique.
+    ///
+    /// # Errors
+    /// [`StartError::Config`] naming the offending client.
+    pub fn new(clients: &[ClientConfig], global_max_ttl: u64) -> Result<Self, StartError> {
+        let mut registry = HashMap::new();
+        for client in clients {
+            let hash = PasswordHash::new(&client.secret_hash).map_err(|e| {
+                StartError::Config(format!("client {}: secret_hash: {e}", client.id))
+            })?;
+            if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
+                return Err(StartError::Config(format!(
+                    "client {}: secret_hash must be argon2id",
+                    client.id
+                )));
+            }
+            let max_ttl = client
+                .max_ttl_seconds
+                .unwrap_or(global_max_ttl)
+                .min(global_max_ttl);
+            let entry = RegisteredClient {
+                id: client.id.clone(),
+                max_ttl_seconds: max_ttl,
+                audiences: client
+                    .audiences
+                    .iter()
+                    .map(|(aud, scopes)| (aud.clone(), scopes.iter().cloned().collect()))
+                    .collect(),
+                secret_hash: client.secret_hash.clone(),
+            };
+            if registry.insert(client.id.clone(), entry).is_some() {
+                return Err(StartError::Config(format!(
+                    "client {} is registered twice",
+                    client.id
+                )));
+            }
+        }
+        let decoy_hash = hash_secret(&generate_secret()).map_err(StartError::Config)?;
+        Ok(Self {
+            clients: registry,
+            decoy_hash,
+        })
+    }
+
+    /// Checks an `authorization` value and returns the client it proves.
+    /// CPU-heavy (argon2): call it off the async executor.
+    ///
+    /// # Errors
+    /// [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
+    pub fn authenticate(&self, authorization: &str) -> Result<&RegisteredClient, IssueError> {
+        let (id, secret) = parse_basic(authorization)?;
+        let client = self.clients.get(&id);
+        let hash = client.map_or(self.decoy_hash.as_str(), |c| c.secret_hash.as_str());
+        let verified = PasswordHash::new(hash).ok().is_some_and(|hash| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &hash)
+                .is_ok()
+        });
+        match client {
+            Some(client) if verified => Ok(client),
+            _ => Err(IssueError::BadCredentials),
+        }
+    }
+}
+
+/// Parses `Basic base64(id:secret)`.
+///
+/// # Errors
+/// [`IssueError::MalformedCredentials`] for any other shape.
+pub fn parse_basic(value: &str) -> Result<(String, String), IssueError> {
+    let encoded = value
+        .strip_prefix("Basic ")
+        .ok_or(IssueError::MalformedCredentials)?;
+    let decoded = STANDARD
+        .decode(encoded)
+        .map_err(|_| IssueError::MalformedCredentials)?;
+    let text = String::from_utf8(decoded).map_err(|_| IssueError::MalformedCredentials)?;
+    let (id, secret) = text
+        .split_once(':')
+        .ok_or(IssueError::MalformedCredentials)?;
+    if id.is_empty() || secret.is_empty() {
+        return Err(IssueError::MalformedCredentials);
+    }
+    Ok((id.to_owned(), secret.to_owned()))
+}
+
+/// A fresh client secret: 256 random bits, base64url.
+pub fn generate_secret() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// The argon2id PHC hash of `secret`, for the `secret_hash` of a client.
+///
+/// # Errors
+/// A message when hashing fails.
+pub fn hash_secret(secret: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("hashing secret: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(secret: &str) -> ClientRegistry {
+        let client = ClientConfig {
+            id: "orders".into(),
+            secret_hash: hash_secret(secret).expect("hash"),
+            max_ttl_seconds: None,
+            audiences: BTreeMap::from([("inventory".into(), vec!["inventory.read".into()])]),
+        };
+        ClientRegistry::new(&[client], 3600).expect("registry")
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    #[test]
+    fn right_secret_authenticates_and_everything_else_does_not() {
+        let registry = registry("s3cret");
+        assert_eq!(
+            registry
+                .authenticate(&basic("orders", "s3cret"))
+                .map(|c| c.id.clone()),
+            Ok("orders".into())
+        );
+        assert_eq!(
+            registry.authenticate(&basic("orders", "wrong")).map(|_| ()),
+            Err(IssueError::BadCredentials)
+        );
+        assert_eq!(
+            registry
+                .authenticate(&basic("nobody", "s3cret"))
+                .map(|_| ()),
+            Err(IssueError::BadCredentials)
+        );
+        for bad in [
+            "Bearer x",
+            "Basic !!!",
+            "Basic b3JkZXJz",
+            "basic b3JkZXJzOnMzY3JldA==",
+        ] {
+            assert_eq!(
+                registry.authenticate(bad).map(|_| ()),
+                Err(IssueError::MalformedCredentials),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Errors of the token service, and the one place they become a `tonic::Status`.
+
+use std::collections::HashMap;
+
+use auth_interceptor::ERROR_DOMAIN;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Why a token was not issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// No usable `authorization: Basic` credentials.
+    #[error("missing or malformed client credentials")]
+    MalformedCredentials,
+    /// Unknown client or wrong secret (indistinguishable on purpose).
+    #[error("invalid client credentials")]
+    BadCredentials,
+    /// The audience is not a service this issuer mints for.
+    #[error("unknown audience")]
+    UnknownAudience,
+    /// Tokens for the issuer itself are never minted.
+    #[error("tokens for the token service itself are not issued")]
+    SelfAudience,
+    /// The client may not have tokens for this audience.
+    #[error("client may not request tokens for audience {audience}")]
+    AudienceNotAllowed {
+        /// The requested audience.
+        audience: String,
+    },
+    /// The client may not have this scope for this audience.
+    #[error("client may not request scope {scope} for audience {audience}")]
+    ScopeNotAllowed {
+        /// The requested audience.
+        audience: String,
+        /// The first scope outside the client's allowlist.
+        scope: String,
+    },
+    /// A scope that is empty or contains whitespace.
+    #[error("invalid scope value")]
+    InvalidScope,
+    /// `ttl_seconds` is zero, negative or above the cap.
+    #[error("ttl_seconds must be between 1 and {max}")]
+    TtlOutOfRange {
+        /// The cap that applies to this client.
+        max: u64,
+    },
+    /// Signing failed: a server fault, not the caller's.
+    #[error("signing failed")]
+    Signing,
+}
+
+impl IssueError {
+    /// The machine-readable reason sent in `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IssueError::MalformedCredentials => "CREDENTIALS_MALFORMED",
+            IssueError::BadCredentials => "CREDENTIALS_INVALID",
+            IssueError::UnknownAudience => "AUDIENCE_UNKNOWN",
+            IssueError::SelfAudience | IssueError::AudienceNotAllowed { .. } => {
+                "AUDIENCE_NOT_ALLOWED"
+            }
+            IssueError::ScopeNotAllowed { .. } => "SCOPE_NOT_ALLOWED",
+            IssueError::InvalidScope => "SCOPE_INVALID",
+            IssueError::TtlOutOfRange { .. } => "TTL_OUT_OF_RANGE",
+            IssueError::Signing => "SIGNING_FAILED",
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            IssueError::MalformedCredentials | IssueError::BadCredentials => Code::Unauthenticated,
+            IssueError::SelfAudience
+            | IssueError::AudienceNotAllowed { .. }
+            | IssueError::ScopeNotAllowed { .. } => Code::PermissionDenied,
+            IssueError::UnknownAudience
+            | IssueError::InvalidScope
+            | IssueError::TtlOutOfRange { .. } => Code::InvalidArgument,
+            IssueError::Signing => Code::Internal,
+        }
+    }
+}
+
+impl From<IssueError> for Status {
+    fn from(err: IssueError) -> Status {
+        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details(err.code(), err.to_string(), details)
+    }
+}
+
+/// Why the token service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Shared plumbing (files, TLS, transport).
+    #[error(transparent)]
+    Runtime(#[from] service_runtime::RuntimeError),
+    /// The configuration is inconsistent.
+    #[error("invalid token service configuration: {0}")]
+    Config(String),
+    /// The signing key is unusable.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The sign-then-verify self-test failed.
+    #[error("self-test failed: {0}")]
+    SelfTest(String),
+}

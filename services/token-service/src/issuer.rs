@@ -1,0 +1,221 @@
+//! Minting: who may get which audience, scopes and lifetime, and the token itself.
+
+use std::collections::{BTreeSet, HashSet};
+
+use auth_interceptor::{Claims, JwkSet, SharedClock, Verifier, VerifierConfig};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use crate::{
+    config::{Config, MAX_TTL_CEILING_SECONDS},
+    credentials::{ClientRegistry, RegisteredClient},
+    error::{IssueError, StartError},
+    keys::KeyStore,
+};
+
+/// The name the token service answers to as a service; never a valid audience.
+pub const SELF_AUDIENCE: &str = "token-service";
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintRequest {
+    /// Target service.
+    pub audience: String,
+    /// Requested scopes; empty means all the client may have.
+    pub scopes: Vec<String>,
+    /// Requested lifetime; `None` means the default.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    /// The signed JWT.
+    pub token: String,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+/// The issuer: clients, keys, limits and clock.
+#[derive(Debug)]
+pub struct Issuer {
+    issuer: String,
+    audiences: HashSet<String>,
+    default_ttl: u64,
+    max_ttl: u64,
+    clients: ClientRegistry,
+    keys: KeyStore,
+    clock: SharedClock,
+}
+
+impl Issuer {
+    /// Builds the issuer and checks the configuration is consistent.
+    ///
+    /// # Errors
+    /// [`StartError::Config`] naming what is inconsistent.
+    pub fn new(config: &Config, keys: KeyStore, clock: SharedClock) -> Result<Self, StartError> {
+        if config.max_ttl_seconds == 0 || config.max_ttl_seconds > MAX_TTL_CEILING_SECONDS {
+            return Err(StartError::Config(format!(
+                "max_ttl_seconds must be between 1 and {MAX_TTL_CEILING_SECONDS}"
+            )));
+        }
+        if config.default_ttl_seconds == 0 || config.default_ttl_seconds > config.max_ttl_seconds {
+            return Err(StartError::Config(
+                "default_ttl_seconds must be between 1 and max_ttl_seconds".into(),
+            ));
+        }
+        let audiences: HashSet<String> = config.audiences.iter().cloned().collect();
+        if audiences.contains(SELF_AUDIENCE) || audiences.contains(&config.issuer) {
+            return Err(StartError::Config(
+                "the token service cannot be an audience".into(),
+            ));
+        }
+        for client in &config.clients {
+            if let Some(unknown) = client.audiences.keys().find(|a| !audiences.contains(*a)) {
+                return Err(StartError::Config(format!(
+                    "client {} is allowed audience {unknown}, which is not in `audiences`",
+                    client.id
+                )));
+            }
+        }
+        Ok(Self {
+            issuer: config.issuer.clone(),
+            audiences,
+            default_ttl: config.default_ttl_seconds,
+            max_ttl: config.max_ttl_seconds,
+            clients: ClientRegistry::new(&config.clients, config.max_ttl_seconds)?,
+            keys,
+            clock,
+        })
+    }
+
+    /// The issuer URL (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The public keys to publish.
+    pub fn jwks(&self) -> &JwkSet {
+        self.keys.published()
+    }
+
+    /// Checks client credentials; CPU-heavy, call off the executor.
+    ///
+    /// # Errors
+    /// [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
+    pub fn authenticate(&self, authorization: &str) -> Result<&RegisteredClient, IssueError> {
+        self.clients.authenticate(authorization)
+    }
+
+    /// Mints a token for an authenticated `client`, never granting more than
+    /// its allowlist and never setting `sub` from the request.
+    ///
+    /// # Errors
+    /// [`IssueError`] for a request outside the client's allowlist or the limits.
+    pub fn mint(
+        &self,
+        client: &RegisteredClient,
+        request: &MintRequest,
+    ) -> Result<Minted, IssueError> {
+        let max_ttl = client.max_ttl_seconds.min(self.max_ttl);
+        let ttl = match request.ttl_seconds {
+            None => self.default_ttl.min(max_ttl),
+            Some(ttl) => u64::try_from(ttl)
+                .ok()
+                .filter(|ttl| (1..=max_ttl).contains(ttl))
+                .ok_or(IssueError::TtlOutOfRange { max: max_ttl })?,
+        };
+        let audience = request.audience.as_str();
+        if audience == SELF_AUDIENCE || audience == self.issuer {
+            return Err(IssueError::SelfAudience);
+        }
+        if !self.audiences.contains(audience) {
+            return Err(IssueError::UnknownAudience);
+        }
+        let allowed =
+            client
+                .audiences
+                .get(audience)
+                .ok_or_else(|| IssueError::AudienceNotAllowed {
+                    audience: audience.to_owned(),
+                })?;
+        let granted: BTreeSet<&str> = if request.scopes.is_empty() {
+            allowed.iter().map(String::as_str).collect()
+        } else {
+            let mut granted = BTreeSet::new();
+            for scope in &request.scopes {
+                if scope.is_empty() || scope.contains(char::is_whitespace) {
+                    return Err(IssueError::InvalidScope);
+                }
+                if !allowed.contains(scope) {
+                    return Err(IssueError::ScopeNotAllowed {
+                        audience: audience.to_owned(),
+                        scope: scope.clone(),
+                    });
+                }
+                granted.insert(scope.as_str());
+            }
+            granted
+        };
+        let now = self.clock.now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: client.id.clone(),
+            aud: audience.to_owned(),
+            exp: now + ttl,
+            nbf: Some(now),
+            iat: now,
+            jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+            scope: granted.into_iter().collect::<Vec<_>>().join(" "),
+            client_id: Some(client.id.clone()),
+        };
+        let token = self
+            .keys
+            .active()
+            .sign(&claims)
+            .map_err(|_| IssueError::Signing)?;
+        Ok(Minted { token, claims })
+    }
+
+    /// Signs a token with the active key and verifies it with the published
+    /// keys through the same code every verifier runs.
+    ///
+    /// # Errors
+    /// [`StartError::SelfTest`] when the round trip fails.
+    pub fn self_test(&self) -> Result<(), StartError> {
+        let audience = self
+            .audiences
+            .iter()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "self-test".into());
+        let now = self.clock.now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: "self-test".into(),
+            aud: audience.clone(),
+            exp: now + 60,
+            nbf: Some(now),
+            iat: now,
+            jti: "self-test".into(),
+            scope: String::new(),
+            client_id: None,
+        };
+        let token = self
+            .keys
+            .active()
+            .sign(&claims)
+            .map_err(|e| StartError::SelfTest(e.to_string()))?;
+        let verifier = Verifier::with_clock(
+            VerifierConfig::new(&self.issuer, audience),
+            self.clock.clone(),
+        )
+        .map_err(|e| StartError::SelfTest(e.to_string()))?;
+        verifier
+            .install_keys(self.jwks())
+            .map_err(|e| StartError::SelfTest(e.to_string()))?;
+        verifier
+            .verify(&token)
+            .map(|_| ())
+            .map_err(|e| StartError::SelfTest(e.to_string()))
+    }
+}

@@ -1,0 +1,103 @@
+//! The `authmesh.v1.TokenService` gRPC service.
+
+use std::sync::Arc;
+
+use authmesh_proto::authmesh::v1::{
+    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
+    token_service_server::TokenService,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::IssueError,
+    issuer::{Issuer, MintRequest},
+};
+
+/// Serves [`Issuer`] over gRPC.
+#[derive(Debug, Clone)]
+pub struct TokenServiceHandler {
+    issuer: Arc<Issuer>,
+}
+
+impl TokenServiceHandler {
+    /// A handler minting with `issuer`.
+    pub fn new(issuer: Arc<Issuer>) -> Self {
+        Self { issuer }
+    }
+}
+
+/// The single `authorization` value of a request, if exactly one visible-ASCII one is present.
+fn single_authorization<T>(request: &Request<T>) -> Result<String, IssueError> {
+    let mut values = request.metadata().get_all("authorization").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(IssueError::MalformedCredentials);
+    };
+    value
+        .to_str()
+        .map(str::to_owned)
+        .map_err(|_| IssueError::MalformedCredentials)
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenServiceHandler {
+    async fn issue_token(
+        &self,
+        request: Request<IssueTokenRequest>,
+    ) -> Result<Response<IssueTokenResponse>, Status> {
+        let authorization = single_authorization(&request);
+        let body = request.into_inner();
+        let mint_request = MintRequest {
+            audience: body.audience,
+            scopes: body.scopes,
+            ttl_seconds: body.ttl_seconds,
+        };
+        let issuer = self.issuer.clone();
+        // argon2 takes tens of milliseconds of CPU: keep it off the executor threads.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let client = issuer.authenticate(&authorization?)?;
+            let client_id = client.id.clone();
+            issuer
+                .mint(client, &mint_request)
+                .map_err(|err| (Some(client_id), mint_request.audience.clone(), err))
+                .map_err(|(client, audience, err)| {
+                    tracing::info!(client = client.as_deref().unwrap_or(""), aud = %audience, reason = err.reason(), detail = %err, "token refused");
+                    err
+                })
+        })
+        .await
+        .map_err(|_| Status::internal("token minting failed"))?;
+        let minted = outcome.map_err(|err: IssueError| {
+            if matches!(
+                err,
+                IssueError::BadCredentials | IssueError::MalformedCredentials
+            ) {
+                tracing::info!(reason = err.reason(), "client authentication failed");
+            }
+            Status::from(err)
+        })?;
+        let claims = &minted.claims;
+        tracing::info!(sub = %claims.sub, aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, "token issued");
+        Ok(Response::new(IssueTokenResponse {
+            token: minted.token,
+            expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX),
+            scope: claims.scope.clone(),
+            token_type: "Bearer".into(),
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse {
+            keys: self
+                .issuer
+                .jwks()
+                .keys
+                .iter()
+                .cloned()
+                .map(Into::into)
+                .collect(),
+        }))
+    }
+}

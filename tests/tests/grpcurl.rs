@@ -1,0 +1,193 @@
+//! The README walkthrough with the real grpcurl binary: reflection, health,
+//! mint, call, and the two denials, against a mesh built from dev state the
+//! way `authmesh up` builds it.
+#![allow(clippy::expect_used)] // helpers of a test: a failed step should fail the test
+
+use std::path::{Path, PathBuf};
+
+use auth_interceptor::ClientCredentials;
+use authmesh::token_cli::{self, TokenServiceEndpoint};
+use authmesh_tests::TestMesh;
+use base64::{Engine, engine::general_purpose::STANDARD};
+
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn grpcurl(bin: &Path, ca: &Path, port: u16, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(bin);
+    command.arg("-cacert").arg(ca).args(&args[..args.len() - 1]);
+    command
+        .arg(format!("localhost:{port}"))
+        .arg(args[args.len() - 1]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("grpcurl runs");
+    Output {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_walkthrough() {
+    let Some(bin) = authmesh_tests::grpcurl() else {
+        return;
+    };
+    let mesh = TestMesh::start().await;
+    let ca: PathBuf = mesh.ca_path();
+    let (ts, orders, inventory) = (
+        mesh.addrs.token_service.port(),
+        mesh.addrs.orders.port(),
+        mesh.addrs.inventory.port(),
+    );
+
+    // Reflection and health need no token.
+    let list = grpcurl(&bin, &ca, inventory, &["list"]).await;
+    assert!(list.success, "{}", list.stderr);
+    for service in [
+        "demo.inventory.v1.Inventory",
+        "grpc.health.v1.Health",
+        "authmesh.v1.TokenService",
+    ] {
+        assert!(
+            list.stdout.contains(service),
+            "{service} missing from {}",
+            list.stdout
+        );
+    }
+    let health = grpcurl(&bin, &ca, orders, &["grpc.health.v1.Health/Check"]).await;
+    assert!(
+        health.success && health.stdout.contains("SERVING"),
+        "{} {}",
+        health.stdout,
+        health.stderr
+    );
+
+    // Mint with grpcurl alone, then call.
+    let basic = format!(
+        "authorization: Basic {}",
+        STANDARD.encode(format!("demo-cli:{}", mesh.secret("demo-cli")))
+    );
+    let minted = grpcurl(
+        &bin,
+        &ca,
+        ts,
+        &[
+            "-H",
+            &basic,
+            "-d",
+            r#"{"audience":"inventory","scopes":["inventory.read"]}"#,
+            "authmesh.v1.TokenService/IssueToken",
+        ],
+    )
+    .await;
+    assert!(minted.success, "{}", minted.stderr);
+    let minted: serde_json::Value = serde_json::from_str(&minted.stdout).expect("json");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let bearer = format!("authorization: Bearer {token}");
+    let stock = grpcurl(
+        &bin,
+        &ca,
+        inventory,
+        &[
+            "-H",
+            &bearer,
+            "-d",
+            r#"{"sku":"sku-1"}"#,
+            "demo.inventory.v1.Inventory/GetStock",
+        ],
+    )
+    .await;
+    assert!(
+        stock.success && stock.stdout.contains(r#""available": 100"#),
+        "{} {}",
+        stock.stdout,
+        stock.stderr
+    );
+
+    // Denials, with the reason readable through reflection.
+    let anonymous = grpcurl(
+        &bin,
+        &ca,
+        inventory,
+        &[
+            "-d",
+            r#"{"sku":"sku-1"}"#,
+            "demo.inventory.v1.Inventory/GetStock",
+        ],
+    )
+    .await;
+    assert!(!anonymous.success);
+    assert!(
+        anonymous.stderr.contains("Unauthenticated") && anonymous.stderr.contains("TOKEN_MISSING"),
+        "{}",
+        anonymous.stderr
+    );
+    let reserve = grpcurl(
+        &bin,
+        &ca,
+        inventory,
+        &[
+            "-H",
+            &bearer,
+            "-d",
+            r#"{"sku":"sku-1","quantity":1}"#,
+            "demo.inventory.v1.Inventory/Reserve",
+        ],
+    )
+    .await;
+    assert!(!reserve.success);
+    assert!(
+        reserve.stderr.contains("PermissionDenied") && reserve.stderr.contains("POLICY_DENIED"),
+        "{}",
+        reserve.stderr
+    );
+    assert!(
+        !reserve.stderr.contains(&token),
+        "the token never appears in an error"
+    );
+
+    // The CLI's own mint (what `authmesh token mint` runs), then PlaceOrder through the mesh.
+    let endpoint = TokenServiceEndpoint {
+        url: mesh.issuer(),
+        ca: ca.clone(),
+    };
+    let credentials = ClientCredentials::new("demo-cli", mesh.secret("demo-cli"));
+    let order_token = token_cli::mint(&endpoint, &credentials, "orders", vec![], None)
+        .await
+        .expect("cli mint")
+        .token;
+    let order = grpcurl(
+        &bin,
+        &ca,
+        orders,
+        &[
+            "-H",
+            &format!("authorization: Bearer {order_token}"),
+            "-d",
+            r#"{"sku":"sku-2","quantity":2}"#,
+            "demo.orders.v1.Orders/PlaceOrder",
+        ],
+    )
+    .await;
+    assert!(order.success, "{}", order.stderr);
+    assert!(
+        order.stdout.contains(r#""reservedBy": "orders""#)
+            && order.stdout.contains(r#""remaining": 3"#),
+        "{}",
+        order.stdout
+    );
+
+    // `authmesh token inspect` on the same token.
+    let report = token_cli::inspect(&endpoint, &order_token)
+        .await
+        .expect("inspect");
+    assert_eq!(report["verification"]["verified"], true, "{report}");
+    assert_eq!(report["claims"]["aud"], "orders");
+    mesh.stop().await;
+}

@@ -1,0 +1,107 @@
+//! SERVER1 calls SERVER2 with its own token: the flow the mesh exists for.
+
+use authmesh::dev_state::{DevState, MeshAddrs};
+use authmesh_proto::demo::orders::v1::PlaceOrderRequest;
+use authmesh_tests::{TestMesh, bearer, expect_status};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_order_reserves_at_inventory_with_orders_own_token() {
+    let mesh = TestMesh::start().await;
+    let caller_token = mesh.mint("orders", &[], None).await;
+    let order = mesh
+        .orders_client()
+        .place_order(bearer(
+            PlaceOrderRequest {
+                sku: "sku-1".into(),
+                quantity: 3,
+            },
+            &caller_token,
+        ))
+        .await
+        .expect("PlaceOrder succeeds")
+        .into_inner();
+    assert_eq!(order.placed_by, "demo-cli");
+    assert_eq!(order.reserved_by, "orders");
+    assert_eq!(order.remaining, 97);
+
+    let reservations = mesh.inventory_handler.reservations();
+    assert_eq!(reservations.len(), 1);
+    let seen = &reservations[0];
+    assert_eq!(seen.caller, "orders", "inventory saw orders' identity");
+    assert_eq!(seen.audience, "inventory");
+    assert_eq!(seen.quantity, 3);
+    assert_eq!(order.reservation_id, seen.id);
+    // The caller's token was not forwarded: inventory saw a token with another jti.
+    let caller_claims = authmesh_tests::decode_claims(&caller_token);
+    assert_ne!(seen.jti, caller_claims.jti);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_order_without_a_token_never_reaches_inventory() {
+    let mesh = TestMesh::start().await;
+    let mut orders = mesh.orders_client();
+    expect_status(
+        orders
+            .place_order(PlaceOrderRequest {
+                sku: "sku-1".into(),
+                quantity: 1,
+            })
+            .await,
+        Code::Unauthenticated,
+        Some("TOKEN_MISSING"),
+    );
+    let wrong_scope = mesh.mint("inventory", &[], None).await;
+    expect_status(
+        orders
+            .place_order(bearer(
+                PlaceOrderRequest {
+                    sku: "sku-1".into(),
+                    quantity: 1,
+                },
+                &wrong_scope,
+            ))
+            .await,
+        Code::Unauthenticated,
+        Some("AUDIENCE_MISMATCH"),
+    );
+    assert!(mesh.inventory_handler.reservations().is_empty());
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_state_is_created_once_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs = authmesh::dev_state::DEFAULT_PORTS;
+    let first = DevState::ensure(dir.path(), addrs).expect("first start");
+    let read = |path: std::path::PathBuf| std::fs::read(path).expect("state file");
+    let files = |state: &DevState| {
+        [
+            read(state.dir().join("tls/ca.pem")),
+            read(state.secret_file("orders")),
+            read(state.token_service_config()),
+            read(state.orders_config()),
+        ]
+    };
+    let before = files(&first);
+    // Different ports on a later start must not overwrite the existing configs.
+    let other = MeshAddrs {
+        orders: "127.0.0.1:1".parse().expect("addr"),
+        ..addrs
+    };
+    let second = DevState::ensure(dir.path(), other).expect("second start");
+    assert_eq!(before, files(&second));
+    use std::os::unix::fs::PermissionsExt;
+    for private in [
+        second.secret_file("orders"),
+        second.dir().join("tls/ca-key.pem"),
+    ] {
+        let mode = std::fs::metadata(&private)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{}", private.display());
+    }
+}
