@@ -8,18 +8,17 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use auth_interceptor::{AuthLayer, MethodPolicy, SharedClock, VerifiedClaims};
+use auth_interceptor::{MethodPolicy, SharedClock, VerifiedClaims};
 use authmesh_proto::demo::inventory::v1::{
     GetStockRequest, GetStockResponse, ReserveRequest, ReserveResponse,
     inventory_server::{Inventory, InventoryServer},
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, Health, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
-    Verification, reflection_v1, reflection_v1alpha, server_builder, upstream_channel,
+    AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
+    serve_authenticated, upstream_channel,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// Scope needed by `GetStock`.
@@ -203,26 +202,15 @@ pub async fn run(
     )?;
     let channel = upstream_channel(&settings.token_service, &config.dir)?;
     let verification = Verification::start(&settings.auth, channel, clock)?;
-    let layer = AuthLayer::new(
-        verification.verifier.clone(),
-        policy(settings.auth.public_reflection),
-    );
-    let (mut health, health_service) = Health::new();
-    health.register::<InventoryServer<InventoryHandler>>().await;
-    let verifier = verification.verifier.clone();
-    let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
-    tracing::info!(addr = ?listener.local_addr().ok(), "inventory listening");
-    server_builder(&transport)?
-        .layer(layer)
-        .add_service(health_service)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?)
-        .add_service(InventoryServer::new(handler))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            health.on_shutdown(shutdown),
-        )
-        .await?;
-    drop(verification);
-    Ok(())
+    let policy = policy(settings.auth.public_reflection);
+    let service = InventoryServer::new(handler);
+    serve_authenticated(
+        listener,
+        &transport,
+        verification,
+        policy,
+        service,
+        shutdown,
+    )
+    .await
 }

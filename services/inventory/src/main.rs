@@ -1,48 +1,30 @@
 //! `inventory --config inventory.toml`: SERVER2 as its own process.
 
-use std::path::PathBuf;
-
 use clap::Parser;
-use inventory::{Config, InventoryHandler};
+use service_runtime::ServiceArgs;
 
 /// AuthMesh demo inventory service (SERVER2).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML); every key can be overridden by AUTHMESH_* variables.
-    #[arg(long, env = "AUTHMESH_CONFIG")]
-    config: PathBuf,
-    /// Serve without TLS (development only; logged as a warning).
-    #[arg(long)]
-    insecure_plaintext: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     service_runtime::install_crypto_provider();
     service_runtime::telemetry::init_tracing();
-    match serve(Args::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "inventory failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let args = Args::parse();
+    service_runtime::exit_code("inventory", serve(args.service).await)
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = service_runtime::load_config::<Config, _>(&args.config, std::env::vars())?;
-    config.config.insecure_plaintext |= args.insecure_plaintext;
-    let handler = InventoryHandler::new(&config.config.stock);
+async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.load::<inventory::Config>()?;
+    let handler = inventory::InventoryHandler::new(&config.config.stock);
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     let clock = auth_interceptor::clock::system_clock();
-    inventory::run(
-        listener,
-        config,
-        handler,
-        clock,
-        service_runtime::shutdown::signal(),
-    )
-    .await?;
+    let shutdown = service_runtime::shutdown::signal();
+    inventory::run(listener, config, handler, clock, shutdown).await?;
     Ok(())
 }

@@ -13,8 +13,8 @@ use std::{
 };
 
 use auth_interceptor::{
-    AuthLayer, BearerInterceptor, ClientCredentials, MethodPolicy, RefreshSettings, SharedClock,
-    TokenRequest, TokenSource, VerifiedClaims,
+    BearerInterceptor, ClientCredentials, MethodPolicy, RefreshSettings, SharedClock, TokenRequest,
+    TokenSource, VerifiedClaims,
 };
 use authmesh_proto::demo::{
     inventory::v1::{GetStockRequest, ReserveRequest, inventory_client::InventoryClient},
@@ -25,12 +25,10 @@ use authmesh_proto::demo::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, Health, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
-    Verification, client_secret, reflection_v1, reflection_v1alpha, server_builder,
-    upstream_channel,
+    AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
+    client_secret, serve_authenticated, upstream_channel,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Code, Request, Response, Status, service::interceptor::InterceptedService, transport::Channel,
 };
@@ -204,26 +202,15 @@ pub async fn run(
         upstream_channel(&settings.inventory, &config.dir)?,
         tokens.clone(),
     );
-    let layer = AuthLayer::new(
-        verification.verifier.clone(),
-        policy(settings.auth.public_reflection),
-    );
-    let (mut health, health_service) = Health::new();
-    health.register::<OrdersServer<OrdersHandler>>().await;
-    let verifier = verification.verifier.clone();
-    let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
-    tracing::info!(addr = ?listener.local_addr().ok(), "orders listening");
-    server_builder(&transport)?
-        .layer(layer)
-        .add_service(health_service)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?)
-        .add_service(OrdersServer::new(handler))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            health.on_shutdown(shutdown),
-        )
-        .await?;
-    drop(verification);
-    Ok(())
+    let policy = policy(settings.auth.public_reflection);
+    let service = OrdersServer::new(handler);
+    serve_authenticated(
+        listener,
+        &transport,
+        verification,
+        policy,
+        service,
+        shutdown,
+    )
+    .await
 }

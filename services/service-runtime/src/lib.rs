@@ -5,6 +5,7 @@
 //! Each service is a library with a `run(listener, config, shutdown)`
 //! function built from these pieces; its `main` only parses the command line.
 
+pub mod binary;
 pub mod config;
 pub mod error;
 pub mod files;
@@ -15,8 +16,9 @@ pub mod telemetry;
 pub mod tls;
 pub mod verification;
 
+pub use binary::{ServiceArgs, exit_code};
 pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
 pub use error::RuntimeError;
-pub use server::{Health, reflection_v1, reflection_v1alpha, server_builder};
+pub use server::{Health, reflection_v1, reflection_v1alpha, serve_authenticated, server_builder};
 pub use tls::{ServerTlsFiles, Transport, install_crypto_provider, upstream_channel};
 pub use verification::{Verification, client_secret};

@@ -2,13 +2,16 @@
 //! TLS, `grpc.health.v1.Health`, reflection (v1 and v1alpha, since grpcurl
 //! 1.8 speaks only v1alpha) and graceful shutdown.
 
-use std::future::Future;
+use std::{convert::Infallible, future::Future};
 
-use tonic::{server::NamedService, transport::Server};
+use auth_interceptor::{AuthLayer, MethodPolicy};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{body::Body, server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{Builder, v1, v1alpha};
 
-use crate::{error::RuntimeError, tls::Transport};
+use crate::{error::RuntimeError, tls::Transport, verification::Verification};
 
 /// Largest HTTP/2 header list a client may send: room for a token (8 KiB
 /// cap) and ordinary metadata, not for header floods.
@@ -129,4 +132,47 @@ impl Drop for ReadinessTask {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Serves `service` on `listener` behind the [`AuthLayer`], with health
+/// (SERVING once the first key set is loaded) and reflection, until
+/// `shutdown` resolves; then reports NOT_SERVING and drains in-flight calls.
+/// This is the whole server of a service that accepts AuthMesh tokens.
+///
+/// # Errors
+/// [`RuntimeError`] when TLS, reflection or the transport fail.
+pub async fn serve_authenticated<S>(
+    listener: TcpListener,
+    transport: &Transport,
+    verification: Verification,
+    policy: MethodPolicy,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (mut health, health_service) = Health::new();
+    health.register::<S>().await;
+    let verifier = verification.verifier.clone();
+    let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
+    tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
+    server_builder(transport)?
+        .layer(AuthLayer::new(verification.verifier.clone(), policy))
+        .add_service(health_service)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            health.on_shutdown(shutdown),
+        )
+        .await?;
+    Ok(())
 }

@@ -1,20 +1,14 @@
 //! `token-service --config token-service.toml`: the issuer as its own process.
 
-use std::path::PathBuf;
-
 use clap::Parser;
-use token_service::Config;
+use service_runtime::ServiceArgs;
 
 /// AuthMesh token service.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML); every key can be overridden by AUTHMESH_* variables.
-    #[arg(long, env = "AUTHMESH_CONFIG")]
-    config: PathBuf,
-    /// Serve without TLS (development only; logged as a warning).
-    #[arg(long)]
-    insecure_plaintext: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 #[tokio::main]
@@ -22,18 +16,11 @@ async fn main() -> std::process::ExitCode {
     service_runtime::install_crypto_provider();
     service_runtime::telemetry::init_tracing();
     let args = Args::parse();
-    match serve(args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "token service failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    service_runtime::exit_code("token-service", serve(args.service).await)
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = service_runtime::load_config::<Config, _>(&args.config, std::env::vars())?;
-    config.config.insecure_plaintext |= args.insecure_plaintext;
+async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.load::<token_service::Config>()?;
     let issuer = token_service::prepare(&config, auth_interceptor::clock::system_clock())?;
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     token_service::run(
