@@ -219,3 +219,44 @@ async fn public_keys_need_no_credentials_and_private_keys_stay_private() {
     assert_eq!(mode, 0o600);
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_trips_the_limiter_and_the_right_secret_gives_no_signal() {
+    let mesh = TestMesh::start().await;
+    let secret = mesh.secret("demo-cli");
+    for attempt in 0..10 {
+        let status = mesh
+            .mint_as(
+                "demo-cli",
+                &format!("guess-{attempt}"),
+                "inventory",
+                &[],
+                None,
+            )
+            .await
+            .expect_err("wrong secret");
+        assert_eq!(status.code(), Code::Unauthenticated, "attempt {attempt}");
+    }
+    expect_status(
+        mesh.mint_as("demo-cli", "guess-11", "inventory", &[], None)
+            .await,
+        Code::ResourceExhausted,
+        Some("TOO_MANY_ATTEMPTS"),
+    );
+    expect_status(
+        mesh.mint_as("demo-cli", &secret, "inventory", &[], None)
+            .await,
+        Code::ResourceExhausted,
+        Some("TOO_MANY_ATTEMPTS"),
+    );
+    // Another client from the same address is not locked by demo-cli's failures.
+    mesh.mint_as("orders", &mesh.secret("orders"), "inventory", &[], None)
+        .await
+        .expect("orders unaffected");
+    // After the lockout the right secret works again.
+    mesh.clock.advance(61);
+    mesh.mint_as("demo-cli", &secret, "inventory", &[], None)
+        .await
+        .expect("lockout over");
+    mesh.stop().await;
+}

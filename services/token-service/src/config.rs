@@ -6,6 +6,8 @@ use auth_interceptor::SigningAlgorithm;
 use serde::{Deserialize, Serialize};
 use service_runtime::ServerTlsFiles;
 
+use crate::limiter::AuthLimits;
+
 /// Hard ceiling of any token lifetime, whatever the configuration says.
 pub const MAX_TTL_CEILING_SECONDS: u64 = 3600;
 
@@ -37,6 +39,9 @@ pub struct Config {
     pub max_ttl_seconds: u64,
     /// The services tokens may be minted for.
     pub audiences: Vec<String>,
+    /// Failed-authentication limits.
+    #[serde(default)]
+    pub auth_limits: AuthLimits,
     /// Registered clients and what each may ask for.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,

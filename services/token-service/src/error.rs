@@ -45,6 +45,9 @@ pub enum IssueError {
         /// The cap that applies to this client.
         max: u64,
     },
+    /// Too many failed attempts for this client or from this source.
+    #[error("too many failed authentication attempts; try again later")]
+    TooManyAttempts,
     /// Signing failed: a server fault, not the caller's.
     #[error("signing failed")]
     Signing,
@@ -63,6 +66,7 @@ impl IssueError {
             IssueError::ScopeNotAllowed { .. } => "SCOPE_NOT_ALLOWED",
             IssueError::InvalidScope => "SCOPE_INVALID",
             IssueError::TtlOutOfRange { .. } => "TTL_OUT_OF_RANGE",
+            IssueError::TooManyAttempts => "TOO_MANY_ATTEMPTS",
             IssueError::Signing => "SIGNING_FAILED",
         }
     }
@@ -77,6 +81,7 @@ impl IssueError {
             IssueError::UnknownAudience
             | IssueError::InvalidScope
             | IssueError::TtlOutOfRange { .. } => Code::InvalidArgument,
+            IssueError::TooManyAttempts => Code::ResourceExhausted,
             IssueError::Signing => Code::Internal,
         }
     }

@@ -1,15 +1,19 @@
 //! Minting: who may get which audience, scopes and lifetime, and the token itself.
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::IpAddr,
+};
 
 use auth_interceptor::{Claims, JwkSet, SharedClock, Verifier, VerifierConfig};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
     config::{Config, MAX_TTL_CEILING_SECONDS},
-    credentials::{ClientRegistry, RegisteredClient},
+    credentials::{ClientRegistry, RegisteredClient, parse_basic},
     error::{IssueError, StartError},
     keys::KeyStore,
+    limiter::AttemptLimiter,
 };
 
 /// The name the token service answers to as a service; never a valid audience.
@@ -43,6 +47,7 @@ pub struct Issuer {
     default_ttl: u64,
     max_ttl: u64,
     clients: ClientRegistry,
+    limiter: AttemptLimiter,
     keys: KeyStore,
     clock: SharedClock,
 }
@@ -83,6 +88,7 @@ impl Issuer {
             default_ttl: config.default_ttl_seconds,
             max_ttl: config.max_ttl_seconds,
             clients: ClientRegistry::new(&config.clients, config.max_ttl_seconds)?,
+            limiter: AttemptLimiter::new(config.auth_limits, clock.clone()),
             keys,
             clock,
         })
@@ -98,12 +104,31 @@ impl Issuer {
         self.keys.published()
     }
 
-    /// Checks client credentials; CPU-heavy, call off the executor.
+    /// Checks client credentials from `source`, counting failures per client
+    /// and per source; CPU-heavy (argon2), call off the executor.
     ///
     /// # Errors
-    /// [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
-    pub fn authenticate(&self, authorization: &str) -> Result<&RegisteredClient, IssueError> {
-        self.clients.authenticate(authorization)
+    /// [`IssueError::TooManyAttempts`] during a lockout (whatever the
+    /// credentials), else [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
+    pub fn authenticate(
+        &self,
+        authorization: &str,
+        source: Option<IpAddr>,
+    ) -> Result<&RegisteredClient, IssueError> {
+        let claimed = parse_basic(authorization).ok().map(|(id, _)| id);
+        if self.limiter.is_locked(claimed.as_deref(), source) {
+            return Err(IssueError::TooManyAttempts);
+        }
+        match self.clients.authenticate(authorization) {
+            Ok(client) => {
+                self.limiter.record_success(&client.id);
+                Ok(client)
+            }
+            Err(err) => {
+                self.limiter.record_failure(claimed.as_deref(), source);
+                Err(err)
+            }
+        }
     }
 
     /// Mints a token for an authenticated `client`, never granting more than

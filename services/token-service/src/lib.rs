@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod issuer;
 pub mod keys;
+pub mod limiter;
 pub mod service;
 
 use std::{future::Future, sync::Arc};
@@ -24,6 +25,7 @@ pub use config::{ClientConfig, Config};
 pub use error::{IssueError, StartError};
 pub use issuer::Issuer;
 pub use keys::{KeyStore, SigningKey};
+pub use limiter::AuthLimits;
 
 /// Loads keys, checks the configuration and runs the sign/verify self-test.
 ///

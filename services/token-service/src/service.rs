@@ -45,6 +45,7 @@ impl TokenService for TokenServiceHandler {
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let authorization = single_authorization(&request);
+        let source = request.remote_addr().map(|addr| addr.ip());
         let body = request.into_inner();
         let mint_request = MintRequest {
             audience: body.audience,
@@ -54,7 +55,7 @@ impl TokenService for TokenServiceHandler {
         let issuer = self.issuer.clone();
         // argon2 takes tens of milliseconds of CPU: keep it off the executor threads.
         let outcome = tokio::task::spawn_blocking(move || {
-            let client = issuer.authenticate(&authorization?)?;
+            let client = issuer.authenticate(&authorization?, source)?;
             let client_id = client.id.clone();
             issuer
                 .mint(client, &mint_request)
