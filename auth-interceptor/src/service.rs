@@ -12,6 +12,7 @@ use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
 use pin_project_lite::pin_project;
 use tonic::Status;
 use tower::Service;
+use tracing::{Instrument, instrument::Instrumented};
 
 use crate::{
     error::AuthError,
@@ -87,7 +88,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
         if self.policy.is_public(path) {
-            return ResponseFuture::forward(inner.call(request), None);
+            let span = tracing::debug_span!("rpc", method = %path);
+            let future = span.in_scope(|| inner.call(request));
+            return ResponseFuture::forward(future.instrument(span), None);
         }
         let claims = match bearer_token(request.headers()).and_then(|t| self.verifier.verify(t)) {
             Ok(claims) => claims,
@@ -96,21 +99,11 @@ where
         if let Err(err) = self.policy.authorize(path, &claims) {
             return deny(path, err, Some(&claims), started);
         }
-        tracing::debug!(
-            rpc = %path,
-            caller = %claims.sub,
-            aud = %claims.aud,
-            jti = %claims.jti,
-            decision = "allow",
-            "request allowed"
-        );
-        let log = CallLog {
-            path: path.to_owned(),
-            caller: claims.sub.clone(),
-            started,
-        };
+        // One span per call: whatever the handler logs carries the caller.
+        let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti);
         request.extensions_mut().insert(claims);
-        ResponseFuture::forward(inner.call(request), Some(log))
+        let future = span.in_scope(|| inner.call(request));
+        ResponseFuture::forward(future.instrument(span), Some(started))
     }
 }
 
@@ -134,14 +127,6 @@ fn deny<F>(
     ResponseFuture::deny(Status::from(err).into_http())
 }
 
-/// What to log when an allowed call completes.
-#[derive(Debug)]
-struct CallLog {
-    path: String,
-    caller: String,
-    started: Instant,
-}
-
 pin_project! {
     /// The response of [`AuthService`]: the inner call's, or the denial.
     pub struct ResponseFuture<F> {
@@ -153,15 +138,15 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Forward { #[pin] future: F, log: Option<CallLog> },
+        Forward { #[pin] future: Instrumented<F>, started: Option<Instant> },
         Deny { response: Option<Response<tonic::body::Body>> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn forward(future: F, log: Option<CallLog>) -> Self {
+    fn forward(future: Instrumented<F>, started: Option<Instant>) -> Self {
         Self {
-            state: State::Forward { future, log },
+            state: State::Forward { future, started },
         }
     }
 
@@ -182,21 +167,24 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Forward { future, log } => {
-                let output = std::task::ready!(future.poll(cx));
-                if let Some(log) = log.take() {
+            StateProj::Forward {
+                mut future,
+                started,
+            } => {
+                let output = std::task::ready!(future.as_mut().poll(cx));
+                if let Some(started) = started.take() {
                     let grpc_status = output.as_ref().ok().and_then(|r| {
                         r.headers()
                             .get("grpc-status")
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned)
                     });
-                    tracing::info!(
-                        rpc = %log.path,
-                        caller = %log.caller,
+                    // Inside the call's span, so method and caller are on the event.
+                    let _entered = future.span().enter();
+                    tracing::debug!(
                         decision = "allow",
                         grpc_status = grpc_status.as_deref().unwrap_or("0"),
-                        latency_us = log.started.elapsed().as_micros() as u64,
+                        latency_us = started.elapsed().as_micros() as u64,
                         "call completed"
                     );
                 }

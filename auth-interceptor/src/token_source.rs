@@ -117,7 +117,6 @@ struct Inner {
     current: ArcSwapOption<CachedToken>,
     last_error: ArcSwapOption<TokenSourceError>,
     wake: Notify,
-    ready: Notify,
 }
 
 /// Keeps a valid token for one audience ready in memory. Cheap to clone.
@@ -175,7 +174,6 @@ impl TokenSource {
                 current: ArcSwapOption::empty(),
                 last_error: ArcSwapOption::empty(),
                 wake: Notify::new(),
-                ready: Notify::new(),
             }),
         }
     }
@@ -219,23 +217,6 @@ impl TokenSource {
         })
     }
 
-    /// Waits until a valid token is at hand (for startup), at most `timeout`.
-    ///
-    /// # Errors
-    /// The last fetch error when no token arrived in time.
-    pub async fn ready(&self, timeout: Duration) -> Result<(), TokenSourceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.inner.ready.notified();
-            if self.current().is_ok() {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.current().map(|_| ());
-            }
-        }
-    }
-
     async fn refresh_loop(&self) {
         let settings = self.inner.settings;
         let mut backoff = settings.min_backoff;
@@ -247,13 +228,11 @@ impl TokenSource {
                     let refresh_in = (lifetime as f64 * settings.refresh_at_fraction) as u64;
                     self.inner.current.store(Some(Arc::new(token)));
                     self.inner.last_error.store(None);
-                    self.inner.ready.notify_waiters();
                     Duration::from_secs(refresh_in.max(1))
                 }
                 Err(err) => {
                     tracing::warn!(audience = %self.inner.request.audience, error = %err, "token refresh failed; keeping the cached token while it is valid");
                     self.inner.last_error.store(Some(Arc::new(err)));
-                    self.inner.ready.notify_waiters();
                     let wait = backoff;
                     backoff = (backoff * 2).min(settings.max_backoff);
                     wait
