@@ -1,0 +1,156 @@
+//! The real `authmesh` binary: `up` from dev state, `token mint` printing
+//! only the token, `token inspect`, and a clean stop on Ctrl-C (SIGINT).
+#![allow(clippy::expect_used)] // helpers of a test: a failed step should fail the test
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use authmesh::dev_state::{DevState, MeshAddrs};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authmesh");
+
+/// A port free right now (the binary binds it moments later).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn authmesh(state: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("authmesh runs")
+}
+
+async fn wait_serving(state: &DevState, addr: SocketAddr) {
+    let ca = std::fs::read_to_string(state.ca_cert()).expect("ca");
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("endpoint")
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .expect("tls")
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    for _ in 0..400 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if matches!(status, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never became SERVING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_mint_inspect_and_ctrl_c() {
+    service_runtime::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs = MeshAddrs {
+        token_service: free_addr(),
+        orders: free_addr(),
+        inventory: free_addr(),
+    };
+    // The state `up` would create, on ports of our choosing.
+    let state = DevState::ensure(dir.path(), addrs).expect("state");
+    let log = dir.path().join("up.log");
+    let mut up = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("up")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("authmesh up");
+    for addr in [addrs.token_service, addrs.inventory, addrs.orders] {
+        wait_serving(&state, addr).await;
+    }
+
+    let url = format!("https://localhost:{}", addrs.token_service.port());
+    let minted = authmesh(
+        dir.path(),
+        &[
+            "token",
+            "mint",
+            "--aud",
+            "inventory",
+            "--ttl",
+            "120",
+            "--url",
+            &url,
+        ],
+    );
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let stdout = String::from_utf8(minted.stdout).expect("utf-8");
+    let token = stdout.trim_end_matches('\n');
+    assert_eq!(stdout.lines().count(), 1, "only the token: {stdout:?}");
+    assert_eq!(token.split('.').count(), 3, "a compact JWS: {token:?}");
+
+    let refused = authmesh(
+        dir.path(),
+        &[
+            "token",
+            "mint",
+            "--aud",
+            "inventory",
+            "--scope",
+            "inventory.reserve",
+            "--url",
+            &url,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+
+    let inspected = authmesh(dir.path(), &["token", "inspect", token, "--url", &url]);
+    assert!(
+        inspected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("json");
+    assert_eq!(report["verification"]["verified"], true, "{report}");
+    assert_eq!(report["claims"]["sub"], "demo-cli");
+    assert_eq!(report["header"]["typ"], "at+jwt");
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || up.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        status.success(),
+        "authmesh up exits cleanly on Ctrl-C: {status:?}"
+    );
+    let printed = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        printed.contains("grpcurl -cacert"),
+        "up prints the walkthrough"
+    );
+    assert!(
+        !printed.contains(token),
+        "the token never appears in the output"
+    );
+}
