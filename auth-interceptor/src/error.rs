@@ -173,12 +173,15 @@ pub enum TokenSourceError {
 }
 
 impl From<TokenSourceError> for Status {
+    /// UNAVAILABLE while the token service cannot be reached (retrying may
+    /// help); PERMISSION_DENIED when it refused to mint, a configuration error
+    /// that retries would only hide.
     fn from(err: TokenSourceError) -> Status {
-        let reason = match &err {
-            TokenSourceError::Unavailable { .. } => "TOKEN_SOURCE_UNAVAILABLE",
-            TokenSourceError::Refused { .. } => "TOKEN_SOURCE_REFUSED",
+        let (code, reason) = match &err {
+            TokenSourceError::Unavailable { .. } => (Code::Unavailable, "TOKEN_SOURCE_UNAVAILABLE"),
+            TokenSourceError::Refused { .. } => (Code::PermissionDenied, "TOKEN_SOURCE_REFUSED"),
         };
         let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
-        Status::with_error_details(Code::Unavailable, err.to_string(), details)
+        Status::with_error_details(code, err.to_string(), details)
     }
 }

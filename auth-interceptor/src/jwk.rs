@@ -87,8 +87,24 @@ pub struct VerificationKey {
     pub kid: String,
     /// The algorithm bound to this key.
     pub algorithm: SigningAlgorithm,
+    /// The public key material (base64url coordinates), to tell a changed key
+    /// under the same `kid` from the same key republished.
+    pub(crate) material: String,
     pub(crate) decoding: DecodingKey,
 }
+
+impl VerificationKey {
+    /// Whether `other` is the same key (same id, algorithm and material).
+    pub fn same_key(&self, other: &VerificationKey) -> bool {
+        self.kid == other.kid
+            && self.algorithm == other.algorithm
+            && self.material == other.material
+    }
+}
+
+/// A valid signature for no key: verifying it must answer "no", never "error".
+const PROBE_SIGNATURE: &str =
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,10 +202,15 @@ impl Jwk {
             }
             Ok(bytes)
         };
-        let (algorithm, decoding) = match (self.kty.as_str(), self.crv.as_deref()) {
+        let (algorithm, decoding, material) = match (self.kty.as_str(), self.crv.as_deref()) {
             ("OKP", Some("Ed25519")) => {
                 let x = coordinate(&self.x)?;
-                (SigningAlgorithm::EdDSA, DecodingKey::from_ed_der(&x))
+                let material = self.x.clone().unwrap_or_default();
+                (
+                    SigningAlgorithm::EdDSA,
+                    DecodingKey::from_ed_der(&x),
+                    material,
+                )
             }
             ("EC", Some("P-256")) => {
                 coordinate(&self.x)?;
@@ -199,7 +220,7 @@ impl Jwk {
                 };
                 let key = DecodingKey::from_ec_components(x, y)
                     .map_err(|_| refuse("invalid EC public key"))?;
-                (SigningAlgorithm::ES256, key)
+                (SigningAlgorithm::ES256, key, format!("{x}.{y}"))
             }
             ("oct", _) => return Err(refuse("symmetric keys are not accepted")),
             _ => return Err(refuse("unsupported kty/crv")),
@@ -209,9 +230,19 @@ impl Jwk {
         {
             return Err(refuse("alg does not match the key type"));
         }
+        // The backend parses the point only when it verifies: probe once now
+        // so a point off the curve refuses the key instead of every token.
+        jsonwebtoken::crypto::verify(
+            PROBE_SIGNATURE,
+            b"authmesh key check",
+            &decoding,
+            algorithm.to_jwt(),
+        )
+        .map_err(|_| refuse("not a valid public key for its curve"))?;
         Ok(VerificationKey {
             kid: self.kid.clone(),
             algorithm,
+            material,
             decoding,
         })
     }
@@ -321,6 +352,8 @@ mod tests {
             r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#.to_owned(),
             r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"a"}]}"#.to_owned(),
             r#"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"a"}]}"#.to_owned(),
+            // 32 bytes, but not a point on the curve.
+            r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","y":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kid":"a"}]}"#.to_owned(),
         ] {
             assert!(parse(&doc).is_err(), "{doc}");
         }

@@ -24,6 +24,7 @@ pub mod key_refresh;
 pub mod layer;
 pub mod policy;
 pub mod service;
+pub mod signing;
 pub mod token;
 pub mod token_source;
 pub mod verifier;
@@ -35,6 +36,7 @@ pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
 pub use layer::AuthLayer;
 pub use policy::MethodPolicy;
 pub use service::AuthService;
+pub use signing::{SigningError, SigningKey, self_test};
 pub use token::{Claims, SigningAlgorithm, TokenHeader};
 pub use token_source::{
     BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,

@@ -202,6 +202,7 @@ impl TokenSource {
         {
             return Ok(token.header.clone());
         }
+        // Wakes the refresh task; it decides whether that may shorten its wait.
         self.inner.wake.notify_one();
         if let Some(err) = self.inner.last_error.load().as_deref() {
             return Err(err.clone());
@@ -217,32 +218,59 @@ impl TokenSource {
         })
     }
 
+    fn has_valid_token(&self) -> bool {
+        let now = self.inner.clock.now();
+        self.inner
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|token| token.expires_at > now)
+    }
+
     async fn refresh_loop(&self) {
         let settings = self.inner.settings;
         let mut backoff = settings.min_backoff;
         loop {
-            let wait = match self.fetch().await {
+            let outcome = self.fetch().await.and_then(|token| {
+                if token.expires_at > self.inner.clock.now() {
+                    Ok(token)
+                } else {
+                    Err(TokenSourceError::Unavailable {
+                        audience: self.inner.request.audience.clone(),
+                        detail: "the token service issued an already expired token (clock skew?)"
+                            .into(),
+                    })
+                }
+            });
+            let deadline = match outcome {
                 Ok(token) => {
                     backoff = settings.min_backoff;
                     let lifetime = token.expires_at.saturating_sub(token.issued_at);
                     let refresh_in = (lifetime as f64 * settings.refresh_at_fraction) as u64;
                     self.inner.current.store(Some(Arc::new(token)));
                     self.inner.last_error.store(None);
-                    Duration::from_secs(refresh_in.max(1))
+                    tokio::time::Instant::now() + Duration::from_secs(refresh_in.max(1))
                 }
                 Err(err) => {
                     tracing::warn!(audience = %self.inner.request.audience, error = %err, "token refresh failed; keeping the cached token while it is valid");
                     self.inner.last_error.store(Some(Arc::new(err)));
                     let wait = backoff;
                     backoff = (backoff * 2).min(settings.max_backoff);
-                    wait
+                    tokio::time::Instant::now() + wait
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.inner.wake.notified() => {
-                    // Woken by a caller with no valid token: never retry faster than the backoff floor.
-                    tokio::time::sleep(settings.min_backoff).await;
+            // A caller left without a valid token may cut a success-paced wait
+            // short; it never shortens a backoff, and a stale wake-up while
+            // the token is still good is ignored.
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = self.inner.wake.notified() => {
+                        if self.inner.last_error.load().is_none() && !self.has_valid_token() {
+                            tokio::time::sleep(settings.min_backoff).await;
+                            break;
+                        }
+                    }
                 }
             }
         }

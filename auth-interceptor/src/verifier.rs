@@ -79,13 +79,21 @@ impl Deref for VerifiedClaims {
 /// One issuer's keys, by `kid`.
 #[derive(Debug, Default)]
 struct KeySet {
-    keys: HashMap<String, VerificationKey>,
+    keys: HashMap<String, Arc<VerificationKey>>,
+}
+
+/// A verified token, remembered with the key that verified it: a hit counts
+/// only while that very key is still trusted.
+#[derive(Clone)]
+struct CachedToken {
+    claims: VerifiedClaims,
+    key: Arc<VerificationKey>,
 }
 
 struct Inner {
     config: VerifierConfig,
     keys: ArcSwap<KeySet>,
-    cache: Cache<[u8; 32], VerifiedClaims>,
+    cache: Cache<[u8; 32], CachedToken>,
     clock: SharedClock,
     refresh_wanted: Notify,
     keys_loaded: watch::Sender<bool>,
@@ -160,14 +168,30 @@ impl Verifier {
     /// [`KeyError`] when the set or any key in it is refused; the previous
     /// keys then stay in force.
     pub fn install_keys(&self, set: &JwkSet) -> Result<(), KeyError> {
-        let keys = set.to_verification_keys()?;
-        let previous = self.inner.keys.swap(Arc::new(KeySet { keys }));
+        let previous = self.inner.keys.load_full();
+        let keys = set
+            .to_verification_keys()?
+            .into_iter()
+            .map(|(kid, key)| {
+                // An unchanged key keeps its identity, so cached tokens stay valid across refreshes.
+                let key = match previous.keys.get(&kid) {
+                    Some(old) if old.same_key(&key) => old.clone(),
+                    _ => Arc::new(key),
+                };
+                (kid, key)
+            })
+            .collect();
+        self.inner.keys.store(Arc::new(KeySet { keys }));
         let current = self.inner.keys.load();
-        if previous
-            .keys
-            .keys()
-            .any(|kid| !current.keys.contains_key(kid))
-        {
+        let key_left = previous.keys.iter().any(|(kid, old)| {
+            !current
+                .keys
+                .get(kid)
+                .is_some_and(|new| Arc::ptr_eq(old, new))
+        });
+        if key_left {
+            // Correctness does not depend on this (hits re-check their key);
+            // it just frees entries that can no longer be used.
             self.inner.cache.clear();
         }
         self.inner.keys_loaded.send_replace(true);
@@ -203,15 +227,35 @@ impl Verifier {
         let now = self.inner.clock.now();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.inner.cache.get(&digest) {
-            self.check_times(&hit, now)?;
-            return Ok(hit);
+            let still_trusted = self
+                .inner
+                .keys
+                .load()
+                .keys
+                .get(&hit.key.kid)
+                .is_some_and(|key| Arc::ptr_eq(key, &hit.key));
+            if still_trusted {
+                self.check_times(&hit.claims, now)?;
+                return Ok(hit.claims);
+            }
         }
-        let claims = VerifiedClaims(Arc::new(self.verify_uncached(token, now)?));
-        self.inner.cache.insert(digest, claims.clone());
+        let (claims, key) = self.verify_uncached(token, now)?;
+        let claims = VerifiedClaims(Arc::new(claims));
+        self.inner.cache.insert(
+            digest,
+            CachedToken {
+                claims: claims.clone(),
+                key,
+            },
+        );
         Ok(claims)
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Claims, Arc<VerificationKey>), AuthError> {
         let parts = split_token(token)?;
         let header = parse_header(parts.header)?;
         let keys = self.inner.keys.load();
@@ -237,7 +281,7 @@ impl Verifier {
         }
         let claims = parse_claims(parts.payload)?;
         self.check_claims(&claims, now)?;
-        Ok(claims)
+        Ok((claims, key.clone()))
     }
 
     fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {

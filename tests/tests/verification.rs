@@ -67,6 +67,20 @@ async fn bad_tokens_are_unauthenticated() {
         Some("AUTHORIZATION_MALFORMED"),
     );
 
+    // Far above the 8 KiB cap but inside the HTTP/2 header limit: refused
+    // by the auth layer without decoding, not by the transport.
+    let huge = format!(
+        "{}.{}.{}",
+        "a".repeat(20 * 1024),
+        "b".repeat(20 * 1024),
+        "c".repeat(20 * 1024)
+    );
+    expect_status(
+        inventory.get_stock(bearer(get_stock(), &huge)).await,
+        Code::Unauthenticated,
+        Some("TOKEN_TOO_LARGE"),
+    );
+
     let valid = mesh.mint("inventory", &["inventory.read"], None).await;
     let mut twice = bearer(get_stock(), &valid);
     twice.metadata_mut().append(

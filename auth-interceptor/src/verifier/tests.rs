@@ -182,3 +182,29 @@ fn leeway_above_a_minute_is_refused() {
         Err(ConfigError::LeewayTooLarge(61))
     ));
 }
+
+#[test]
+fn a_cached_token_counts_only_while_its_exact_key_is_trusted() {
+    let (verifier, key, clock) = setup();
+    let token = sign(
+        &key,
+        &header("k1"),
+        &claims_json(clock.now(), "inventory", 60),
+    );
+    assert!(verifier.verify(&token).is_ok());
+    // A routine refresh with the same key keeps the cached entry usable.
+    verifier
+        .install_keys(&JwkSet {
+            keys: vec![key.jwk.clone()],
+        })
+        .expect("same keys");
+    assert!(verifier.verify(&token).is_ok());
+    // Different material under the same kid: the cached token must not pass.
+    let replacement = ed25519_key("k1");
+    verifier
+        .install_keys(&JwkSet {
+            keys: vec![replacement.jwk],
+        })
+        .expect("new key");
+    assert_eq!(verifier.verify(&token), Err(AuthError::BadSignature));
+}

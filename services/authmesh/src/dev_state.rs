@@ -103,6 +103,7 @@ impl DevState {
                 default_ttl_seconds: 300,
                 max_ttl_seconds: 3600,
                 audiences: vec!["orders".into(), "inventory".into()],
+                public_reflection: true,
                 auth_limits: token_service::AuthLimits::default(),
                 clients: vec![
                     token_service::ClientConfig {

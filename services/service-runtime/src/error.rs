@@ -36,6 +36,9 @@ pub enum RuntimeError {
     /// Token verification settings are out of range.
     #[error("verifier: {0}")]
     Verifier(#[from] auth_interceptor::verifier::ConfigError),
+    /// The sign-then-verify self-test failed at start.
+    #[error(transparent)]
+    SelfTest(#[from] auth_interceptor::SigningError),
     /// A client secret is missing or unreadable.
     #[error("client secret: {0}")]
     Secret(String),

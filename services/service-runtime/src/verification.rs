@@ -22,12 +22,14 @@ impl Verification {
     /// Starts verifying per `auth`, with keys fetched over `token_service`.
     ///
     /// # Errors
-    /// [`RuntimeError::Verifier`] for out-of-range settings.
+    /// [`RuntimeError::Verifier`] for out-of-range settings,
+    /// [`RuntimeError::SelfTest`] when the crypto backend fails its self-test.
     pub fn start(
         auth: &AuthConfig,
         token_service: Channel,
         clock: SharedClock,
     ) -> Result<Self, RuntimeError> {
+        auth_interceptor::self_test()?;
         let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
         let refresh = spawn_key_refresh(verifier.clone(), token_service, auth.key_refresh());
         Ok(Self {

@@ -39,6 +39,9 @@ pub struct Config {
     pub max_ttl_seconds: u64,
     /// The services tokens may be minted for.
     pub audiences: Vec<String>,
+    /// Whether server reflection is served (without credentials, like GetJwks).
+    #[serde(default = "default_true")]
+    pub public_reflection: bool,
     /// Failed-authentication limits.
     #[serde(default)]
     pub auth_limits: AuthLimits,
@@ -63,6 +66,9 @@ pub struct ClientConfig {
     pub audiences: BTreeMap<String, Vec<String>>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_listen() -> String {
     "127.0.0.1:50051".into()
 }

@@ -52,6 +52,17 @@ impl ClientRegistry {
                     client.id
                 )));
             }
+            let malformed = |s: &String| s.is_empty() || s.contains(char::is_whitespace);
+            let bad_entry = client
+                .audiences
+                .iter()
+                .any(|(aud, scopes)| malformed(aud) || scopes.iter().any(malformed));
+            if bad_entry {
+                return Err(StartError::Config(format!(
+                    "client {}: audiences and scopes must be non-empty and contain no whitespace",
+                    client.id
+                )));
+            }
             let max_ttl = client
                 .max_ttl_seconds
                 .unwrap_or(global_max_ttl)
@@ -155,6 +166,20 @@ mod tests {
 
     fn basic(id: &str, secret: &str) -> String {
         format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    #[test]
+    fn scopes_with_whitespace_are_refused_at_start() {
+        let client = ClientConfig {
+            id: "orders".into(),
+            secret_hash: hash_secret("s").expect("hash"),
+            max_ttl_seconds: None,
+            audiences: BTreeMap::from([(
+                "inventory".into(),
+                vec!["inventory.read inventory.reserve".into()],
+            )]),
+        };
+        assert!(ClientRegistry::new(&[client], 3600).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum IssueError {
     /// Too many failed attempts for this client or from this source.
     #[error("too many failed authentication attempts; try again later")]
     TooManyAttempts,
+    /// Every credential-check slot stayed busy for too long.
+    #[error("token service busy; try again")]
+    Busy,
     /// Signing failed: a server fault, not the caller's.
     #[error("signing failed")]
     Signing,
@@ -67,6 +70,7 @@ impl IssueError {
             IssueError::InvalidScope => "SCOPE_INVALID",
             IssueError::TtlOutOfRange { .. } => "TTL_OUT_OF_RANGE",
             IssueError::TooManyAttempts => "TOO_MANY_ATTEMPTS",
+            IssueError::Busy => "ISSUER_BUSY",
             IssueError::Signing => "SIGNING_FAILED",
         }
     }
@@ -81,7 +85,7 @@ impl IssueError {
             IssueError::UnknownAudience
             | IssueError::InvalidScope
             | IssueError::TtlOutOfRange { .. } => Code::InvalidArgument,
-            IssueError::TooManyAttempts => Code::ResourceExhausted,
+            IssueError::TooManyAttempts | IssueError::Busy => Code::ResourceExhausted,
             IssueError::Signing => Code::Internal,
         }
     }

@@ -116,19 +116,13 @@ impl Issuer {
         source: Option<IpAddr>,
     ) -> Result<&RegisteredClient, IssueError> {
         let claimed = parse_basic(authorization).ok().map(|(id, _)| id);
-        if self.limiter.is_locked(claimed.as_deref(), source) {
-            return Err(IssueError::TooManyAttempts);
-        }
-        match self.clients.authenticate(authorization) {
-            Ok(client) => {
-                self.limiter.record_success(&client.id);
-                Ok(client)
-            }
-            Err(err) => {
-                self.limiter.record_failure(claimed.as_deref(), source);
-                Err(err)
-            }
-        }
+        let attempt = self
+            .limiter
+            .reserve(claimed.as_deref(), source)
+            .ok_or(IssueError::TooManyAttempts)?;
+        let outcome = self.clients.authenticate(authorization);
+        self.limiter.settle(attempt, outcome.is_ok());
+        outcome
     }
 
     /// Mints a token for an authenticated `client`, never granting more than

@@ -21,10 +21,11 @@ use service_runtime::{
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use auth_interceptor::SigningKey;
 pub use config::{ClientConfig, Config};
 pub use error::{IssueError, StartError};
 pub use issuer::Issuer;
-pub use keys::{KeyStore, SigningKey};
+pub use keys::KeyStore;
 pub use limiter::AuthLimits;
 
 /// Loads keys, checks the configuration and runs the sign/verify self-test.
@@ -63,10 +64,15 @@ pub async fn run(
         .await;
     health.set_serving().await;
     tracing::info!(addr = ?listener.local_addr().ok(), issuer = issuer.issuer(), "token service listening");
+    let (reflection_v1, reflection_v1alpha) = if config.config.public_reflection {
+        (Some(reflection_v1()?), Some(reflection_v1alpha()?))
+    } else {
+        (None, None)
+    };
     server_builder(&transport)?
         .add_service(health_service)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(TokenServiceServer::new(service::TokenServiceHandler::new(
             issuer,
         )))

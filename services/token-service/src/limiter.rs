@@ -1,7 +1,15 @@
-//! Failed-attempt limiting for client authentication: after too many wrong
-//! secrets for one client id, or from one source address, every attempt is
-//! refused with RESOURCE_EXHAUSTED until the lockout ends. During a lockout
-//! even the right secret is refused, so it gives no success signal.
+//! Failed-attempt limiting for client authentication.
+//!
+//! Failures are counted per (client id, source address), per source address,
+//! and per client id across all sources at a much higher threshold (against
+//! distributed guessing). Past a threshold every attempt is refused with
+//! RESOURCE_EXHAUSTED until the lockout ends, even with the right secret, so
+//! a lockout gives no success signal. Keying the low threshold on the pair
+//! means nobody can lock a client out just by naming it.
+//!
+//! An attempt is reserved before the (slow) secret check and settled after,
+//! under one lock each time, so a burst of concurrent guesses is held to the
+//! same thresholds as guesses made one by one.
 
 use std::{
     collections::HashMap,
@@ -17,10 +25,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthLimits {
-    /// Failed attempts for one client id within the window before it is locked.
+    /// Failures for one client id from one source address, within the window.
     pub max_failures_per_client: u32,
-    /// Failed attempts from one source address within the window before it is locked.
+    /// Failures from one source address (any client id), within the window.
     pub max_failures_per_source: u32,
+    /// Failures for one client id from all sources together, within the window.
+    pub max_failures_per_client_global: u32,
     /// Length of the counting window, seconds.
     pub window_seconds: u64,
     /// How long a lockout lasts, seconds.
@@ -32,6 +42,7 @@ impl Default for AuthLimits {
         Self {
             max_failures_per_client: 10,
             max_failures_per_source: 50,
+            max_failures_per_client_global: 200,
             window_seconds: 60,
             lockout_seconds: 60,
         }
@@ -44,66 +55,96 @@ const MAX_TRACKED: usize = 10_000;
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     failures: u32,
+    pending: u32,
     window_start: u64,
     locked_until: u64,
+}
+
+impl Entry {
+    fn refuses(&self, now: u64, max: u32, window_seconds: u64) -> bool {
+        // Failures of a window that has ended no longer count, even before
+        // the next attempt starts a new window.
+        let failures = if now >= self.window_start + window_seconds {
+            0
+        } else {
+            self.failures
+        };
+        self.locked_until > now || failures + self.pending >= max
+    }
 }
 
 /// Failure counters per key with a fixed window and a lockout.
 #[derive(Debug)]
 struct Counters<K> {
+    max: u32,
     entries: HashMap<K, Entry>,
 }
 
-impl<K> Default for Counters<K> {
-    fn default() -> Self {
+impl<K: Eq + Hash> Counters<K> {
+    fn new(max: u32) -> Self {
         Self {
+            max,
             entries: HashMap::new(),
         }
     }
-}
 
-impl<K: Eq + Hash> Counters<K> {
-    fn locked(&self, key: &K, now: u64) -> bool {
-        self.entries.get(key).is_some_and(|e| e.locked_until > now)
+    fn refuses(&self, key: &K, now: u64, window_seconds: u64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| e.refuses(now, self.max, window_seconds))
     }
 
-    fn fail(&mut self, key: K, now: u64, max: u32, limits: &AuthLimits) {
+    fn reserve(&mut self, key: K, now: u64, limits: &AuthLimits) {
         if self.entries.len() >= MAX_TRACKED {
             self.entries.retain(|_, e| {
-                e.locked_until > now || now < e.window_start + limits.window_seconds
+                e.pending > 0
+                    || e.locked_until > now
+                    || now < e.window_start + limits.window_seconds
             });
         }
         if self.entries.len() >= MAX_TRACKED {
-            // Still full of live entries: an address or id flood. Forgetting
-            // the oldest windows keeps memory bounded; locks survive.
-            self.entries.retain(|_, e| e.locked_until > now);
+            // Still full of live windows: a flood of ids or addresses. Keep
+            // locks and in-flight attempts, forget the rest, stay bounded.
+            self.entries
+                .retain(|_, e| e.pending > 0 || e.locked_until > now);
         }
         let entry = self.entries.entry(key).or_default();
         if now >= entry.window_start + limits.window_seconds {
-            *entry = Entry {
-                failures: 0,
-                window_start: now,
-                locked_until: entry.locked_until,
-            };
+            entry.failures = 0;
+            entry.window_start = now;
         }
-        entry.failures += 1;
-        if entry.failures >= max {
-            entry.locked_until = now + limits.lockout_seconds;
-        }
+        entry.pending += 1;
     }
 
-    fn clear(&mut self, key: &K) {
-        self.entries.remove(key);
+    fn settle(&mut self, key: &K, failed: bool, now: u64, limits: &AuthLimits) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        entry.pending = entry.pending.saturating_sub(1);
+        if failed {
+            entry.failures += 1;
+            if entry.failures >= self.max {
+                entry.locked_until = now + limits.lockout_seconds;
+            }
+        }
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    pairs: Counters<(String, Option<IpAddr>)>,
     clients: Counters<String>,
     sources: Counters<IpAddr>,
 }
 
-/// Counts failed client authentications per client id and per source.
+/// One reserved authentication attempt; settle it with [`AttemptLimiter::settle`].
+#[derive(Debug)]
+pub struct Attempt {
+    client: Option<String>,
+    source: Option<IpAddr>,
+}
+
+/// Counts failed client authentications.
 #[derive(Debug)]
 pub struct AttemptLimiter {
     limits: AuthLimits,
@@ -115,9 +156,13 @@ impl AttemptLimiter {
     /// A limiter with `limits`, on `clock`.
     pub fn new(limits: AuthLimits, clock: SharedClock) -> Self {
         Self {
+            state: Mutex::new(State {
+                pairs: Counters::new(limits.max_failures_per_client),
+                clients: Counters::new(limits.max_failures_per_client_global),
+                sources: Counters::new(limits.max_failures_per_source),
+            }),
             limits,
             clock,
-            state: Mutex::new(State::default()),
         }
     }
 
@@ -125,38 +170,51 @@ impl AttemptLimiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether an attempt for `client` from `source` is refused outright.
-    pub fn is_locked(&self, client: Option<&str>, source: Option<IpAddr>) -> bool {
-        let now = self.clock.now();
-        let state = self.state();
-        client.is_some_and(|c| state.clients.locked(&c.to_owned(), now))
-            || source.is_some_and(|s| state.sources.locked(&s, now))
-    }
-
-    /// Records a failed attempt.
-    pub fn record_failure(&self, client: Option<&str>, source: Option<IpAddr>) {
+    /// Reserves an attempt for the claimed `client` from `source`, or refuses
+    /// it when any of its counters is locked or full of in-flight attempts.
+    pub fn reserve(&self, client: Option<&str>, source: Option<IpAddr>) -> Option<Attempt> {
         let now = self.clock.now();
         let limits = self.limits;
         let mut state = self.state();
-        if let Some(client) = client {
-            state.clients.fail(
-                client.to_owned(),
-                now,
-                limits.max_failures_per_client,
-                &limits,
-            );
+        let pair = client.map(|c| (c.to_owned(), source));
+        let window = limits.window_seconds;
+        let refused = pair
+            .as_ref()
+            .is_some_and(|p| state.pairs.refuses(p, now, window))
+            || client.is_some_and(|c| state.clients.refuses(&c.to_owned(), now, window))
+            || source.is_some_and(|s| state.sources.refuses(&s, now, window));
+        if refused {
+            return None;
+        }
+        if let (Some(pair), Some(client)) = (pair, client) {
+            state.pairs.reserve(pair, now, &limits);
+            state.clients.reserve(client.to_owned(), now, &limits);
         }
         if let Some(source) = source {
-            state
-                .sources
-                .fail(source, now, limits.max_failures_per_source, &limits);
+            state.sources.reserve(source, now, &limits);
         }
+        Some(Attempt {
+            client: client.map(str::to_owned),
+            source,
+        })
     }
 
-    /// Records a success: the client's own count starts over (the source's does not,
-    /// so one valid credential cannot launder a brute force on others).
-    pub fn record_success(&self, client: &str) {
-        self.state().clients.clear(&client.to_owned());
+    /// Settles a reserved attempt: a failure counts against every counter, a
+    /// success just releases the reservation.
+    pub fn settle(&self, attempt: Attempt, succeeded: bool) {
+        let now = self.clock.now();
+        let limits = self.limits;
+        let failed = !succeeded;
+        let mut state = self.state();
+        if let Some(client) = attempt.client {
+            state
+                .pairs
+                .settle(&(client.clone(), attempt.source), failed, now, &limits);
+            state.clients.settle(&client, failed, now, &limits);
+        }
+        if let Some(source) = attempt.source {
+            state.sources.settle(&source, failed, now, &limits);
+        }
     }
 }
 
@@ -168,47 +226,100 @@ mod tests {
 
     use super::*;
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    fn fail(limiter: &AttemptLimiter, client: &str, source: Option<IpAddr>) -> bool {
+        match limiter.reserve(Some(client), source) {
+            Some(attempt) => {
+                limiter.settle(attempt, false);
+                true
+            }
+            None => false,
+        }
+    }
+
     #[test]
-    fn locks_after_the_threshold_and_unlocks_after_the_lockout() {
+    fn locks_the_pair_after_the_threshold_and_unlocks_after_the_lockout() {
         let clock = OffsetClock::new();
         let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(clock.clone()));
-        let source: IpAddr = "127.0.0.1".parse().expect("ip");
-        for _ in 0..9 {
-            limiter.record_failure(Some("orders"), Some(source));
+        let attacker = ip("10.0.0.66");
+        for _ in 0..10 {
+            assert!(fail(&limiter, "orders", attacker));
         }
-        assert!(!limiter.is_locked(Some("orders"), Some(source)));
-        limiter.record_failure(Some("orders"), Some(source));
-        assert!(limiter.is_locked(Some("orders"), None));
         assert!(
-            !limiter.is_locked(Some("demo-cli"), Some(source)),
-            "source not yet at its threshold"
+            limiter.reserve(Some("orders"), attacker).is_none(),
+            "locked"
+        );
+        let legit = limiter.reserve(Some("orders"), ip("10.0.0.1"));
+        assert!(
+            legit.is_some(),
+            "naming a client does not lock it out elsewhere"
         );
         clock.advance(61);
-        assert!(!limiter.is_locked(Some("orders"), Some(source)));
+        assert!(limiter.reserve(Some("orders"), attacker).is_some());
     }
 
     #[test]
-    fn failures_spread_over_windows_do_not_lock() {
+    fn concurrent_attempts_are_held_to_the_threshold() {
+        let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(OffsetClock::new()));
+        let source = ip("10.0.0.66");
+        let in_flight: Vec<Attempt> = (0..500)
+            .filter_map(|_| limiter.reserve(Some("orders"), source))
+            .collect();
+        assert_eq!(in_flight.len(), 10);
+        for attempt in in_flight {
+            limiter.settle(attempt, false);
+        }
+        assert!(limiter.reserve(Some("orders"), source).is_none());
+    }
+
+    #[test]
+    fn success_releases_its_reservation_without_counting() {
+        let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(OffsetClock::new()));
+        for _ in 0..100 {
+            let attempt = limiter
+                .reserve(Some("orders"), ip("10.0.0.1"))
+                .expect("open");
+            limiter.settle(attempt, true);
+        }
+        assert!(limiter.reserve(Some("orders"), ip("10.0.0.1")).is_some());
+    }
+
+    #[test]
+    fn sources_and_distributed_guessing_have_their_own_thresholds() {
         let clock = OffsetClock::new();
         let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(clock.clone()));
-        for _ in 0..3 {
-            for _ in 0..9 {
-                limiter.record_failure(Some("orders"), None);
-            }
-            clock.advance(61);
+        let source = ip("10.0.0.66");
+        for i in 0..50 {
+            assert!(fail(&limiter, &format!("client-{i}"), source));
         }
-        assert!(!limiter.is_locked(Some("orders"), None));
+        assert!(
+            limiter.reserve(Some("fresh"), source).is_none(),
+            "source locked"
+        );
+        clock.advance(61);
+        for i in 0..200u32 {
+            let source = Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            assert!(fail(&limiter, "orders", source));
+        }
+        assert!(
+            limiter.reserve(Some("orders"), ip("10.9.9.9")).is_none(),
+            "global client lock"
+        );
     }
 
     #[test]
-    fn many_sources_lock_one_client_and_memory_stays_bounded() {
-        let clock = OffsetClock::new();
-        let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(clock));
+    fn memory_stays_bounded_under_a_flood() {
+        let limiter = AttemptLimiter::new(AuthLimits::default(), Arc::new(OffsetClock::new()));
         for i in 0..(MAX_TRACKED as u32 + 500) {
-            let source = IpAddr::from(i.to_be_bytes());
-            limiter.record_failure(Some(&format!("id-{i}")), Some(source));
+            let source = Some(IpAddr::from(i.to_be_bytes()));
+            fail(&limiter, &format!("id-{i}"), source);
         }
-        assert!(limiter.state().clients.entries.len() <= MAX_TRACKED);
-        assert!(limiter.state().sources.entries.len() <= MAX_TRACKED);
+        let state = limiter.state();
+        assert!(state.pairs.entries.len() <= MAX_TRACKED);
+        assert!(state.clients.entries.len() <= MAX_TRACKED);
+        assert!(state.sources.entries.len() <= MAX_TRACKED);
     }
 }

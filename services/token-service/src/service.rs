@@ -1,11 +1,12 @@
 //! The `authmesh.v1.TokenService` gRPC service.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
     token_service_server::TokenService,
 };
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -13,16 +14,27 @@ use crate::{
     issuer::{Issuer, MintRequest},
 };
 
+/// Longest a request waits for a credential-check slot before RESOURCE_EXHAUSTED.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves [`Issuer`] over gRPC.
 #[derive(Debug, Clone)]
 pub struct TokenServiceHandler {
     issuer: Arc<Issuer>,
+    /// argon2 costs ~19 MiB and tens of milliseconds per check: at most one
+    /// check per core runs at once, so a flood of logins cannot exhaust
+    /// memory or starve the executor.
+    credential_slots: Arc<Semaphore>,
 }
 
 impl TokenServiceHandler {
     /// A handler minting with `issuer`.
     pub fn new(issuer: Arc<Issuer>) -> Self {
-        Self { issuer }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            issuer,
+            credential_slots: Arc::new(Semaphore::new(cores)),
+        }
     }
 }
 
@@ -53,8 +65,14 @@ impl TokenService for TokenServiceHandler {
             ttl_seconds: body.ttl_seconds,
         };
         let issuer = self.issuer.clone();
+        let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| Status::from(IssueError::Busy))?;
         // argon2 takes tens of milliseconds of CPU: keep it off the executor threads.
         let outcome = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let client = issuer.authenticate(&authorization?, source)?;
             let client_id = client.id.clone();
             issuer

@@ -1,0 +1,251 @@
+//! Signing AuthMesh tokens: the issuer's half of the token profile, and the
+//! sign-then-verify self-test every service runs at start.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::EncodingKey;
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    jwk::{Jwk, JwkSet},
+    token::{ACCESS_TOKEN_TYPE, Claims, SigningAlgorithm, TokenHeader},
+    verifier::{Verifier, VerifierConfig},
+};
+
+/// Why a key could not be made or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SigningError {
+    /// The key is unreadable, unsupported or could not be generated.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The sign-then-verify self-test failed.
+    #[error("self-test failed for {algorithm}: {detail}")]
+    SelfTest {
+        /// The algorithm under test.
+        algorithm: SigningAlgorithm,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A private signing key with its public JWK.
+pub struct SigningKey {
+    kid: String,
+    algorithm: SigningAlgorithm,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A fresh key and its PKCS#8 PEM.
+    ///
+    /// # Errors
+    /// [`SigningError`] if the system RNG fails.
+    pub fn generate(algorithm: SigningAlgorithm) -> Result<(Self, String), SigningError> {
+        let rcgen_alg = match algorithm {
+            SigningAlgorithm::EdDSA => &PKCS_ED25519,
+            _ => &PKCS_ECDSA_P256_SHA256,
+        };
+        let pair =
+            KeyPair::generate_for(rcgen_alg).map_err(|e| SigningError::Key(e.to_string()))?;
+        let pem = pair.serialize_pem();
+        Ok((Self::from_key_pair(&pair)?, pem))
+    }
+
+    /// Loads a PKCS#8 PEM key (Ed25519 or P-256).
+    ///
+    /// # Errors
+    /// [`SigningError::Key`] for unreadable or unsupported keys.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, SigningError> {
+        let pair = KeyPair::from_pem(pem).map_err(|e| SigningError::Key(e.to_string()))?;
+        Self::from_key_pair(&pair)
+    }
+
+    fn from_key_pair(pair: &KeyPair) -> Result<Self, SigningError> {
+        let public = pair.public_key_raw();
+        let (algorithm, encoding, jwk) = if pair.algorithm() == &PKCS_ED25519 {
+            let jwk = Jwk::ed25519("", public);
+            (
+                SigningAlgorithm::EdDSA,
+                EncodingKey::from_ed_der(&pair.serialize_der()),
+                jwk,
+            )
+        } else if pair.algorithm() == &PKCS_ECDSA_P256_SHA256 {
+            let jwk = Jwk::p256("", public).ok_or_else(|| {
+                SigningError::Key("P-256 public key is not an uncompressed point".into())
+            })?;
+            (
+                SigningAlgorithm::ES256,
+                EncodingKey::from_ec_der(&pair.serialize_der()),
+                jwk,
+            )
+        } else {
+            return Err(SigningError::Key(
+                "only Ed25519 and P-256 keys are supported".into(),
+            ));
+        };
+        let kid = jwk.thumbprint();
+        Ok(Self {
+            jwk: jwk.with_kid(kid.clone()),
+            kid,
+            algorithm,
+            encoding,
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The one algorithm this key signs with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    /// Signs `claims` under the AuthMesh header (`alg`, `kid`, `typ: at+jwt`).
+    ///
+    /// # Errors
+    /// When serialization or signing fails.
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let header = TokenHeader {
+            alg: self.algorithm.name().into(),
+            kid: self.kid.clone(),
+            typ: ACCESS_TOKEN_TYPE.into(),
+        };
+        self.sign_raw(&serde_json::to_vec(&header)?, &serde_json::to_vec(claims)?)
+    }
+
+    /// Signs arbitrary header and payload bytes: the building block of
+    /// [`SigningKey::sign`], public so tests can forge tokens that are signed
+    /// by a real key but break the profile.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign_raw(
+        &self,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.algorithm.to_jwt())?;
+        Ok(format!("{input}.{signature}"))
+    }
+}
+
+/// Signs a token with a fresh key of each algorithm and verifies it through
+/// the same [`Verifier`] code every service runs, so a broken crypto
+/// backend stops a service at start instead of failing calls.
+///
+/// # Errors
+/// [`SigningError::SelfTest`] naming the algorithm that failed.
+pub fn self_test() -> Result<(), SigningError> {
+    for algorithm in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let failed = |detail: String| SigningError::SelfTest { algorithm, detail };
+        let (key, _) = SigningKey::generate(algorithm)?;
+        let now = SystemClock.now();
+        let claims = Claims {
+            iss: "urn:authmesh:self-test".into(),
+            sub: "self-test".into(),
+            aud: "self-test".into(),
+            exp: now + 60,
+            nbf: Some(now),
+            iat: now,
+            jti: "self-test".into(),
+            scope: String::new(),
+            client_id: None,
+        };
+        let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
+        let verifier = Verifier::new(VerifierConfig::new("urn:authmesh:self-test", "self-test"))
+            .map_err(|e| failed(e.to_string()))?;
+        verifier
+            .install_keys(&JwkSet {
+                keys: vec![key.jwk().clone()],
+            })
+            .map_err(|e| failed(e.to_string()))?;
+        verifier.verify(&token).map_err(|e| failed(e.to_string()))?;
+        let (input, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| failed("not a JWS".into()))?;
+        let swapped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let tampered = format!(
+            "{input}.{swapped}{}",
+            signature.get(1..).unwrap_or_default()
+        );
+        if verifier.verify(&tampered).is_ok() {
+            return Err(failed("a tampered signature verified".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(algorithm: SigningAlgorithm) {
+        let (generated, pem) = SigningKey::generate(algorithm).expect("generate");
+        let key = SigningKey::from_pkcs8_pem(&pem).expect("reload");
+        assert_eq!(key.kid(), generated.kid(), "kid is stable across reloads");
+        assert_eq!(key.algorithm(), algorithm);
+        let now = SystemClock.now();
+        let claims = Claims {
+            iss: "https://issuer".into(),
+            sub: "orders".into(),
+            aud: "inventory".into(),
+            exp: now + 60,
+            nbf: Some(now),
+            iat: now,
+            jti: "j".into(),
+            scope: "inventory.read".into(),
+            client_id: Some("orders".into()),
+        };
+        let token = key.sign(&claims).expect("sign");
+        let verifier =
+            Verifier::new(VerifierConfig::new("https://issuer", "inventory")).expect("verifier");
+        verifier
+            .install_keys(&JwkSet {
+                keys: vec![key.jwk().clone()],
+            })
+            .expect("keys");
+        assert_eq!(
+            verifier.verify(&token).map(|c| c.sub.clone()),
+            Ok("orders".into())
+        );
+    }
+
+    #[test]
+    fn eddsa_keys_sign_tokens_the_verifier_accepts() {
+        round_trip(SigningAlgorithm::EdDSA);
+    }
+
+    #[test]
+    fn es256_keys_sign_tokens_the_verifier_accepts() {
+        round_trip(SigningAlgorithm::ES256);
+    }
+
+    #[test]
+    fn self_test_passes() {
+        assert_eq!(self_test(), Ok(()));
+    }
+}
