@@ -5,6 +5,7 @@
 #   2. token-service, inventory and orders as separate binaries reading the
 #      config files `up` wrote, stopped with SIGTERM (what `docker stop` sends).
 set -euo pipefail
+trap 'echo "smoke failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -21,7 +22,7 @@ ca="$state/tls/ca.pem"
 
 wait_serving() { # port pid log
   for _ in $(seq 1 120); do
-    if [ -f "$ca" ] && grpcurl -cacert "$ca" "localhost:$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+    if [ -f "$ca" ] && grpcurl -cacert "$ca" "localhost:$1" grpc.health.v1.Health/Check 2>/dev/null | grep SERVING >/dev/null; then
       return 0
     fi
     kill -0 "$2" 2>/dev/null || { cat "$3"; echo "process on :$1 exited early"; exit 1; }
@@ -38,15 +39,15 @@ stop() { # signal pid
 }
 
 walkthrough() {
-  grpcurl -cacert "$ca" localhost:50053 list | grep -q demo.inventory.v1.Inventory
+  grpcurl -cacert "$ca" localhost:50053 list | grep demo.inventory.v1.Inventory >/dev/null
   token=$(cd "$work" && "$root/target/release/authmesh" token mint --aud orders)
   grpcurl -cacert "$ca" -H "authorization: Bearer $token" -d '{"sku":"sku-1","quantity":1}' \
-    localhost:50052 demo.orders.v1.Orders/PlaceOrder | grep -q '"reservedBy": "orders"'
+    localhost:50052 demo.orders.v1.Orders/PlaceOrder | grep '"reservedBy": "orders"' >/dev/null
   if grpcurl -cacert "$ca" -d '{"sku":"sku-1"}' localhost:50053 demo.inventory.v1.Inventory/GetStock 2>"$work/err"; then
     echo "GetStock without a token succeeded"; exit 1
   fi
   grep -q Unauthenticated "$work/err"
-  if cat "$work"/*.log | grep -qF "$token"; then echo "a token appeared in the logs"; exit 1; fi
+  if cat "$work"/*.log | grep -F "$token" >/dev/null; then echo "a token appeared in the logs"; exit 1; fi
 }
 
 # 1. authmesh up
