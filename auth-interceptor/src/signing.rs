@@ -161,40 +161,51 @@ impl SigningKey {
 /// [`SigningError::SelfTest`] naming the algorithm that failed.
 pub fn self_test() -> Result<(), SigningError> {
     for algorithm in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
-        let failed = |detail: String| SigningError::SelfTest { algorithm, detail };
         let (key, _) = SigningKey::generate(algorithm)?;
-        let now = SystemClock.now();
-        let claims = Claims {
-            iss: "urn:authmesh:self-test".into(),
-            sub: "self-test".into(),
-            aud: "self-test".into(),
-            exp: now + 60,
-            nbf: Some(now),
-            iat: now,
-            jti: "self-test".into(),
-            scope: String::new(),
-            client_id: None,
-        };
-        let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
-        let verifier = Verifier::new(VerifierConfig::new("urn:authmesh:self-test", "self-test"))
-            .map_err(|e| failed(e.to_string()))?;
-        verifier
-            .install_keys(&JwkSet {
-                keys: vec![key.jwk().clone()],
-            })
-            .map_err(|e| failed(e.to_string()))?;
-        verifier.verify(&token).map_err(|e| failed(e.to_string()))?;
-        let (input, signature) = token
-            .rsplit_once('.')
-            .ok_or_else(|| failed("not a JWS".into()))?;
-        let swapped = if signature.starts_with('A') { 'B' } else { 'A' };
-        let tampered = format!(
-            "{input}.{swapped}{}",
-            signature.get(1..).unwrap_or_default()
-        );
-        if verifier.verify(&tampered).is_ok() {
-            return Err(failed("a tampered signature verified".into()));
-        }
+        check_round_trip(&key)?;
+    }
+    Ok(())
+}
+
+/// Signs a token with `key`, verifies it against the key's public JWK, and
+/// checks that a tampered signature is refused.
+///
+/// # Errors
+/// [`SigningError::SelfTest`] describing the step that failed.
+pub fn check_round_trip(key: &SigningKey) -> Result<(), SigningError> {
+    let algorithm = key.algorithm();
+    let failed = |detail: String| SigningError::SelfTest { algorithm, detail };
+    let now = SystemClock.now();
+    let claims = Claims {
+        iss: "urn:authmesh:self-test".into(),
+        sub: "self-test".into(),
+        aud: "self-test".into(),
+        exp: now + 60,
+        nbf: Some(now),
+        iat: now,
+        jti: "self-test".into(),
+        scope: String::new(),
+        client_id: None,
+    };
+    let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
+    let verifier = Verifier::new(VerifierConfig::new("urn:authmesh:self-test", "self-test"))
+        .map_err(|e| failed(e.to_string()))?;
+    verifier
+        .install_keys(&JwkSet {
+            keys: vec![key.jwk().clone()],
+        })
+        .map_err(|e| failed(e.to_string()))?;
+    verifier.verify(&token).map_err(|e| failed(e.to_string()))?;
+    let (input, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| failed("not a JWS".into()))?;
+    let swapped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let tampered = format!(
+        "{input}.{swapped}{}",
+        signature.get(1..).unwrap_or_default()
+    );
+    if verifier.verify(&tampered).is_ok() {
+        return Err(failed("a tampered signature verified".into()));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use auth_interceptor::{Claims, JwkSet, SharedClock, Verifier, VerifierConfig};
+use auth_interceptor::{Claims, JwkSet, SharedClock};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
@@ -195,46 +195,13 @@ impl Issuer {
         Ok(Minted { token, claims })
     }
 
-    /// Signs a token with the active key and verifies it with the published
-    /// keys through the same code every verifier runs.
+    /// Signs a token with the active key and verifies it through the same
+    /// code every verifier runs, before the issuer serves anything.
     ///
     /// # Errors
     /// [`StartError::SelfTest`] when the round trip fails.
     pub fn self_test(&self) -> Result<(), StartError> {
-        let audience = self
-            .audiences
-            .iter()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| "self-test".into());
-        let now = self.clock.now();
-        let claims = Claims {
-            iss: self.issuer.clone(),
-            sub: "self-test".into(),
-            aud: audience.clone(),
-            exp: now + 60,
-            nbf: Some(now),
-            iat: now,
-            jti: "self-test".into(),
-            scope: String::new(),
-            client_id: None,
-        };
-        let token = self
-            .keys
-            .active()
-            .sign(&claims)
-            .map_err(|e| StartError::SelfTest(e.to_string()))?;
-        let verifier = Verifier::with_clock(
-            VerifierConfig::new(&self.issuer, audience),
-            self.clock.clone(),
-        )
-        .map_err(|e| StartError::SelfTest(e.to_string()))?;
-        verifier
-            .install_keys(self.jwks())
-            .map_err(|e| StartError::SelfTest(e.to_string()))?;
-        verifier
-            .verify(&token)
-            .map(|_| ())
+        auth_interceptor::signing::check_round_trip(self.keys.active())
             .map_err(|e| StartError::SelfTest(e.to_string()))
     }
 }
