@@ -3,7 +3,6 @@
 //! 127.0.0.1 ports over TLS, real tonic clients, health polling instead of
 //! sleeps, a shared adjustable clock, and a forger that signs tokens with the
 //! issuer's real key or an attacker's.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test fixtures: a failed setup should fail the test loudly
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

@@ -1,7 +1,6 @@
 //! The README walkthrough with the real grpcurl binary: reflection, health,
 //! mint, call, and the two denials, against a mesh built from dev state the
 //! way `authmesh up` builds it.
-#![allow(clippy::expect_used)] // helpers of a test: a failed step should fail the test
 
 use std::path::{Path, PathBuf};
 

@@ -84,10 +84,13 @@ impl DevState {
         let token_service_upstream = UpstreamConfig {
             url: issuer.clone(),
             ca: Some("tls/ca.pem".into()),
+            ..Default::default()
         };
         let tls = |name: &str| service_runtime::ServerTlsFiles {
             cert: format!("tls/{name}.pem").into(),
             key: format!("tls/{name}-key.pem").into(),
+            client_ca: None,
+            client_auth: service_runtime::ClientAuth::None,
         };
         if !state.token_service_config().exists() {
             let hash = |secret: &str| {
@@ -158,6 +161,7 @@ impl DevState {
                 inventory: UpstreamConfig {
                     url: format!("https://localhost:{}", addrs.inventory.port()),
                     ca: Some("tls/ca.pem".into()),
+                    ..Default::default()
                 },
                 client: orders::ClientConfig {
                     id: "orders".into(),

@@ -41,6 +41,7 @@ impl TokenServiceEndpoint {
         let upstream = UpstreamConfig {
             url: self.url.clone(),
             ca: Some(self.ca.clone()),
+            ..Default::default()
         };
         upstream_channel(&upstream, Path::new("."))
     }

@@ -96,7 +96,7 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 /// Where to reach another service (the token service, or SERVER2 from SERVER1).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `https://host:port`, or `http://` with `insecure_plaintext`.
@@ -104,6 +104,12 @@ pub struct UpstreamConfig {
     /// CA certificate (PEM) that signed the upstream's server certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present for mTLS; reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 /// Token verification settings of a service that accepts AuthMesh tokens.

@@ -19,6 +19,11 @@ pub mod verification;
 pub use binary::{ServiceArgs, exit_code};
 pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
 pub use error::RuntimeError;
-pub use server::{Health, reflection_v1, reflection_v1alpha, serve_authenticated, server_builder};
-pub use tls::{ServerTlsFiles, Transport, install_crypto_provider, upstream_channel};
+pub use server::{
+    Health, reflection_v1, reflection_v1alpha, serve_authenticated, serve_router, server_builder,
+};
+pub use tls::{
+    ClientAuth, ClientTls, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider,
+    upstream_channel,
+};
 pub use verification::{Verification, client_secret};

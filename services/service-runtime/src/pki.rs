@@ -1,5 +1,6 @@
-//! The dev PKI: a local CA and one server certificate per service, created on
-//! first start under the state directory and reused after.
+//! The dev PKI: a local CA, one server certificate per service, and workload
+//! certificates whose URI SAN is the workload's SPIFFE ID
+//! (`spiffe://<trust-domain>/<name>`), created under the state directory.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -20,6 +21,58 @@ use crate::{
 
 /// The dev CA's common name.
 const CA_NAME: &str = "AuthMesh dev CA";
+
+/// The trust domain of workload identities unless configured otherwise.
+pub const DEFAULT_TRUST_DOMAIN: &str = "authmesh.local";
+
+/// The SPIFFE ID of workload `name` in `trust_domain`.
+pub fn spiffe_id(trust_domain: &str, name: &str) -> String {
+    format!("spiffe://{trust_domain}/{name}")
+}
+
+/// Whether `label` may be a trust domain or workload name: lowercase
+/// letters, digits, `.`, `-` and `_`, 1 to 63 characters, no leading dot.
+fn valid_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && !label.starts_with('.')
+        && label.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+}
+
+/// What a workload certificate says and how long it is valid.
+#[derive(Debug, Clone)]
+pub struct WorkloadCert<'a> {
+    /// Workload name, the last segment of the SPIFFE ID.
+    pub name: &'a str,
+    /// Trust domain of the SPIFFE ID.
+    pub trust_domain: &'a str,
+    /// DNS names the workload also serves as (empty for clients only).
+    pub dns_names: &'a [&'a str],
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl<'a> WorkloadCert<'a> {
+    /// Valid from a minute ago for `lifetime`.
+    pub fn new(
+        name: &'a str,
+        trust_domain: &'a str,
+        dns_names: &'a [&'a str],
+        lifetime: std::time::Duration,
+    ) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            name,
+            trust_domain,
+            dns_names,
+            not_before: now - Duration::minutes(1),
+            not_after: now + lifetime,
+        }
+    }
+}
 
 /// A CA and server certificates in one directory.
 #[derive(Debug, Clone)]
@@ -68,6 +121,66 @@ impl DevPki {
         Ok(key)
     }
 
+    /// Issues a workload certificate from this CA into `out` as
+    /// `<name>.pem` / `<name>-key.pem` (key 0600), replacing any previous one
+    /// atomically so servers and clients watching the files pick it up.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for a bad name or trust domain; others when
+    /// the CA or the files are unusable.
+    pub fn issue_workload(
+        &self,
+        spec: &WorkloadCert<'_>,
+        out: &Path,
+    ) -> Result<ServerTlsFiles, RuntimeError> {
+        if !valid_label(spec.name) || !valid_label(spec.trust_domain) {
+            return Err(RuntimeError::Config {
+                origin: "workload certificate".into(),
+                detail: "name and trust domain: 1-63 of [a-z0-9._-], not starting with '.'".into(),
+            });
+        }
+        let ca_key = self.ensure_ca()?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let mut names: Vec<String> = spec.dns_names.iter().map(|n| (*n).to_owned()).collect();
+        if names.is_empty() {
+            // rcgen needs a SAN list to start from; the URI SAN is added below.
+            names.push(spec.name.to_owned());
+        }
+        let mut params = CertificateParams::new(names)?;
+        params.subject_alt_names.push(SanType::URI(
+            spiffe_id(spec.trust_domain, spec.name).try_into()?,
+        ));
+        if !spec.dns_names.is_empty() {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let files = ServerTlsFiles {
+            cert: out.join(format!("{}.pem", spec.name)),
+            key: out.join(format!("{}-key.pem", spec.name)),
+            client_ca: Some(self.ca_cert()),
+            client_auth: crate::tls::ClientAuth::None,
+        };
+        // Key first: a watcher that sees the new certificate before the new
+        // key fails the pair and retries, and never pairs an old key with it.
+        write_private(&files.key, key.serialize_pem().as_bytes())?;
+        write_public(&files.cert, cert.pem().as_bytes())?;
+        tracing::info!(workload = %spiffe_id(spec.trust_domain, spec.name), not_after = %spec.not_after, path = %files.cert.display(), "issued workload certificate");
+        Ok(files)
+    }
+
     /// The CA certificate clients trust.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.pem")
@@ -78,6 +191,8 @@ impl DevPki {
         ServerTlsFiles {
             cert: self.dir.join(format!("{service}.pem")),
             key: self.dir.join(format!("{service}-key.pem")),
+            client_ca: None,
+            client_auth: crate::tls::ClientAuth::None,
         }
     }
 }

@@ -11,7 +11,11 @@ use tonic::{body::Body, server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{Builder, v1, v1alpha};
 
-use crate::{error::RuntimeError, tls::Transport, verification::Verification};
+use crate::{
+    error::RuntimeError,
+    tls::{Transport, tls_incoming},
+    verification::Verification,
+};
 
 /// Largest HTTP/2 header list a client may send. Above the 8 KiB token cap
 /// on purpose: an oversized token still reaches the auth layer and gets a
@@ -19,18 +23,50 @@ use crate::{error::RuntimeError, tls::Transport, verification::Verification};
 /// header floods beyond this are refused by HTTP/2 itself.
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
-/// A server builder with AuthMesh's limits and the given transport security.
+/// A server builder with AuthMesh's limits. TLS is not set here: it is
+/// done by [`serve_router`] with certificates reloaded from disk.
+pub fn server_builder() -> Server {
+    Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .tcp_nodelay(true)
+}
+
+/// Serves `router` on `listener` with `transport` until `shutdown`
+/// resolves, then stops accepting and drains in-flight calls.
 ///
 /// # Errors
-/// [`RuntimeError::Transport`] when the TLS identity is unusable.
-pub fn server_builder(transport: &Transport) -> Result<Server, RuntimeError> {
-    let builder = Server::builder()
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .tcp_nodelay(true);
-    Ok(match transport {
-        Transport::Tls(tls) => builder.tls_config(tls.clone())?,
-        Transport::Plaintext => builder,
-    })
+/// [`RuntimeError::Transport`] when serving fails.
+pub async fn serve_router<L, ResBody>(
+    router: tonic::transport::server::Router<L>,
+    listener: TcpListener,
+    transport: &Transport,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<tonic::codegen::StdError> + Send,
+    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    match transport {
+        Transport::Tls { config, .. } => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, config.clone()), shutdown)
+                .await?
+        }
+        Transport::Plaintext => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?
+        }
+    }
+    Ok(())
 }
 
 fn reflection_builder() -> Builder<'static> {
@@ -165,16 +201,11 @@ where
     let verifier = verification.verifier.clone();
     let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
     tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
-    server_builder(transport)?
+    let router = server_builder()
         .layer(AuthLayer::new(verification.verifier.clone(), policy))
         .add_service(health_service)
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            health.on_shutdown(shutdown),
-        )
-        .await?;
-    Ok(())
+        .add_service(service);
+    serve_router(router, listener, transport, health.on_shutdown(shutdown)).await
 }

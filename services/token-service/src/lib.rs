@@ -16,10 +16,9 @@ use std::{future::Future, sync::Arc};
 use auth_interceptor::SharedClock;
 use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
 use service_runtime::{
-    Health, Loaded, Transport, reflection_v1, reflection_v1alpha, server_builder,
+    Health, Loaded, Transport, reflection_v1, reflection_v1alpha, serve_router, server_builder,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use auth_interceptor::SigningKey;
 pub use config::{ClientConfig, Config};
@@ -69,18 +68,13 @@ pub async fn run(
     } else {
         (None, None)
     };
-    server_builder(&transport)?
+    let router = server_builder()
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .add_service(TokenServiceServer::new(service::TokenServiceHandler::new(
             issuer,
-        )))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            health.on_shutdown(shutdown),
-        )
-        .await
-        .map_err(service_runtime::RuntimeError::from)?;
+        )));
+    serve_router(router, listener, &transport, health.on_shutdown(shutdown)).await?;
     Ok(())
 }

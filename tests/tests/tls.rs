@@ -1,0 +1,338 @@
+//! TLS on every hop: client certificates at the handshake, and certificate
+//! rotation on disk while traffic flows.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use service_runtime::{
+    ClientAuth, ClientTls, Health, ServerTlsFiles, Transport,
+    pki::{DEFAULT_TRUST_DOMAIN, DevPki, WorkloadCert},
+    serve_router, server_builder,
+};
+use time::OffsetDateTime;
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+struct Server {
+    url: String,
+    transport: Transport,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A health-only server with `files`, checking them for changes every 100 ms.
+async fn serve(files: &ServerTlsFiles) -> Server {
+    authmesh_tests::init();
+    let transport = Transport::tls(files, Path::new("/"), Duration::from_millis(100)).expect("tls");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let (mut health, service) = Health::new();
+    health.register::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>().await;
+    health.set_serving().await;
+    let (stop, signal) = oneshot::channel::<()>();
+    let router = server_builder().add_service(service);
+    let served = transport.clone();
+    tokio::spawn(async move {
+        let _ = serve_router(router, listener, &served, async {
+            let _ = signal.await;
+        })
+        .await;
+    });
+    Server {
+        url,
+        transport,
+        stop: Some(stop),
+    }
+}
+
+async fn check(tls: &ClientTls, url: &str) -> Result<(), tonic::Status> {
+    let mut client = HealthClient::new(tls.channel(url).expect("channel"));
+    client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+fn client(ca: &Path, files: Option<&ServerTlsFiles>) -> ClientTls {
+    ClientTls::new(
+        ca,
+        files.map(|f| (f.cert.as_path(), f.key.as_path())),
+        Duration::from_millis(100),
+    )
+    .expect("client tls")
+}
+
+fn workload(
+    pki: &DevPki,
+    dir: &Path,
+    name: &str,
+    dns: &[&str],
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> ServerTlsFiles {
+    let spec = WorkloadCert {
+        name,
+        trust_domain: DEFAULT_TRUST_DOMAIN,
+        dns_names: dns,
+        not_before: from,
+        not_after: to,
+    };
+    pki.issue_workload(&spec, dir).expect("issue")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
+    let other_ca = DevPki::ensure(&dir.path().join("other"), &[]).expect("other pki");
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let mut server_files = workload(
+        &pki,
+        dir.path(),
+        "inventory",
+        &["localhost"],
+        now - day,
+        now + day,
+    );
+    server_files.client_auth = ClientAuth::Required;
+    let server = serve(&server_files).await;
+    let ca = pki.ca_cert();
+
+    let good = workload(&pki, dir.path(), "orders", &[], now - day, now + day);
+    check(&client(&ca, Some(&good)), &server.url)
+        .await
+        .expect("mesh client certificate");
+
+    let foreign = workload(
+        &other_ca,
+        &dir.path().join("foreign"),
+        "orders",
+        &[],
+        now - day,
+        now + day,
+    );
+    let expired = workload(
+        &pki,
+        &dir.path().join("expired"),
+        "orders",
+        &[],
+        now - 2 * day,
+        now - day,
+    );
+    let early = workload(
+        &pki,
+        &dir.path().join("early"),
+        "orders",
+        &[],
+        now + day,
+        now + 2 * day,
+    );
+    for (what, files) in [
+        ("no certificate", None),
+        ("another CA", Some(&foreign)),
+        ("expired", Some(&expired)),
+        ("not yet valid", Some(&early)),
+    ] {
+        let status = check(&client(&ca, files), &server.url)
+            .await
+            .expect_err(what);
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::Unknown
+            ),
+            "{what}: {status:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates_still_verify_what_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
+    let other_ca = DevPki::ensure(&dir.path().join("other"), &[]).expect("other pki");
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let mut server_files = workload(
+        &pki,
+        dir.path(),
+        "token-service",
+        &["localhost"],
+        now - day,
+        now + day,
+    );
+    server_files.client_auth = ClientAuth::Optional;
+    let server = serve(&server_files).await;
+    check(&client(&pki.ca_cert(), None), &server.url)
+        .await
+        .expect("no certificate is fine");
+    let foreign = workload(
+        &other_ca,
+        &dir.path().join("foreign"),
+        "orders",
+        &[],
+        now - day,
+        now + day,
+    );
+    check(&client(&pki.ca_cert(), Some(&foreign)), &server.url)
+        .await
+        .expect_err("a certificate from another CA is refused");
+}
+
+/// The leaf certificate a fresh TLS handshake with `url` presents.
+async fn presented_leaf(ca: &Path, url: &str) -> Vec<u8> {
+    let pem = std::fs::read(ca).expect("ca");
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_pki_types_certs(&pem) {
+        roots.add(cert).expect("root");
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let port = url.rsplit(':').next().expect("port");
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("tcp");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
+}
+
+fn rustls_pki_types_certs(
+    pem: &[u8],
+) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .expect("pem")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_on_disk_without_a_failed_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let mut server_files = workload(
+        &pki,
+        dir.path(),
+        "inventory",
+        &["localhost"],
+        now - day,
+        now + day,
+    );
+    server_files.client_auth = ClientAuth::Required;
+    let server = serve(&server_files).await;
+    let client_files = workload(
+        &pki,
+        &dir.path().join("client"),
+        "orders",
+        &[],
+        now - day,
+        now + day,
+    );
+    let tls = client(&pki.ca_cert(), Some(&client_files));
+    let Transport::Tls { identity, .. } = &server.transport else {
+        panic!("tls")
+    };
+
+    let old_server_leaf = identity.leaf().expect("leaf");
+    let old_client_leaf = tls.client_leaf().expect("client leaf");
+    assert_eq!(
+        presented_leaf(&pki.ca_cert(), &server.url).await,
+        old_server_leaf.to_vec()
+    );
+
+    // Steady traffic on one long-lived channel and on fresh ones, while both sides rotate.
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let traffic = {
+        let (tls, url) = (tls.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let mut long_lived = HealthClient::new(tls.channel(&url).expect("channel"));
+            let (mut calls, mut failures) = (0u32, Vec::new());
+            for i in 0..5_000u32 {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                let result = if i % 10 == 0 {
+                    check(&tls, &url).await
+                } else {
+                    long_lived
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .map(|_| ())
+                };
+                calls += 1;
+                if let Err(status) = result {
+                    failures.push(status);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (calls, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    workload(
+        &pki,
+        dir.path(),
+        "inventory",
+        &["localhost"],
+        now - day,
+        now + 2 * day,
+    );
+    workload(
+        &pki,
+        &dir.path().join("client"),
+        "orders",
+        &[],
+        now - day,
+        now + 2 * day,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while identity.leaf().as_ref() == Some(&old_server_leaf)
+        || tls.client_leaf().as_ref() == Some(&old_client_leaf)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotation not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_server_leaf = identity.leaf().expect("leaf");
+    assert_ne!(new_server_leaf, old_server_leaf);
+    assert_eq!(
+        presented_leaf(&pki.ca_cert(), &server.url).await,
+        new_server_leaf.to_vec(),
+        "new connections use the new certificate"
+    );
+    check(&tls, &server.url)
+        .await
+        .expect("new client certificate accepted");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let (calls, failures) = traffic.await.expect("traffic");
+    assert!(calls > 10, "traffic ran: {calls}");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
