@@ -19,10 +19,12 @@ cleanup() {
 trap cleanup EXIT
 state="$work/.authmesh"
 ca="$state/tls/ca.pem"
+# Every hop is mTLS: grpcurl presents the demo-cli workload certificate.
+mtls() { grpcurl -cacert "$ca" -cert "$state/tls/demo-cli.pem" -key "$state/tls/demo-cli-key.pem" "$@"; }
 
 wait_serving() { # port pid log
   for _ in $(seq 1 120); do
-    if [ -f "$ca" ] && grpcurl -cacert "$ca" "localhost:$1" grpc.health.v1.Health/Check 2>/dev/null | grep SERVING >/dev/null; then
+    if [ -f "$ca" ] && mtls "localhost:$1" grpc.health.v1.Health/Check 2>/dev/null | grep SERVING >/dev/null; then
       return 0
     fi
     kill -0 "$2" 2>/dev/null || { cat "$3"; echo "process on :$1 exited early"; exit 1; }
@@ -39,11 +41,14 @@ stop() { # signal pid
 }
 
 walkthrough() {
-  grpcurl -cacert "$ca" localhost:50053 list | grep demo.inventory.v1.Inventory >/dev/null
+  mtls localhost:50053 list | grep demo.inventory.v1.Inventory >/dev/null
+  if grpcurl -cacert "$ca" localhost:50053 list >/dev/null 2>&1; then
+    echo "inventory answered a client without a certificate"; exit 1
+  fi
   token=$(cd "$work" && "$root/target/release/authmesh" token mint --aud orders)
-  grpcurl -cacert "$ca" -H "authorization: Bearer $token" -d '{"sku":"sku-1","quantity":1}' \
-    localhost:50052 demo.orders.v1.Orders/PlaceOrder | grep '"reservedBy": "orders"' >/dev/null
-  if grpcurl -cacert "$ca" -d '{"sku":"sku-1"}' localhost:50053 demo.inventory.v1.Inventory/GetStock 2>"$work/err"; then
+  mtls -H "authorization: Bearer $token" -d '{"sku":"sku-1","quantity":1}' \
+    localhost:50052 demo.orders.v1.Orders/PlaceOrder | grep '"reservedBy": "spiffe://authmesh.local/orders"' >/dev/null
+  if mtls -d '{"sku":"sku-1"}' localhost:50053 demo.inventory.v1.Inventory/GetStock 2>"$work/err"; then
     echo "GetStock without a token succeeded"; exit 1
   fi
   grep -q Unauthenticated "$work/err"

@@ -66,6 +66,15 @@ pub enum AuthError {
     /// `exp - iat` exceeds the maximum token lifetime.
     #[error("token lifetime exceeds the maximum")]
     LifetimeTooLong,
+    /// The token is bound to a client certificate other than this connection's.
+    #[error("token is bound to another client certificate")]
+    BindingMismatch,
+    /// The verifier requires certificate-bound tokens and this one is not bound.
+    #[error("token is not bound to a client certificate")]
+    BindingRequired,
+    /// The client certificate yields no usable identity.
+    #[error("client certificate identity unusable: {0}")]
+    PeerIdentity(#[from] crate::peer::PeerError),
     /// No verification keys are loaded yet (startup, or the issuer was never reachable).
     #[error("no verification keys loaded for the issuer")]
     KeysUnavailable,
@@ -104,6 +113,9 @@ impl AuthError {
             AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
             AuthError::IssuedInFuture => "TOKEN_ISSUED_IN_FUTURE",
             AuthError::LifetimeTooLong => "TOKEN_LIFETIME_TOO_LONG",
+            AuthError::BindingMismatch => "TOKEN_BINDING_MISMATCH",
+            AuthError::BindingRequired => "TOKEN_BINDING_REQUIRED",
+            AuthError::PeerIdentity(_) => "PEER_IDENTITY_INVALID",
             AuthError::KeysUnavailable => "KEYS_UNAVAILABLE",
             AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => "POLICY_DENIED",
         }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod jwk;
 pub mod key_refresh;
 pub mod layer;
+pub mod peer;
 pub mod policy;
 pub mod service;
 pub mod signing;
@@ -34,10 +35,11 @@ pub use error::{AuthError, ERROR_DOMAIN, TokenSourceError};
 pub use jwk::{Jwk, JwkSet, KeyError};
 pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
 pub use layer::AuthLayer;
+pub use peer::{CallerExt, PeerError, PeerIdentity};
 pub use policy::MethodPolicy;
 pub use service::AuthService;
 pub use signing::{SigningError, SigningKey, self_test};
-pub use token::{Claims, SigningAlgorithm, TokenHeader};
+pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};
 pub use token_source::{
     BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,
     TokenSource,

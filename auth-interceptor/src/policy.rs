@@ -97,6 +97,7 @@ mod tests {
             jti: "j".into(),
             scope: scope.into(),
             client_id: None,
+            cnf: None,
         }
     }
 

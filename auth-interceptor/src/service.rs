@@ -14,8 +14,11 @@ use tonic::Status;
 use tower::Service;
 use tracing::{Instrument, instrument::Instrumented};
 
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
 use crate::{
     error::AuthError,
+    peer::PeerIdentity,
     policy::MethodPolicy,
     verifier::{VerifiedClaims, Verifier},
 };
@@ -92,8 +95,19 @@ where
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), None);
         }
-        let claims = match bearer_token(request.headers()).and_then(|t| self.verifier.verify(t)) {
-            Ok(claims) => claims,
+        let peer = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(PeerIdentity::from_connect_info)
+            .transpose()
+            .map(Option::flatten);
+        let authenticated = peer.map_err(AuthError::from).and_then(|peer| {
+            let claims = self.verifier.verify(bearer_token(request.headers())?)?;
+            self.verifier.check_binding(&claims, peer.as_ref())?;
+            Ok((claims, peer))
+        });
+        let (claims, peer) = match authenticated {
+            Ok(authenticated) => authenticated,
             Err(err) => return deny(path, err, None, started),
         };
         if let Err(err) = self.policy.authorize(path, &claims) {
@@ -102,6 +116,9 @@ where
         // One span per call: whatever the handler logs carries the caller.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti);
         request.extensions_mut().insert(claims);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         let future = span.in_scope(|| inner.call(request));
         ResponseFuture::forward(future.instrument(span), Some(started))
     }

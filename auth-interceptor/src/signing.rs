@@ -186,6 +186,7 @@ pub fn check_round_trip(key: &SigningKey) -> Result<(), SigningError> {
         jti: "self-test".into(),
         scope: String::new(),
         client_id: None,
+        cnf: None,
     };
     let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
     let verifier = Verifier::new(VerifierConfig::new("urn:authmesh:self-test", "self-test"))
@@ -230,6 +231,7 @@ mod tests {
             jti: "j".into(),
             scope: "inventory.read".into(),
             client_id: Some("orders".into()),
+            cnf: None,
         };
         let token = key.sign(&claims).expect("sign");
         let verifier =

@@ -108,6 +108,23 @@ pub struct Claims {
         deserialize_with = "some_non_null"
     )]
     pub client_id: Option<String>,
+    /// Certificate binding (RFC 8705): the token is valid only on a
+    /// connection whose client certificate has this thumbprint.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a certificate-bound token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// `x5t#S256`: base64url SHA-256 of the client certificate's DER.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 impl Claims {

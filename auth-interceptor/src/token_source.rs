@@ -110,7 +110,8 @@ impl Default for RefreshSettings {
 
 struct Inner {
     client: TokenServiceClient<Channel>,
-    credentials: ClientCredentials,
+    /// `None`: the channel's client certificate is the only credential (mTLS).
+    credentials: Option<ClientCredentials>,
     request: TokenRequest,
     settings: RefreshSettings,
     clock: SharedClock,
@@ -128,7 +129,14 @@ pub struct TokenSource {
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
-            .field("client_id", &self.inner.credentials.client_id)
+            .field(
+                "client_id",
+                &self
+                    .inner
+                    .credentials
+                    .as_ref()
+                    .map(ClientCredentials::client_id),
+            )
             .field("request", &self.inner.request)
             .finish_non_exhaustive()
     }
@@ -145,8 +153,14 @@ impl Drop for TokenRefreshHandle {
 }
 
 impl TokenSource {
-    /// A token source talking to the token service on `channel`.
-    pub fn new(channel: Channel, credentials: ClientCredentials, request: TokenRequest) -> Self {
+    /// A token source talking to the token service on `channel`, sending
+    /// `credentials` as `Basic`; with `None` the channel's client certificate
+    /// (mTLS) is what authenticates, and tokens come back bound to it.
+    pub fn new(
+        channel: Channel,
+        credentials: Option<ClientCredentials>,
+        request: TokenRequest,
+    ) -> Self {
         Self::with_settings(
             channel,
             credentials,
@@ -159,7 +173,7 @@ impl TokenSource {
     /// A token source with explicit refresh settings and clock.
     pub fn with_settings(
         channel: Channel,
-        credentials: ClientCredentials,
+        credentials: Option<ClientCredentials>,
         request: TokenRequest,
         settings: RefreshSettings,
         clock: SharedClock,
@@ -283,12 +297,12 @@ impl TokenSource {
             scopes: self.inner.request.scopes.clone(),
             ttl_seconds: self.inner.request.ttl_seconds,
         });
-        let basic = self
-            .inner
-            .credentials
-            .basic_authorization()
-            .map_err(|status| refused(&audience, &status))?;
-        request.metadata_mut().insert("authorization", basic);
+        if let Some(credentials) = &self.inner.credentials {
+            let basic = credentials
+                .basic_authorization()
+                .map_err(|status| refused(&audience, &status))?;
+            request.metadata_mut().insert("authorization", basic);
+        }
         request.set_timeout(self.inner.settings.timeout);
         let issued_at = self.inner.clock.now();
         let mut client = self.inner.client.clone();

@@ -16,6 +16,7 @@ use crate::{
     clock::{SharedClock, system_clock},
     error::AuthError,
     jwk::{JwkSet, KeyError, VerificationKey},
+    peer::PeerIdentity,
     token::{Claims, MAX_TOKEN_BYTES, SigningAlgorithm, parse_claims, parse_header, split_token},
 };
 
@@ -35,6 +36,9 @@ pub struct VerifierConfig {
     pub max_lifetime_seconds: u64,
     /// How many verified tokens to remember.
     pub cache_capacity: usize,
+    /// Refuse tokens that are not bound to a client certificate (`cnf`).
+    /// Bound tokens are always checked against the connection, whatever this says.
+    pub require_bound_tokens: bool,
 }
 
 impl VerifierConfig {
@@ -46,6 +50,7 @@ impl VerifierConfig {
             leeway_seconds: 30,
             max_lifetime_seconds: 3600,
             cache_capacity: 10_000,
+            require_bound_tokens: false,
         }
     }
 }
@@ -249,6 +254,25 @@ impl Verifier {
             },
         );
         Ok(claims)
+    }
+
+    /// Checks a verified token's certificate binding against the connection:
+    /// a bound token passes only where the client certificate has its
+    /// thumbprint. Runs on every call, since one token may arrive on many connections.
+    ///
+    /// # Errors
+    /// [`AuthError::BindingMismatch`] or [`AuthError::BindingRequired`].
+    pub fn check_binding(
+        &self,
+        claims: &Claims,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<(), AuthError> {
+        match (&claims.cnf, peer) {
+            (Some(cnf), Some(peer)) if cnf.x5t_s256 == peer.thumbprint() => Ok(()),
+            (Some(_), _) => Err(AuthError::BindingMismatch),
+            (None, _) if self.inner.config.require_bound_tokens => Err(AuthError::BindingRequired),
+            (None, _) => Ok(()),
+        }
     }
 
     fn verify_uncached(

@@ -7,6 +7,8 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use auth_interceptor::{Claims, ClientCredentials, OffsetClock, RefreshSettings, SharedClock};
+use service_runtime::ClientTls;
+
 use authmesh::{
     dev_state::{DEMO_CLIENT, DevState, MeshAddrs, issuer_url},
     mesh::{self, RunningServer},
@@ -21,10 +23,7 @@ use authmesh_proto::{
 };
 use inventory::InventoryHandler;
 use tokio::net::TcpListener;
-use tonic::{
-    Code, Request, Status,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
-};
+use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -128,20 +127,33 @@ impl TestMesh {
         self.state.ca_cert()
     }
 
-    /// A TLS channel to `addr`, verifying the server against the dev CA.
+    /// An mTLS channel to `addr` presenting the `demo-cli` workload certificate.
     pub fn channel(&self, addr: SocketAddr) -> Channel {
-        let ca = std::fs::read_to_string(self.ca_path()).expect("ca");
-        Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
-            .expect("endpoint")
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-            .expect("tls")
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy()
+        self.channel_as(addr, Some(DEMO_CLIENT))
     }
 
-    /// A client of the token service.
+    /// A TLS channel to `addr`, verifying the server against the dev CA and
+    /// presenting `workload`'s certificate (none with `None`).
+    pub fn channel_as(&self, addr: SocketAddr, workload: Option<&str>) -> Channel {
+        let files = workload.map(|w| self.state.workload_files(w));
+        ClientTls::new(
+            &self.ca_path(),
+            files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            Duration::from_millis(200),
+        )
+        .expect("client tls")
+        .channel(&format!("https://localhost:{}", addr.port()))
+        .expect("channel")
+    }
+
+    /// A client of the token service without a client certificate (secret mode).
     pub fn token_client(&self) -> TokenServiceClient<Channel> {
-        TokenServiceClient::new(self.channel(self.addrs.token_service))
+        TokenServiceClient::new(self.channel_as(self.addrs.token_service, None))
+    }
+
+    /// A client of the token service presenting `workload`'s certificate.
+    pub fn token_client_as(&self, workload: &str) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel_as(self.addrs.token_service, Some(workload)))
     }
 
     /// A client of inventory (SERVER2).
@@ -152,6 +164,19 @@ impl TestMesh {
     /// A client of orders (SERVER1).
     pub fn orders_client(&self) -> OrdersClient<Channel> {
         OrdersClient::new(self.channel(self.addrs.orders))
+    }
+
+    /// The SPIFFE ID of a dev workload.
+    pub fn spiffe_id(workload: &str) -> String {
+        service_runtime::pki::spiffe_id(service_runtime::pki::DEFAULT_TRUST_DOMAIN, workload)
+    }
+
+    /// The `x5t#S256` thumbprint of a dev workload's current certificate.
+    pub fn thumbprint(&self, workload: &str) -> String {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let (cert, _) = self.state.workload_files(workload);
+        let der = CertificateDer::from_pem_file(cert).expect("certificate");
+        auth_interceptor::peer::thumbprint(&der)
     }
 
     /// Polls `grpc.health.v1.Health/Check` on `addr` until SERVING.
@@ -206,6 +231,30 @@ impl TestMesh {
             .map(|r| r.into_inner())
     }
 
+    /// Asks the token service for a token presenting `workload`'s certificate,
+    /// with `Basic` credentials too when `secret` is given (`(client, secret)`).
+    pub async fn mint_with_cert(
+        &self,
+        workload: &str,
+        secret: Option<(&str, &str)>,
+        audience: &str,
+        scopes: &[&str],
+    ) -> Result<IssueTokenResponse, Status> {
+        let mut request = Request::new(IssueTokenRequest {
+            audience: audience.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl_seconds: None,
+        });
+        if let Some((client, secret)) = secret {
+            let basic = ClientCredentials::new(client, secret).basic_authorization()?;
+            request.metadata_mut().insert("authorization", basic);
+        }
+        self.token_client_as(workload)
+            .issue_token(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// A token for `audience` as the dev client `demo-cli`.
     pub async fn mint(&self, audience: &str, scopes: &[&str], ttl_seconds: Option<i64>) -> String {
         self.mint_as(
@@ -238,6 +287,7 @@ impl TestMesh {
             jti: format!("forged-{iat}-{ttl}"),
             scope: scope.into(),
             client_id: None,
+            cnf: None,
         }
     }
 

@@ -15,9 +15,20 @@ struct Output {
     stderr: String,
 }
 
-async fn grpcurl(bin: &Path, ca: &Path, port: u16, args: &[&str]) -> Output {
+/// grpcurl with `-cacert`, presenting `cert` (`-cert`/`-key`) when given.
+async fn grpcurl(
+    bin: &Path,
+    ca: &Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+    port: u16,
+    args: &[&str],
+) -> Output {
     let mut command = std::process::Command::new(bin);
-    command.arg("-cacert").arg(ca).args(&args[..args.len() - 1]);
+    command.arg("-cacert").arg(ca);
+    if let Some((cert, key)) = cert {
+        command.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    command.args(&args[..args.len() - 1]);
     command
         .arg(format!("localhost:{port}"))
         .arg(args[args.len() - 1]);
@@ -39,14 +50,23 @@ async fn grpcurl_walkthrough() {
     };
     let mesh = TestMesh::start().await;
     let ca: PathBuf = mesh.ca_path();
+    let demo_cert = mesh.state.workload_files("demo-cli");
+    let cert = Some(&demo_cert);
     let (ts, orders, inventory) = (
         mesh.addrs.token_service.port(),
         mesh.addrs.orders.port(),
         mesh.addrs.inventory.port(),
     );
 
+    // Inventory and orders require a client certificate from the mesh CA.
+    let no_cert = grpcurl(&bin, &ca, None, inventory, &["list"]).await;
+    assert!(
+        !no_cert.success,
+        "inventory refuses a client without a certificate"
+    );
+
     // Reflection and health need no token.
-    let list = grpcurl(&bin, &ca, inventory, &["list"]).await;
+    let list = grpcurl(&bin, &ca, cert, inventory, &["list"]).await;
     assert!(list.success, "{}", list.stderr);
     for service in [
         "demo.inventory.v1.Inventory",
@@ -59,7 +79,7 @@ async fn grpcurl_walkthrough() {
             list.stdout
         );
     }
-    let health = grpcurl(&bin, &ca, orders, &["grpc.health.v1.Health/Check"]).await;
+    let health = grpcurl(&bin, &ca, cert, orders, &["grpc.health.v1.Health/Check"]).await;
     assert!(
         health.success && health.stdout.contains("SERVING"),
         "{} {}",
@@ -67,7 +87,7 @@ async fn grpcurl_walkthrough() {
         health.stderr
     );
 
-    // Mint with grpcurl alone, then call.
+    // Mint with grpcurl alone (secret only, no certificate), then call.
     let basic = format!(
         "authorization: Basic {}",
         STANDARD.encode(format!("demo-cli:{}", mesh.secret("demo-cli")))
@@ -75,6 +95,7 @@ async fn grpcurl_walkthrough() {
     let minted = grpcurl(
         &bin,
         &ca,
+        None,
         ts,
         &[
             "-H",
@@ -92,6 +113,7 @@ async fn grpcurl_walkthrough() {
     let stock = grpcurl(
         &bin,
         &ca,
+        cert,
         inventory,
         &[
             "-H",
@@ -113,6 +135,7 @@ async fn grpcurl_walkthrough() {
     let anonymous = grpcurl(
         &bin,
         &ca,
+        cert,
         inventory,
         &[
             "-d",
@@ -130,6 +153,7 @@ async fn grpcurl_walkthrough() {
     let reserve = grpcurl(
         &bin,
         &ca,
+        cert,
         inventory,
         &[
             "-H",
@@ -151,19 +175,22 @@ async fn grpcurl_walkthrough() {
         "the token never appears in an error"
     );
 
-    // The CLI's own mint (what `authmesh token mint` runs), then PlaceOrder through the mesh.
+    // The CLI's own mint (what `authmesh token mint` runs: certificate and
+    // secret), bound to demo-cli's certificate, then PlaceOrder through the mesh.
     let endpoint = TokenServiceEndpoint {
         url: mesh.issuer(),
         ca: ca.clone(),
+        identity: Some(demo_cert.clone()),
     };
     let credentials = ClientCredentials::new("demo-cli", mesh.secret("demo-cli"));
-    let order_token = token_cli::mint(&endpoint, &credentials, "orders", vec![], None)
+    let order_token = token_cli::mint(&endpoint, Some(&credentials), "orders", vec![], None)
         .await
         .expect("cli mint")
         .token;
     let order = grpcurl(
         &bin,
         &ca,
+        cert,
         orders,
         &[
             "-H",
@@ -176,7 +203,12 @@ async fn grpcurl_walkthrough() {
     .await;
     assert!(order.success, "{}", order.stderr);
     assert!(
-        order.stdout.contains(r#""reservedBy": "orders""#)
+        order
+            .stdout
+            .contains(r#""reservedBy": "spiffe://authmesh.local/orders""#)
+            && order
+                .stdout
+                .contains(r#""placedBy": "spiffe://authmesh.local/demo-cli""#)
             && order.stdout.contains(r#""remaining": 3"#),
         "{}",
         order.stdout

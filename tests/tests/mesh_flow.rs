@@ -22,13 +22,17 @@ async fn place_order_reserves_at_inventory_with_orders_own_token() {
         .expect("PlaceOrder succeeds")
         .into_inner();
     assert_eq!(order.placed_by, "demo-cli");
-    assert_eq!(order.reserved_by, "orders");
+    assert_eq!(order.reserved_by, TestMesh::spiffe_id("orders"));
     assert_eq!(order.remaining, 97);
 
     let reservations = mesh.inventory_handler.reservations();
     assert_eq!(reservations.len(), 1);
     let seen = &reservations[0];
-    assert_eq!(seen.caller, "orders", "inventory saw orders' identity");
+    assert_eq!(
+        seen.caller,
+        TestMesh::spiffe_id("orders"),
+        "inventory saw orders' identity"
+    );
     assert_eq!(seen.audience, "inventory");
     assert_eq!(seen.quantity, 3);
     assert_eq!(order.reservation_id, seen.id);
@@ -79,7 +83,8 @@ async fn dev_state_is_created_once_and_reused() {
     let files = |state: &DevState| {
         [
             read(state.dir().join("tls/ca.pem")),
-            read(state.secret_file("orders")),
+            read(state.secret_file("demo-cli")),
+            read(state.workload_files("orders").0),
             read(state.token_service_config()),
             read(state.orders_config()),
         ]
@@ -94,8 +99,9 @@ async fn dev_state_is_created_once_and_reused() {
     assert_eq!(before, files(&second));
     use std::os::unix::fs::PermissionsExt;
     for private in [
-        second.secret_file("orders"),
+        second.secret_file("demo-cli"),
         second.dir().join("tls/ca-key.pem"),
+        second.workload_files("orders").1,
     ] {
         let mode = std::fs::metadata(&private)
             .expect("meta")

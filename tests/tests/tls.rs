@@ -148,10 +148,15 @@ async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
         let status = check(&client(&ca, files), &server.url)
             .await
             .expect_err(what);
+        // TLS 1.3 clients finish their side before the server checks the
+        // certificate, so a refusal can also surface as a cancelled call.
         assert!(
             matches!(
                 status.code(),
-                tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::Unknown
+                tonic::Code::Unavailable
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
             ),
             "{what}: {status:?}"
         );

@@ -88,17 +88,7 @@ type Case<'a> = (
 async fn requests_outside_the_allowlist_are_refused() {
     let mesh = TestMesh::start().await;
     let demo = mesh.secret("demo-cli");
-    let orders = mesh.secret("orders");
-    let cases: [Case<'_>; 9] = [
-        (
-            "orders",
-            &orders,
-            "orders",
-            &[],
-            None,
-            Code::PermissionDenied,
-            "AUDIENCE_NOT_ALLOWED",
-        ),
+    let cases: [Case<'_>; 8] = [
         (
             "demo-cli",
             &demo,
@@ -180,12 +170,17 @@ async fn requests_outside_the_allowlist_are_refused() {
         );
         assert!(!status.message().contains(secret));
     }
-    // The orders service itself may have exactly its inventory scopes.
+    // orders (certificate only) may have exactly its inventory scopes, and nothing else.
     let granted = mesh
-        .mint_as("orders", &orders, "inventory", &[], None)
+        .mint_with_cert("orders", None, "inventory", &[])
         .await
         .expect("orders' own allowlist");
     assert_eq!(granted.scope, "inventory.read inventory.reserve");
+    expect_status(
+        mesh.mint_with_cert("orders", None, "orders", &[]).await,
+        Code::PermissionDenied,
+        Some("AUDIENCE_NOT_ALLOWED"),
+    );
     mesh.stop().await;
 }
 
@@ -249,8 +244,12 @@ async fn brute_force_trips_the_limiter_and_the_right_secret_gives_no_signal() {
         Code::ResourceExhausted,
         Some("TOO_MANY_ATTEMPTS"),
     );
-    // Another client from the same address is not locked by demo-cli's failures.
-    mesh.mint_as("orders", &mesh.secret("orders"), "inventory", &[], None)
+    // Certificates are not secrets: demo-cli's own certificate still works,
+    // and so does another workload from the same address.
+    mesh.mint_with_cert("demo-cli", None, "inventory", &[])
+        .await
+        .expect("certificate authentication unaffected");
+    mesh.mint_with_cert("orders", None, "inventory", &[])
         .await
         .expect("orders unaffected");
     // After the lockout the right secret works again.

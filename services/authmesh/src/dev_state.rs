@@ -10,15 +10,28 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::time::{Duration, SystemTime};
+
 use service_runtime::{
-    AuthConfig, Loaded, RuntimeError, UpstreamConfig,
+    AuthConfig, ClientAuth, Loaded, RuntimeError, ServerTlsFiles, UpstreamConfig,
     files::{read_to_string, write_private, write_public},
     load_config,
-    pki::DevPki,
+    pki::{DEFAULT_TRUST_DOMAIN, DevPki, WorkloadCert, spiffe_id},
 };
 
 /// The dev client `authmesh token mint` uses by default.
 pub const DEMO_CLIENT: &str = "demo-cli";
+
+/// Lifetime of the workload certificates `up` issues.
+pub const WORKLOAD_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Every workload of the dev mesh and the DNS names it also serves as.
+pub const WORKLOADS: [(&str, &[&str]); 4] = [
+    ("token-service", &["localhost", "token-service"]),
+    ("orders", &["localhost", "orders"]),
+    ("inventory", &["localhost", "inventory"]),
+    (DEMO_CLIENT, &[]),
+];
 
 /// Default ports of `authmesh up`.
 pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
@@ -76,21 +89,22 @@ impl DevState {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        DevPki::ensure(&dir.join("tls"), &["token-service", "orders", "inventory"])?;
         let state = Self { dir };
-        let orders_secret = state.ensure_secret("orders")?;
+        state.renew_due_certificates()?;
         let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
         let issuer = issuer_url(addrs.token_service);
-        let token_service_upstream = UpstreamConfig {
-            url: issuer.clone(),
+        // Every hop is mutual TLS: each service presents its own workload certificate.
+        let upstream = |url: String, workload: &str| UpstreamConfig {
+            url,
             ca: Some("tls/ca.pem".into()),
-            ..Default::default()
+            cert: Some(format!("tls/{workload}.pem").into()),
+            key: Some(format!("tls/{workload}-key.pem").into()),
         };
-        let tls = |name: &str| service_runtime::ServerTlsFiles {
+        let tls = |name: &str, client_auth: ClientAuth| ServerTlsFiles {
             cert: format!("tls/{name}.pem").into(),
             key: format!("tls/{name}-key.pem").into(),
-            client_ca: None,
-            client_auth: service_runtime::ClientAuth::None,
+            client_ca: Some("tls/ca.pem".into()),
+            client_auth,
         };
         if !state.token_service_config().exists() {
             let hash = |secret: &str| {
@@ -100,7 +114,8 @@ impl DevState {
                 listen: addrs.token_service.to_string(),
                 issuer: issuer.clone(),
                 insecure_plaintext: false,
-                tls: Some(tls("token-service")),
+                // Optional: workloads authenticate by certificate, grpcurl users may use a secret.
+                tls: Some(tls("token-service", ClientAuth::Optional)),
                 key_dir: "keys".into(),
                 algorithm: auth_interceptor::SigningAlgorithm::EdDSA,
                 default_ttl_seconds: 300,
@@ -109,9 +124,11 @@ impl DevState {
                 public_reflection: true,
                 auth_limits: token_service::AuthLimits::default(),
                 clients: vec![
+                    // mTLS-only: a spiffe_id and no secret.
                     token_service::ClientConfig {
                         id: "orders".into(),
-                        secret_hash: hash(&orders_secret)?,
+                        secret_hash: None,
+                        spiffe_id: Some(spiffe_id(DEFAULT_TRUST_DOMAIN, "orders")),
                         max_ttl_seconds: None,
                         audiences: BTreeMap::from([(
                             "inventory".into(),
@@ -123,7 +140,8 @@ impl DevState {
                     },
                     token_service::ClientConfig {
                         id: DEMO_CLIENT.into(),
-                        secret_hash: hash(&demo_secret)?,
+                        secret_hash: Some(hash(&demo_secret)?),
+                        spiffe_id: Some(spiffe_id(DEFAULT_TRUST_DOMAIN, DEMO_CLIENT)),
                         max_ttl_seconds: None,
                         audiences: BTreeMap::from([
                             ("orders".into(), vec![orders::SCOPE_WRITE.into()]),
@@ -141,8 +159,8 @@ impl DevState {
             let config = inventory::Config {
                 listen: addrs.inventory.to_string(),
                 insecure_plaintext: false,
-                tls: Some(tls("inventory")),
-                token_service: token_service_upstream.clone(),
+                tls: Some(tls("inventory", ClientAuth::Required)),
+                token_service: upstream(issuer.clone(), "inventory"),
                 auth: AuthConfig::new(&issuer, "inventory"),
                 stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
             };
@@ -155,22 +173,60 @@ impl DevState {
             let config = orders::Config {
                 listen: addrs.orders.to_string(),
                 insecure_plaintext: false,
-                tls: Some(tls("orders")),
-                token_service: token_service_upstream,
+                tls: Some(tls("orders", ClientAuth::Required)),
+                token_service: upstream(issuer.clone(), "orders"),
                 auth: AuthConfig::new(&issuer, "orders"),
-                inventory: UpstreamConfig {
-                    url: format!("https://localhost:{}", addrs.inventory.port()),
-                    ca: Some("tls/ca.pem".into()),
-                    ..Default::default()
-                },
+                inventory: upstream(
+                    format!("https://localhost:{}", addrs.inventory.port()),
+                    "orders",
+                ),
                 client: orders::ClientConfig {
                     id: "orders".into(),
-                    secret_file: Some("clients/orders.secret".into()),
+                    secret_file: None,
                 },
             };
             write_public(&state.orders_config(), toml::to_string(&config)?.as_bytes())?;
         }
         Ok(state)
+    }
+
+    /// Issues the workload certificates that are missing or past half their
+    /// lifetime; servers and clients watching the files pick them up without
+    /// a restart. Returns how many were issued.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the CA or the files are unusable.
+    pub fn renew_due_certificates(&self) -> Result<usize, RuntimeError> {
+        let pki = DevPki::ensure(&self.dir.join("tls"), &[])?;
+        let mut issued = 0;
+        for (name, dns_names) in WORKLOADS {
+            let cert = self.dir.join("tls").join(format!("{name}.pem"));
+            let age = std::fs::metadata(&cert)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok());
+            if age.is_some_and(|age| age < WORKLOAD_CERT_LIFETIME / 2) {
+                continue;
+            }
+            let spec = WorkloadCert::new(
+                name,
+                DEFAULT_TRUST_DOMAIN,
+                dns_names,
+                WORKLOAD_CERT_LIFETIME,
+            );
+            pki.issue_workload(&spec, &self.dir.join("tls"))?;
+            issued += 1;
+        }
+        Ok(issued)
+    }
+
+    /// A workload's certificate and key.
+    pub fn workload_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let tls = self.dir.join("tls");
+        (
+            tls.join(format!("{name}.pem")),
+            tls.join(format!("{name}-key.pem")),
+        )
     }
 
     /// An existing state directory, without creating anything.

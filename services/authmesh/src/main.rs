@@ -33,11 +33,39 @@ enum Command {
     /// Mint and inspect tokens.
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: Box<TokenCommand>,
+    },
+    /// Workload certificates from the mesh CA.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
     HashSecret,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Issue (or renew) a workload certificate whose URI SAN is
+    /// spiffe://<trust-domain>/<name>, signed by the mesh CA in <state-dir>/tls.
+    Issue {
+        /// Workload name, the last segment of its SPIFFE ID.
+        #[arg(long)]
+        name: String,
+        /// A DNS name the workload also serves as; repeat for several (none: client only).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        /// Trust domain of the SPIFFE ID.
+        #[arg(long, default_value = service_runtime::pki::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+        /// Directory for <name>.pem and <name>-key.pem (default: <state-dir>/tls).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,13 +107,29 @@ struct EndpointArgs {
     /// CA certificate of the token service (default: <state-dir>/tls/ca.pem).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Client certificate to present (default: <state-dir>/tls/<client-id>.pem when it exists).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (default: <state-dir>/tls/<client-id>-key.pem).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Present no client certificate, even if the state has one.
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    no_cert: bool,
 }
 
 impl EndpointArgs {
-    fn endpoint(self, state: &DevState) -> TokenServiceEndpoint {
+    fn endpoint(self, state: &DevState, client_id: &str) -> TokenServiceEndpoint {
+        let identity = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ if self.no_cert => None,
+            _ => Some(state.workload_files(client_id))
+                .filter(|(cert, key)| cert.exists() && key.exists()),
+        };
         TokenServiceEndpoint {
             url: self.url,
             ca: self.ca.unwrap_or_else(|| state.ca_cert()),
+            identity,
         }
     }
 }
@@ -118,9 +162,32 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Command::Certs {
+            command:
+                CertsCommand::Issue {
+                    name,
+                    dns_names,
+                    trust_domain,
+                    ttl_hours,
+                    out,
+                },
+        } => {
+            let tls_dir = cli.state_dir.join("tls");
+            let pki = service_runtime::pki::DevPki::ensure(&tls_dir, &[])?;
+            let dns: Vec<&str> = dns_names.iter().map(String::as_str).collect();
+            let lifetime = std::time::Duration::from_secs(ttl_hours.max(1) * 3600);
+            let spec =
+                service_runtime::pki::WorkloadCert::new(&name, &trust_domain, &dns, lifetime);
+            let files = pki.issue_workload(&spec, &out.unwrap_or(tls_dir))?;
+            println!("{}", service_runtime::pki::spiffe_id(&trust_domain, &name));
+            println!("cert: {}", files.cert.display());
+            println!("key:  {}", files.key.display());
+            println!("ca:   {}", pki.ca_cert().display());
+            Ok(())
+        }
         Command::Token { command } => {
             let state = DevState::open(&cli.state_dir);
-            match command {
+            match *command {
                 TokenCommand::Mint {
                     aud,
                     scopes,
@@ -129,23 +196,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     secret_file,
                     endpoint,
                 } => {
-                    let secret_file = secret_file.unwrap_or_else(|| state.secret_file(&client_id));
-                    let secret = service_runtime::files::read_to_string(&secret_file)?;
-                    let credentials = ClientCredentials::new(client_id, secret.trim());
-                    let minted = token_cli::mint(
-                        &endpoint.endpoint(&state),
-                        &credentials,
-                        &aud,
-                        scopes,
-                        ttl,
-                    )
-                    .await?;
+                    // The secret is optional when a client certificate is presented.
+                    let default_file = state.secret_file(&client_id);
+                    let secret_file = secret_file.unwrap_or_else(|| default_file.clone());
+                    let credentials = match service_runtime::files::read_to_string(&secret_file) {
+                        Ok(secret) => Some(ClientCredentials::new(&client_id, secret.trim())),
+                        Err(_) if secret_file == default_file => None,
+                        Err(err) => return Err(err.into()),
+                    };
+                    let endpoint = endpoint.endpoint(&state, &client_id);
+                    let minted =
+                        token_cli::mint(&endpoint, credentials.as_ref(), &aud, scopes, ttl).await?;
                     println!("{}", minted.token);
                     Ok(())
                 }
                 TokenCommand::Inspect { token, endpoint } => {
                     let report =
-                        token_cli::inspect(&endpoint.endpoint(&state), token.trim()).await?;
+                        token_cli::inspect(&endpoint.endpoint(&state, DEMO_CLIENT), token.trim())
+                            .await?;
                     println!("{}", serde_json::to_string_pretty(&report)?);
                     Ok(())
                 }
@@ -157,6 +225,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 async fn up(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let state = DevState::ensure(state_dir, DEFAULT_PORTS)?;
     let mesh = Mesh::start(&state, system_clock()).await?;
+    // 24 h workload certificates are renewed at half-life while the mesh
+    // runs; servers and clients pick the new files up without a restart.
+    let renewer = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                match state.renew_due_certificates() {
+                    Ok(0) => {}
+                    Ok(renewed) => tracing::info!(renewed, "renewed workload certificates"),
+                    Err(err) => {
+                        tracing::error!(error = %err, "renewing workload certificates failed")
+                    }
+                }
+            }
+        })
+    };
     print_walkthrough(state_dir, &mesh);
     tokio::select! {
         () = service_runtime::shutdown::signal() => {
@@ -166,6 +252,7 @@ async fn up(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
             tracing::error!("a server stopped unexpectedly; stopping the mesh");
         }
     }
+    renewer.abort();
     mesh.stop().await?;
     Ok(())
 }
@@ -184,8 +271,13 @@ async fn wait_for_failure(mesh: &Mesh) {
 }
 
 fn print_walkthrough(state_dir: &std::path::Path, mesh: &Mesh) {
-    let ca = state_dir.join("tls/ca.pem");
-    let ca = ca.display();
+    let tls = state_dir.join("tls");
+    let mtls = format!(
+        "-cacert {ca} -cert {cert} -key {key}",
+        ca = tls.join("ca.pem").display(),
+        cert = tls.join("demo-cli.pem").display(),
+        key = tls.join("demo-cli-key.pem").display()
+    );
     let (ts, orders, inventory) = (
         mesh.token_service.addr().port(),
         mesh.orders.addr().port(),
@@ -193,19 +285,21 @@ fn print_walkthrough(state_dir: &std::path::Path, mesh: &Mesh) {
     );
     println!(
         r#"
-AuthMesh is up (state in {state}):
+AuthMesh is up (state in {state}; every hop is mutual TLS):
   token-service  https://localhost:{ts}
   orders         https://localhost:{orders}   (SERVER1)
   inventory      https://localhost:{inventory}   (SERVER2)
 
-Try it (in another terminal, from this directory):
-  grpcurl -cacert {ca} localhost:{inventory} list
-  grpcurl -cacert {ca} localhost:{inventory} grpc.health.v1.Health/Check
+Try it (in another terminal, from this directory). grpcurl presents the
+demo-cli workload certificate (spiffe://authmesh.local/demo-cli):
+  M="{mtls}"
+  grpcurl $M localhost:{inventory} list
+  grpcurl $M localhost:{inventory} grpc.health.v1.Health/Check
   TOKEN=$(cargo run -q --release --bin authmesh -- token mint --aud orders)
-  grpcurl -cacert {ca} -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1","quantity":2}}' localhost:{orders} demo.orders.v1.Orders/PlaceOrder
-  grpcurl -cacert {ca} -d '{{"sku":"sku-1"}}' localhost:{inventory} demo.inventory.v1.Inventory/GetStock          # UNAUTHENTICATED
+  grpcurl $M -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1","quantity":2}}' localhost:{orders} demo.orders.v1.Orders/PlaceOrder
+  grpcurl $M -d '{{"sku":"sku-1"}}' localhost:{inventory} demo.inventory.v1.Inventory/GetStock          # UNAUTHENTICATED
   TOKEN=$(cargo run -q --release --bin authmesh -- token mint --aud inventory)
-  grpcurl -cacert {ca} -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1","quantity":1}}' localhost:{inventory} demo.inventory.v1.Inventory/Reserve   # PERMISSION_DENIED
+  grpcurl $M -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1","quantity":1}}' localhost:{inventory} demo.inventory.v1.Inventory/Reserve   # PERMISSION_DENIED
 
 Ctrl-C stops the mesh."#,
         state = state_dir.display()

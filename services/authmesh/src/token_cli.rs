@@ -34,6 +34,8 @@ pub struct TokenServiceEndpoint {
     pub url: String,
     /// CA that signed its certificate.
     pub ca: PathBuf,
+    /// Client certificate and key to present (mTLS), if any.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl TokenServiceEndpoint {
@@ -41,19 +43,21 @@ impl TokenServiceEndpoint {
         let upstream = UpstreamConfig {
             url: self.url.clone(),
             ca: Some(self.ca.clone()),
-            ..Default::default()
+            cert: self.identity.as_ref().map(|(cert, _)| cert.clone()),
+            key: self.identity.as_ref().map(|(_, key)| key.clone()),
         };
         upstream_channel(&upstream, Path::new("."))
     }
 }
 
-/// Asks the token service for a token as `credentials`.
+/// Asks the token service for a token as `credentials` (and as the client
+/// certificate of `endpoint`, when it has one: the token is then bound to it).
 ///
 /// # Errors
 /// [`TokenCliError::Status`] with the token service's answer.
 pub async fn mint(
     endpoint: &TokenServiceEndpoint,
-    credentials: &ClientCredentials,
+    credentials: Option<&ClientCredentials>,
     audience: &str,
     scopes: Vec<String>,
     ttl_seconds: Option<i64>,
@@ -64,9 +68,11 @@ pub async fn mint(
         scopes,
         ttl_seconds,
     });
-    request
-        .metadata_mut()
-        .insert("authorization", credentials.basic_authorization()?);
+    if let Some(credentials) = credentials {
+        request
+            .metadata_mut()
+            .insert("authorization", credentials.basic_authorization()?);
+    }
     Ok(client.issue_token(request).await?.into_inner())
 }
 

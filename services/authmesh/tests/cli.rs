@@ -10,7 +10,8 @@ use std::{
 };
 
 use authmesh::dev_state::{DevState, MeshAddrs};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use rustls::pki_types as rustls_pki_types;
+use rustls_pki_types::pem::PemObject;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -33,13 +34,17 @@ fn authmesh(state: &Path, args: &[&str]) -> Output {
         .expect("authmesh runs")
 }
 
+/// Polls health over mTLS, presenting demo-cli's workload certificate.
 async fn wait_serving(state: &DevState, addr: SocketAddr) {
-    let ca = std::fs::read_to_string(state.ca_cert()).expect("ca");
-    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
-        .expect("endpoint")
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .expect("tls")
-        .connect_lazy();
+    let (cert, key) = state.workload_files("demo-cli");
+    let channel = service_runtime::ClientTls::new(
+        &state.ca_cert(),
+        Some((&cert, &key)),
+        Duration::from_secs(60),
+    )
+    .expect("client tls")
+    .channel(&format!("https://localhost:{}", addr.port()))
+    .expect("channel");
     let mut health = HealthClient::new(channel);
     for _ in 0..400 {
         let status = health
@@ -128,10 +133,44 @@ async fn up_mint_inspect_and_ctrl_c() {
     );
     let report: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("json");
     assert_eq!(report["verification"]["verified"], true, "{report}");
-    assert_eq!(report["claims"]["sub"], "demo-cli");
+    // Minted with demo-cli's certificate: sub is its SPIFFE ID, and the token is bound to it.
+    assert_eq!(report["claims"]["sub"], "spiffe://authmesh.local/demo-cli");
+    assert!(report["claims"]["cnf"]["x5t#S256"].is_string(), "{report}");
     assert_eq!(report["header"]["typ"], "at+jwt");
 
     grpcurl_against_up(&state, addrs, dir.path());
+
+    // A certificate for your own workload, from the same mesh CA.
+    let issued = authmesh(
+        dir.path(),
+        &[
+            "certs",
+            "issue",
+            "--name",
+            "billing",
+            "--dns",
+            "billing",
+            "--ttl-hours",
+            "2",
+        ],
+    );
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let printed = String::from_utf8_lossy(&issued.stdout);
+    assert!(
+        printed.starts_with("spiffe://authmesh.local/billing\n"),
+        "{printed}"
+    );
+    let billing = dir.path().join("tls/billing.pem");
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_file(&billing).expect("issued certificate");
+    let peer = auth_interceptor::PeerIdentity::from_certificate(&der).expect("identity");
+    assert_eq!(peer.spiffe_id(), Some("spiffe://authmesh.local/billing"));
+    let bad = authmesh(dir.path(), &["certs", "issue", "--name", "../evil"]);
+    assert!(!bad.status.success(), "path-like names are refused");
 
     let interrupted = Command::new("kill")
         .args(["-INT", &up.id().to_string()])
@@ -178,16 +217,22 @@ fn find_grpcurl() -> Option<std::path::PathBuf> {
     found
 }
 
-/// The README walkthrough against the real `authmesh up` process: reflection,
-/// health, then a token from `authmesh token mint` used by grpcurl.
+/// The README walkthrough against the real `authmesh up` process with
+/// grpcurl's `-cert/-key/-cacert`: reflection, health, then a token from
+/// `authmesh token mint` (bound to demo-cli's certificate) used by grpcurl.
 fn grpcurl_against_up(state: &DevState, addrs: MeshAddrs, dir: &Path) {
     let Some(grpcurl) = find_grpcurl() else {
         return;
     };
+    let (cert, key) = state.workload_files("demo-cli");
     let run = |port: u16, args: &[&str]| {
         let output = Command::new(&grpcurl)
             .arg("-cacert")
             .arg(state.ca_cert())
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
             .args(&args[..args.len() - 1])
             .arg(format!("localhost:{port}"))
             .arg(args[args.len() - 1])
@@ -221,7 +266,7 @@ fn grpcurl_against_up(state: &DevState, addrs: MeshAddrs, dir: &Path) {
         ],
     );
     assert!(
-        ok && out.contains(r#""reservedBy": "orders""#),
+        ok && out.contains(r#""reservedBy": "spiffe://authmesh.local/orders""#),
         "{out}{err}"
     );
     let (ok, _, err) = run(

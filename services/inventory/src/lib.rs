@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use auth_interceptor::{MethodPolicy, SharedClock, VerifiedClaims};
+use auth_interceptor::{CallerExt, MethodPolicy, SharedClock, VerifiedClaims};
 use authmesh_proto::demo::inventory::v1::{
     GetStockRequest, GetStockResponse, ReserveRequest, ReserveResponse,
     inventory_server::{Inventory, InventoryServer},
@@ -79,6 +79,8 @@ pub struct Reservation {
     pub audience: String,
     /// The token's `jti`.
     pub jti: String,
+    /// The SPIFFE ID of the caller's client certificate (mTLS), if any.
+    pub peer: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -118,8 +120,7 @@ fn caller<T>(request: &Request<T>) -> Result<VerifiedClaims, Status> {
     // The auth layer always inserts claims before a handler runs; their
     // absence means the server was assembled without it.
     request
-        .extensions()
-        .get::<VerifiedClaims>()
+        .verified_claims()
         .cloned()
         .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))
 }
@@ -145,6 +146,10 @@ impl Inventory for InventoryHandler {
         request: Request<ReserveRequest>,
     ) -> Result<Response<ReserveResponse>, Status> {
         let claims = caller(&request)?;
+        let peer = request
+            .peer_identity()
+            .and_then(|peer| peer.spiffe_id())
+            .map(str::to_owned);
         let ReserveRequest { sku, quantity } = request.into_inner();
         if quantity == 0 {
             return Err(Status::invalid_argument("quantity must be at least 1"));
@@ -168,6 +173,7 @@ impl Inventory for InventoryHandler {
             caller: claims.sub.clone(),
             audience: claims.aud.clone(),
             jti: claims.jti.clone(),
+            peer,
         };
         tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
         let id = reservation.id.clone();

@@ -68,7 +68,8 @@ pub struct Config {
 pub struct ClientConfig {
     /// Client id.
     pub id: String,
-    /// File holding the secret (or set `AUTHMESH_CLIENT_SECRET`).
+    /// File holding the secret (or set `AUTHMESH_CLIENT_SECRET`); leave both
+    /// unset to authenticate with the client certificate of `token_service` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
 }
@@ -188,7 +189,7 @@ pub async fn run(
     let secret = client_secret(settings.client.secret_file.as_ref(), &config.dir)?;
     let tokens = TokenSource::with_settings(
         token_service,
-        ClientCredentials::new(&settings.client.id, secret),
+        secret.map(|secret| ClientCredentials::new(&settings.client.id, secret)),
         TokenRequest {
             audience: "inventory".into(),
             scopes: INVENTORY_SCOPES.iter().map(|s| (*s).to_owned()).collect(),

@@ -135,6 +135,10 @@ pub struct AuthConfig {
     /// Whether server reflection needs no token.
     #[serde(default = "default_true")]
     pub public_reflection: bool,
+    /// Refuse tokens not bound to a client certificate (`cnf`); bound tokens
+    /// are always checked against the connection's certificate.
+    #[serde(default)]
+    pub require_bound_tokens: bool,
 }
 
 fn default_leeway() -> u64 {
@@ -164,6 +168,7 @@ impl AuthConfig {
             cache_capacity: default_cache_capacity(),
             key_refresh_seconds: default_key_refresh(),
             public_reflection: true,
+            require_bound_tokens: false,
         }
     }
 
@@ -175,6 +180,7 @@ impl AuthConfig {
             leeway_seconds: self.leeway_seconds,
             max_lifetime_seconds: self.max_lifetime_seconds,
             cache_capacity: self.cache_capacity,
+            require_bound_tokens: self.require_bound_tokens,
         }
     }
 

@@ -30,7 +30,6 @@ use rustls::{
 use serde::{Deserialize, Serialize};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
     task::JoinHandle,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
@@ -321,47 +320,62 @@ impl Transport {
     }
 }
 
-/// Accepted TLS connections of `listener`, handshakes done concurrently off
-/// the accept loop. A failed handshake (no or a bad client certificate, a
-/// port scan) is logged and dropped; it never reaches gRPC. The loop ends
-/// when the returned stream is dropped.
+/// Accepted TLS connections of `listener`. Handshakes run concurrently
+/// (one slow client never stalls the others) and each has a timeout; a
+/// failed handshake (no or a bad client certificate, a port scan) is logged
+/// and dropped, so it never reaches gRPC. The listener lives inside the
+/// stream: when the server stops and drops it, the port is free at once.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> impl futures_util::Stream<Item = Result<TlsStream<TcpStream>, io::Error>> {
-    let (tx, rx) = mpsc::channel::<TlsStream<TcpStream>>(64);
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    use futures_util::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
+
+    struct Incoming {
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        handshakes: FuturesUnordered<BoxFuture<'static, Option<TlsStream<TcpStream>>>>,
+    }
+
+    let incoming = Incoming {
+        listener,
+        acceptor: TlsAcceptor::from(config),
+        handshakes: FuturesUnordered::new(),
+    };
+    futures_util::stream::unfold(incoming, |mut incoming| async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(stream).await;
+            tokio::select! {
+                accepted = incoming.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        let acceptor = incoming.acceptor.clone();
+                        incoming.handshakes.push(Box::pin(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(stream)) => Some(stream),
+                                Ok(Err(err)) => {
+                                    tracing::info!(%peer, error = %err, "TLS handshake refused");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::info!(%peer, "TLS handshake timed out");
+                                    None
+                                }
+                            }
+                        }));
                     }
-                    Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(done) = incoming.handshakes.next(), if !incoming.handshakes.is_empty() => {
+                    if let Some(stream) = done {
+                        return Some((Ok(stream), incoming));
+                    }
                 }
-            });
+            }
         }
-    });
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) },
-    )
+    })
 }
 
 /// TLS client settings for one upstream.

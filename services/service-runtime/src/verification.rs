@@ -40,22 +40,23 @@ impl Verification {
 }
 
 /// A client secret from `AUTHMESH_CLIENT_SECRET`, or else from `file`
-/// (resolved against `dir`). Secrets never come from the TOML itself.
+/// (resolved against `dir`); `None` when neither is set (the client then
+/// authenticates with its certificate alone). Secrets never come from the TOML itself.
 ///
 /// # Errors
-/// [`RuntimeError::Secret`] when neither yields a non-empty secret.
-pub fn client_secret(file: Option<&PathBuf>, dir: &Path) -> Result<String, RuntimeError> {
+/// [`RuntimeError::Secret`] when the file is unreadable or empty.
+pub fn client_secret(file: Option<&PathBuf>, dir: &Path) -> Result<Option<String>, RuntimeError> {
     if let Ok(secret) = std::env::var("AUTHMESH_CLIENT_SECRET")
         && !secret.trim().is_empty()
     {
-        return Ok(secret.trim().to_owned());
+        return Ok(Some(secret.trim().to_owned()));
     }
-    let file = file.ok_or_else(|| {
-        RuntimeError::Secret("set client.secret_file or AUTHMESH_CLIENT_SECRET".into())
-    })?;
+    let Some(file) = file else {
+        return Ok(None);
+    };
     let secret = read_to_string(&dir.join(file))?.trim().to_owned();
     if secret.is_empty() {
         return Err(RuntimeError::Secret(format!("{} is empty", file.display())));
     }
-    Ok(secret)
+    Ok(Some(secret))
 }

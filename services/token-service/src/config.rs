@@ -54,11 +54,18 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Client id; also the token's `sub` when it authenticates with a secret.
+    /// Client id; the token's `sub` when it authenticates with a secret only.
     pub id: String,
     /// argon2id hash (PHC string) of the client secret, e.g. from
     /// `authmesh hash-secret`. The secret itself never goes in this file.
-    pub secret_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    /// The workload's SPIFFE ID: a client certificate with this URI SAN
+    /// authenticates as this client, and becomes the token's `sub`. A client
+    /// with a `spiffe_id` and no `secret_hash` is mTLS-only: no secret can
+    /// stand in for its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
     /// This client's lifetime cap, below the global one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl_seconds: Option<u64>,

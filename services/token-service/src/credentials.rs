@@ -24,13 +24,17 @@ pub struct RegisteredClient {
     pub max_ttl_seconds: u64,
     /// Audience → allowed scopes.
     pub audiences: BTreeMap<String, BTreeSet<String>>,
-    secret_hash: String,
+    /// The workload's SPIFFE ID, when it may authenticate by certificate.
+    pub spiffe_id: Option<String>,
+    /// None for mTLS-only clients.
+    secret_hash: Option<String>,
 }
 
-/// Every registered client, by id.
+/// Every registered client, by id and by SPIFFE ID.
 #[derive(Debug)]
 pub struct ClientRegistry {
     clients: HashMap<String, RegisteredClient>,
+    by_spiffe_id: HashMap<String, String>,
     /// Verified against for unknown ids so they cost as much as known ones.
     decoy_hash: String,
 }
@@ -42,15 +46,27 @@ impl ClientRegistry {
     /// [`StartError::Config`] naming the offending client.
     pub fn new(clients: &[ClientConfig], global_max_ttl: u64) -> Result<Self, StartError> {
         let mut registry = HashMap::new();
+        let mut by_spiffe_id = HashMap::new();
         for client in clients {
-            let hash = PasswordHash::new(&client.secret_hash).map_err(|e| {
-                StartError::Config(format!("client {}: secret_hash: {e}", client.id))
-            })?;
-            if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
-                return Err(StartError::Config(format!(
-                    "client {}: secret_hash must be argon2id",
-                    client.id
-                )));
+            let invalid =
+                |detail: &str| StartError::Config(format!("client {}: {detail}", client.id));
+            if let Some(secret_hash) = &client.secret_hash {
+                let hash = PasswordHash::new(secret_hash)
+                    .map_err(|e| invalid(&format!("secret_hash: {e}")))?;
+                if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
+                    return Err(invalid("secret_hash must be argon2id"));
+                }
+            }
+            if client.secret_hash.is_none() && client.spiffe_id.is_none() {
+                return Err(invalid("needs a secret_hash, a spiffe_id, or both"));
+            }
+            if let Some(id) = &client.spiffe_id {
+                if !id.starts_with("spiffe://") {
+                    return Err(invalid("spiffe_id must start with spiffe://"));
+                }
+                if by_spiffe_id.insert(id.clone(), client.id.clone()).is_some() {
+                    return Err(invalid("spiffe_id is registered twice"));
+                }
             }
             let malformed = |s: &String| s.is_empty() || s.contains(char::is_whitespace);
             let bad_entry = client
@@ -75,6 +91,7 @@ impl ClientRegistry {
                     .iter()
                     .map(|(aud, scopes)| (aud.clone(), scopes.iter().cloned().collect()))
                     .collect(),
+                spiffe_id: client.spiffe_id.clone(),
                 secret_hash: client.secret_hash.clone(),
             };
             if registry.insert(client.id.clone(), entry).is_some() {
@@ -87,6 +104,7 @@ impl ClientRegistry {
         let decoy_hash = hash_secret(&generate_secret()).map_err(StartError::Config)?;
         Ok(Self {
             clients: registry,
+            by_spiffe_id,
             decoy_hash,
         })
     }
@@ -99,16 +117,29 @@ impl ClientRegistry {
     pub fn authenticate(&self, authorization: &str) -> Result<&RegisteredClient, IssueError> {
         let (id, secret) = parse_basic(authorization)?;
         let client = self.clients.get(&id);
-        let hash = client.map_or(self.decoy_hash.as_str(), |c| c.secret_hash.as_str());
+        let hash = client
+            .and_then(|c| c.secret_hash.as_deref())
+            .unwrap_or(self.decoy_hash.as_str());
         let verified = PasswordHash::new(hash).ok().is_some_and(|hash| {
             Argon2::default()
                 .verify_password(secret.as_bytes(), &hash)
                 .is_ok()
         });
         match client {
-            Some(client) if verified => Ok(client),
+            Some(client) if verified && client.secret_hash.is_some() => Ok(client),
             _ => Err(IssueError::BadCredentials),
         }
+    }
+
+    /// The client registered for a certificate's SPIFFE ID.
+    ///
+    /// # Errors
+    /// [`IssueError::UnknownWorkload`] when none is.
+    pub fn by_spiffe_id(&self, spiffe_id: &str) -> Result<&RegisteredClient, IssueError> {
+        self.by_spiffe_id
+            .get(spiffe_id)
+            .and_then(|id| self.clients.get(id))
+            .ok_or(IssueError::UnknownWorkload)
     }
 }
 
@@ -157,7 +188,8 @@ mod tests {
     fn registry(secret: &str) -> ClientRegistry {
         let client = ClientConfig {
             id: "orders".into(),
-            secret_hash: hash_secret(secret).expect("hash"),
+            secret_hash: Some(hash_secret(secret).expect("hash")),
+            spiffe_id: None,
             max_ttl_seconds: None,
             audiences: BTreeMap::from([("inventory".into(), vec!["inventory.read".into()])]),
         };
@@ -172,7 +204,8 @@ mod tests {
     fn scopes_with_whitespace_are_refused_at_start() {
         let client = ClientConfig {
             id: "orders".into(),
-            secret_hash: hash_secret("s").expect("hash"),
+            secret_hash: Some(hash_secret("s").expect("hash")),
+            spiffe_id: None,
             max_ttl_seconds: None,
             audiences: BTreeMap::from([(
                 "inventory".into(),

@@ -16,6 +16,12 @@ pub enum IssueError {
     /// Unknown client or wrong secret (indistinguishable on purpose).
     #[error("invalid client credentials")]
     BadCredentials,
+    /// The certificate and the secret name different clients.
+    #[error("client certificate and client credentials name different clients")]
+    IdentityConflict,
+    /// The client certificate names no registered workload.
+    #[error("client certificate names no registered workload")]
+    UnknownWorkload,
     /// The audience is not a service this issuer mints for.
     #[error("unknown audience")]
     UnknownAudience,
@@ -62,6 +68,8 @@ impl IssueError {
         match self {
             IssueError::MalformedCredentials => "CREDENTIALS_MALFORMED",
             IssueError::BadCredentials => "CREDENTIALS_INVALID",
+            IssueError::IdentityConflict => "IDENTITY_CONFLICT",
+            IssueError::UnknownWorkload => "UNKNOWN_WORKLOAD",
             IssueError::UnknownAudience => "AUDIENCE_UNKNOWN",
             IssueError::SelfAudience | IssueError::AudienceNotAllowed { .. } => {
                 "AUDIENCE_NOT_ALLOWED"
@@ -78,7 +86,10 @@ impl IssueError {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            IssueError::MalformedCredentials | IssueError::BadCredentials => Code::Unauthenticated,
+            IssueError::MalformedCredentials
+            | IssueError::BadCredentials
+            | IssueError::IdentityConflict
+            | IssueError::UnknownWorkload => Code::Unauthenticated,
             IssueError::SelfAudience
             | IssueError::AudienceNotAllowed { .. }
             | IssueError::ScopeNotAllowed { .. } => Code::PermissionDenied,

@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use auth_interceptor::{Claims, JwkSet, SharedClock};
+use auth_interceptor::{Claims, Confirmation, JwkSet, PeerIdentity, SharedClock};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
@@ -28,6 +28,17 @@ pub struct MintRequest {
     pub scopes: Vec<String>,
     /// Requested lifetime; `None` means the default.
     pub ttl_seconds: Option<i64>,
+}
+
+/// A caller that proved who it is, and how.
+#[derive(Debug, Clone)]
+pub struct Authenticated<'a> {
+    /// The registered client.
+    pub client: &'a RegisteredClient,
+    /// The token's `sub`: the SPIFFE ID when a certificate proved it, else the client id.
+    pub subject: String,
+    /// The client certificate's thumbprint, when one was presented: tokens are bound to it.
+    pub binding: Option<String>,
 }
 
 /// A freshly minted token.
@@ -104,13 +115,53 @@ impl Issuer {
         self.keys.published()
     }
 
-    /// Checks client credentials from `source`, counting failures per client
-    /// and per source; CPU-heavy (argon2), call off the executor.
+    /// Establishes who the caller is, from its verified client certificate
+    /// (`peer`), its `Basic` credentials, or both (which must then agree).
+    /// Secret checks are CPU-heavy (argon2): call this off the executor.
     ///
     /// # Errors
-    /// [`IssueError::TooManyAttempts`] during a lockout (whatever the
-    /// credentials), else [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
+    /// [`IssueError::UnknownWorkload`] for a certificate no client is
+    /// registered under, [`IssueError::IdentityConflict`] when certificate
+    /// and secret name different clients, [`IssueError::TooManyAttempts`]
+    /// during a lockout, else the secret check's error.
     pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<&PeerIdentity>,
+        source: Option<IpAddr>,
+    ) -> Result<Authenticated<'_>, IssueError> {
+        let workload = peer.and_then(|p| p.spiffe_id().map(|id| (id, p.thumbprint())));
+        match (workload, authorization) {
+            (Some((spiffe_id, thumbprint)), None) => Ok(Authenticated {
+                client: self.clients.by_spiffe_id(spiffe_id)?,
+                subject: spiffe_id.to_owned(),
+                binding: Some(thumbprint.to_owned()),
+            }),
+            (Some((spiffe_id, thumbprint)), Some(authorization)) => {
+                let client = self.authenticate_secret(authorization, source)?;
+                if client.spiffe_id.as_deref() != Some(spiffe_id) {
+                    return Err(IssueError::IdentityConflict);
+                }
+                Ok(Authenticated {
+                    client,
+                    subject: spiffe_id.to_owned(),
+                    binding: Some(thumbprint.to_owned()),
+                })
+            }
+            // mTLS-only clients have no secret hash, so no secret can pass here.
+            (None, Some(authorization)) => {
+                let client = self.authenticate_secret(authorization, source)?;
+                Ok(Authenticated {
+                    client,
+                    subject: client.id.clone(),
+                    binding: None,
+                })
+            }
+            (None, None) => Err(IssueError::MalformedCredentials),
+        }
+    }
+
+    fn authenticate_secret(
         &self,
         authorization: &str,
         source: Option<IpAddr>,
@@ -132,9 +183,10 @@ impl Issuer {
     /// [`IssueError`] for a request outside the client's allowlist or the limits.
     pub fn mint(
         &self,
-        client: &RegisteredClient,
+        caller: &Authenticated<'_>,
         request: &MintRequest,
     ) -> Result<Minted, IssueError> {
+        let client = caller.client;
         let max_ttl = client.max_ttl_seconds.min(self.max_ttl);
         let ttl = match request.ttl_seconds {
             None => self.default_ttl.min(max_ttl),
@@ -178,7 +230,7 @@ impl Issuer {
         let now = self.clock.now();
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: client.id.clone(),
+            sub: caller.subject.clone(),
             aud: audience.to_owned(),
             exp: now + ttl,
             nbf: Some(now),
@@ -186,6 +238,10 @@ impl Issuer {
             jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
             scope: granted.into_iter().collect::<Vec<_>>().join(" "),
             client_id: Some(client.id.clone()),
+            cnf: caller
+                .binding
+                .clone()
+                .map(|x5t_s256| Confirmation { x5t_s256 }),
         };
         let token = self
             .keys

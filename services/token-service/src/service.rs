@@ -2,12 +2,16 @@
 
 use std::{sync::Arc, time::Duration};
 
+use auth_interceptor::PeerIdentity;
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
     token_service_server::TokenService,
 };
 use tokio::sync::Semaphore;
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 
 use crate::{
     error::IssueError,
@@ -38,16 +42,28 @@ impl TokenServiceHandler {
     }
 }
 
-/// The single `authorization` value of a request, if exactly one visible-ASCII one is present.
-fn single_authorization<T>(request: &Request<T>) -> Result<String, IssueError> {
+/// The `authorization` value of a request: none, or exactly one visible-ASCII one.
+fn optional_authorization<T>(request: &Request<T>) -> Result<Option<String>, IssueError> {
     let mut values = request.metadata().get_all("authorization").iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(IssueError::MalformedCredentials);
-    };
-    value
-        .to_str()
-        .map(str::to_owned)
-        .map_err(|_| IssueError::MalformedCredentials)
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value
+            .to_str()
+            .map(|v| Some(v.to_owned()))
+            .map_err(|_| IssueError::MalformedCredentials),
+        (Some(_), Some(_)) => Err(IssueError::MalformedCredentials),
+    }
+}
+
+/// The verified client certificate of the connection, if one was sent.
+fn peer_identity<T>(request: &Request<T>) -> Result<Option<PeerIdentity>, IssueError> {
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .map(PeerIdentity::from_connect_info)
+        .transpose()
+        .map(Option::flatten)
+        .map_err(|_| IssueError::UnknownWorkload)
 }
 
 #[tonic::async_trait]
@@ -56,7 +72,8 @@ impl TokenService for TokenServiceHandler {
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
-        let authorization = single_authorization(&request);
+        let authorization = optional_authorization(&request);
+        let peer = peer_identity(&request);
         let source = request.remote_addr().map(|addr| addr.ip());
         let body = request.into_inner();
         let mint_request = MintRequest {
@@ -73,10 +90,11 @@ impl TokenService for TokenServiceHandler {
         // argon2 takes tens of milliseconds of CPU: keep it off the executor threads.
         let outcome = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let client = issuer.authenticate(&authorization?, source)?;
-            let client_id = client.id.clone();
+            let caller = issuer.authenticate(authorization?.as_deref(), peer?.as_ref(), source)?;
+            let client_id = caller.client.id.clone();
+            tracing::debug!(client = %client_id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
             issuer
-                .mint(client, &mint_request)
+                .mint(&caller, &mint_request)
                 .map_err(|err| (Some(client_id), mint_request.audience.clone(), err))
                 .map_err(|(client, audience, err)| {
                     tracing::info!(client = client.as_deref().unwrap_or(""), aud = %audience, reason = err.reason(), detail = %err, "token refused");

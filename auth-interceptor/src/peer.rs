@@ -1,0 +1,149 @@
+//! Who is on the other end of the connection: the identity in the client
+//! certificate that the TLS handshake verified against the mesh CA.
+//!
+//! A workload's SPIFFE ID is the certificate's one `spiffe://` URI SAN; its
+//! thumbprint (`x5t#S256`, RFC 8705) is what certificate-bound tokens name.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use x509_parser::{extensions::GeneralName, prelude::FromDer};
+
+/// The verified client certificate of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    spiffe_id: Option<String>,
+    thumbprint: String,
+}
+
+/// Why a client certificate yields no usable identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The certificate could not be parsed.
+    #[error("client certificate does not parse")]
+    Unparsable,
+    /// More than one `spiffe://` URI SAN (the SPIFFE spec allows exactly one).
+    #[error("client certificate has more than one SPIFFE ID")]
+    AmbiguousSpiffeId,
+}
+
+/// `x5t#S256`: the base64url SHA-256 of a certificate's DER.
+pub fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+impl PeerIdentity {
+    /// The identity in a (verified) leaf certificate.
+    ///
+    /// # Errors
+    /// [`PeerError`] when it does not parse or names several SPIFFE IDs.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, PeerError> {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|_| PeerError::Unparsable)?;
+        let mut ids = cert
+            .subject_alternative_name()
+            .map_err(|_| PeerError::Unparsable)?
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                            Some((*uri).to_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if ids.len() > 1 {
+            return Err(PeerError::AmbiguousSpiffeId);
+        }
+        Ok(Self {
+            spiffe_id: ids.pop(),
+            thumbprint: thumbprint(der),
+        })
+    }
+
+    /// The identity of a TLS connection, if the client sent a certificate.
+    ///
+    /// # Errors
+    /// [`PeerError`] when the certificate has no usable identity.
+    pub fn from_connect_info(
+        info: &TlsConnectInfo<TcpConnectInfo>,
+    ) -> Result<Option<Self>, PeerError> {
+        match info.peer_certs() {
+            Some(chain) => chain
+                .first()
+                .map(|leaf| Self::from_certificate(leaf))
+                .transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// The workload's SPIFFE ID, when its certificate carries one.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.spiffe_id.as_deref()
+    }
+
+    /// The certificate's `x5t#S256` thumbprint.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+}
+
+/// What the auth layer proved about a call, for handlers.
+pub trait CallerExt {
+    /// The claims of the verified bearer token.
+    fn verified_claims(&self) -> Option<&crate::VerifiedClaims>;
+    /// The verified client certificate's identity, on mTLS connections.
+    fn peer_identity(&self) -> Option<&PeerIdentity>;
+}
+
+impl<T> CallerExt for tonic::Request<T> {
+    fn verified_claims(&self) -> Option<&crate::VerifiedClaims> {
+        self.extensions().get()
+    }
+
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.extensions().get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(uris: &[&str]) -> Vec<u8> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().expect("uri")));
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn one_spiffe_uri_is_the_identity() {
+        let der = cert(&["spiffe://authmesh.local/orders", "https://example.test/"]);
+        let peer = PeerIdentity::from_certificate(&der).expect("identity");
+        assert_eq!(peer.spiffe_id(), Some("spiffe://authmesh.local/orders"));
+        assert_eq!(peer.thumbprint(), thumbprint(&der));
+        assert_eq!(
+            PeerIdentity::from_certificate(&cert(&[])).map(|p| p.spiffe_id),
+            Ok(None)
+        );
+        assert_eq!(
+            PeerIdentity::from_certificate(&cert(&["spiffe://a/x", "spiffe://a/y"])),
+            Err(PeerError::AmbiguousSpiffeId)
+        );
+        assert_eq!(
+            PeerIdentity::from_certificate(b"not a certificate"),
+            Err(PeerError::Unparsable)
+        );
+    }
+}
