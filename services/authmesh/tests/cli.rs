@@ -187,8 +187,10 @@ async fn up_mint_inspect_and_ctrl_c() {
     );
     let printed = std::fs::read_to_string(&log).expect("log");
     assert!(
-        printed.contains("grpcurl -cacert"),
-        "up prints the walkthrough"
+        printed.contains("grpcurl $M")
+            && printed.contains("-cert ")
+            && printed.contains("demo-cli.pem"),
+        "up prints the mTLS walkthrough"
     );
     assert!(
         !printed.contains(token),
