@@ -118,6 +118,7 @@ struct Inner {
     current: ArcSwapOption<CachedToken>,
     last_error: ArcSwapOption<TokenSourceError>,
     wake: Notify,
+    fetched: Notify,
 }
 
 /// Keeps a valid token for one audience ready in memory. Cheap to clone.
@@ -188,6 +189,7 @@ impl TokenSource {
                 current: ArcSwapOption::empty(),
                 last_error: ArcSwapOption::empty(),
                 wake: Notify::new(),
+                fetched: Notify::new(),
             }),
         }
     }
@@ -232,6 +234,24 @@ impl TokenSource {
         })
     }
 
+    /// Waits until a valid token is at hand, at most `timeout` (needs
+    /// [`TokenSource::spawn_refresh`] running).
+    ///
+    /// # Errors
+    /// Why no token is at hand when the time is up.
+    pub async fn ready(&self, timeout: std::time::Duration) -> Result<(), TokenSourceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let fetched = self.inner.fetched.notified();
+            if self.has_valid_token() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, fetched).await.is_err() {
+                return self.current().map(|_| ());
+            }
+        }
+    }
+
     fn has_valid_token(&self) -> bool {
         let now = self.inner.clock.now();
         self.inner
@@ -263,6 +283,7 @@ impl TokenSource {
                     let refresh_in = (lifetime as f64 * settings.refresh_at_fraction) as u64;
                     self.inner.current.store(Some(Arc::new(token)));
                     self.inner.last_error.store(None);
+                    self.inner.fetched.notify_waiters();
                     tokio::time::Instant::now() + Duration::from_secs(refresh_in.max(1))
                 }
                 Err(err) => {

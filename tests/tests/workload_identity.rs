@@ -162,3 +162,86 @@ async fn no_client_certificate_never_reaches_a_handler() {
     assert!(mesh.inventory_handler.reservations().is_empty());
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_a_certificate_moves_bound_tokens_without_a_failed_call() {
+    let mesh = TestMesh::start().await;
+    let caller = mesh.mint("orders", &[], Some(3600)).await;
+    let old = mesh.thumbprint("orders");
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let traffic = {
+        let mut orders = mesh.orders_client();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            // Bounded: at most 90 orders (stock is 100), one every 40 ms.
+            for _ in 0..90 {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                let order = PlaceOrderRequest {
+                    sku: "sku-1".into(),
+                    quantity: 1,
+                };
+                if let Err(status) = orders.place_order(bearer(order, &caller)).await {
+                    failures.push(status);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pki = DevPki::ensure(&mesh.state.dir().join("tls"), &[]).expect("pki");
+    let spec = WorkloadCert::new(
+        "orders",
+        DEFAULT_TRUST_DOMAIN,
+        &["localhost", "orders"],
+        std::time::Duration::from_secs(86_400),
+    );
+    pki.issue_workload(&spec, &mesh.state.dir().join("tls"))
+        .expect("renew");
+    let new = mesh.thumbprint("orders");
+    assert_ne!(old, new);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let last = mesh
+            .inventory_handler
+            .reservations()
+            .last()
+            .and_then(|r| r.token_binding.clone());
+        if last.as_deref() == Some(new.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders never moved to the renewed certificate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let failures = traffic.await.expect("traffic");
+    assert!(
+        failures.is_empty(),
+        "{} failed calls, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let bindings: Vec<Option<String>> = mesh
+        .inventory_handler
+        .reservations()
+        .into_iter()
+        .map(|r| r.token_binding)
+        .collect();
+    assert_eq!(
+        bindings.first().cloned().flatten(),
+        Some(old),
+        "before: bound to the old certificate"
+    );
+    assert_eq!(
+        bindings.last().cloned().flatten(),
+        Some(new),
+        "after: bound to the new one"
+    );
+    mesh.stop().await;
+}

@@ -81,6 +81,8 @@ pub struct Reservation {
     pub jti: String,
     /// The SPIFFE ID of the caller's client certificate (mTLS), if any.
     pub peer: Option<String>,
+    /// The certificate thumbprint the caller's token was bound to (`cnf`), if any.
+    pub token_binding: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +176,7 @@ impl Inventory for InventoryHandler {
             audience: claims.aud.clone(),
             jti: claims.jti.clone(),
             peer,
+            token_binding: claims.cnf.as_ref().map(|cnf| cnf.x5t_s256.clone()),
         };
         tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
         let id = reservation.id.clone();

@@ -5,16 +5,18 @@
 
 use std::{
     future::Future,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use auth_interceptor::{
-    BearerInterceptor, ClientCredentials, MethodPolicy, RefreshSettings, SharedClock, TokenRequest,
-    TokenSource, VerifiedClaims,
+    BearerInterceptor, ClientCredentials, MethodPolicy, RefreshSettings, SharedClock,
+    TokenRefreshHandle, TokenRequest, TokenSource, VerifiedClaims,
 };
 use authmesh_proto::demo::{
     inventory::v1::{GetStockRequest, ReserveRequest, inventory_client::InventoryClient},
@@ -25,8 +27,8 @@ use authmesh_proto::demo::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
-    client_secret, serve_authenticated, upstream_channel,
+    AuthConfig, ClientTls, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
+    Verification, client_secret, serve_authenticated, upstream_channel, upstream_tls,
 };
 use tokio::net::TcpListener;
 use tonic::{
@@ -87,19 +89,135 @@ pub fn policy(public_reflection: bool) -> MethodPolicy {
 
 type Inventory = InventoryClient<InterceptedService<Channel, BearerInterceptor>>;
 
-/// The orders handler.
-#[derive(Debug, Clone)]
-pub struct OrdersHandler {
+/// One consistent way of calling inventory: connections that present one
+/// client certificate, and a token source whose tokens are bound to that
+/// same certificate. Calls always use both halves of one pair.
+struct Calls {
     inventory: Inventory,
+    tokens: TokenSource,
+    _refresh: TokenRefreshHandle,
+}
+
+/// The orders handler.
+#[derive(Clone)]
+pub struct OrdersHandler {
+    calls: Arc<ArcSwap<Calls>>,
     next_order: Arc<AtomicU64>,
 }
 
-impl OrdersHandler {
-    /// A handler calling inventory on `channel` with tokens from `tokens`.
-    pub fn new(channel: Channel, tokens: TokenSource) -> Self {
-        Self {
-            inventory: InventoryClient::with_interceptor(channel, BearerInterceptor::new(tokens)),
-            next_order: Arc::new(AtomicU64::new(1)),
+impl std::fmt::Debug for OrdersHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrdersHandler")
+            .field("tokens", &self.calls.load().tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upstream reached over fresh connections on demand.
+#[derive(Clone)]
+struct Upstream {
+    url: String,
+    tls: Option<ClientTls>,
+    dir: PathBuf,
+}
+
+impl Upstream {
+    fn new(
+        config: &UpstreamConfig,
+        dir: &Path,
+        tls: Option<ClientTls>,
+    ) -> Result<Self, RuntimeError> {
+        let tls = match tls {
+            Some(tls) => Some(tls),
+            None if config.url.starts_with("https://") => Some(upstream_tls(config, dir)?),
+            None => None,
+        };
+        Ok(Self {
+            url: config.url.clone(),
+            tls,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A channel with its own connections, presenting the current client certificate.
+    fn channel(&self) -> Result<Channel, RuntimeError> {
+        match &self.tls {
+            Some(tls) => tls.channel(&self.url),
+            None => upstream_channel(
+                &UpstreamConfig {
+                    url: self.url.clone(),
+                    ..UpstreamConfig::default()
+                },
+                &self.dir,
+            ),
+        }
+    }
+}
+
+/// Builds [`Calls`] over the current client certificate.
+#[derive(Clone)]
+struct Outgoing {
+    token_service: Upstream,
+    inventory: Upstream,
+    credentials: Option<ClientCredentials>,
+    clock: SharedClock,
+    refresh: RefreshSettings,
+}
+
+impl Outgoing {
+    fn build(&self) -> Result<Calls, RuntimeError> {
+        let tokens = TokenSource::with_settings(
+            self.token_service.channel()?,
+            self.credentials.clone(),
+            TokenRequest {
+                audience: "inventory".into(),
+                scopes: INVENTORY_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                ttl_seconds: None,
+            },
+            self.refresh,
+            self.clock.clone(),
+        );
+        let refresh = tokens.spawn_refresh();
+        let inventory = InventoryClient::with_interceptor(
+            self.inventory.channel()?,
+            BearerInterceptor::new(tokens.clone()),
+        );
+        Ok(Calls {
+            inventory,
+            tokens,
+            _refresh: refresh,
+        })
+    }
+
+    /// After each reload of the client certificate, moves outgoing calls to
+    /// fresh connections and a token bound to the new certificate, together,
+    /// once that token is at hand; calls in flight finish on the old pair.
+    async fn follow_certificate(self, calls: Arc<ArcSwap<Calls>>) {
+        let Some(mut changes) = self
+            .token_service
+            .tls
+            .as_ref()
+            .and_then(ClientTls::identity_changes)
+        else {
+            return;
+        };
+        while changes.changed().await.is_ok() {
+            let next = match self.build() {
+                Ok(next) => next,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot reconnect with the renewed client certificate");
+                    continue;
+                }
+            };
+            match next.tokens.ready(Duration::from_secs(10)).await {
+                Ok(()) => {
+                    calls.store(Arc::new(next));
+                    tracing::info!("outgoing calls moved to the renewed client certificate");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "no token for the renewed certificate yet; keeping the previous one")
+                }
+            }
         }
     }
 }
@@ -135,7 +253,8 @@ impl Orders for OrdersHandler {
                 "sku and a positive quantity are required",
             ));
         }
-        let mut inventory = self.inventory.clone();
+        // One pair for the whole order: connections and token match.
+        let mut inventory = self.calls.load().inventory.clone();
         let stock = inventory
             .get_stock(GetStockRequest { sku: sku.clone() })
             .await
@@ -185,24 +304,39 @@ pub async fn run(
         &config.dir,
     )?;
     let token_service = upstream_channel(&settings.token_service, &config.dir)?;
-    let verification = Verification::start(&settings.auth, token_service.clone(), clock.clone())?;
+    let verification = Verification::start(&settings.auth, token_service, clock.clone())?;
     let secret = client_secret(settings.client.secret_file.as_ref(), &config.dir)?;
-    let tokens = TokenSource::with_settings(
-        token_service,
-        secret.map(|secret| ClientCredentials::new(&settings.client.id, secret)),
-        TokenRequest {
-            audience: "inventory".into(),
-            scopes: INVENTORY_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-            ttl_seconds: None,
-        },
-        token_refresh,
+    let token_upstream = Upstream::new(&settings.token_service, &config.dir, None)?;
+    // One client identity for both upstreams, so a renewed certificate moves
+    // tokens and connections together.
+    let same_identity = (
+        &settings.inventory.ca,
+        &settings.inventory.cert,
+        &settings.inventory.key,
+    ) == (
+        &settings.token_service.ca,
+        &settings.token_service.cert,
+        &settings.token_service.key,
+    );
+    let shared_tls = token_upstream.tls.clone().filter(|_| same_identity);
+    if !same_identity {
+        tracing::warn!(
+            "inventory and token_service upstreams use different TLS settings; bound tokens will not follow certificate renewal"
+        );
+    }
+    let outgoing = Outgoing {
+        inventory: Upstream::new(&settings.inventory, &config.dir, shared_tls)?,
+        token_service: token_upstream,
+        credentials: secret.map(|secret| ClientCredentials::new(&settings.client.id, secret)),
         clock,
-    );
-    let _token_refresh = tokens.spawn_refresh();
-    let handler = OrdersHandler::new(
-        upstream_channel(&settings.inventory, &config.dir)?,
-        tokens.clone(),
-    );
+        refresh: token_refresh,
+    };
+    let calls = Arc::new(ArcSwap::from_pointee(outgoing.build()?));
+    let follower = AbortOnDrop(tokio::spawn(outgoing.follow_certificate(calls.clone())));
+    let handler = OrdersHandler {
+        calls,
+        next_order: Arc::new(AtomicU64::new(1)),
+    };
     let policy = policy(settings.auth.public_reflection);
     let service = OrdersServer::new(handler);
     serve_authenticated(
@@ -213,5 +347,16 @@ pub async fn run(
         service,
         shutdown,
     )
-    .await
+    .await?;
+    drop(follower);
+    Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -24,6 +24,6 @@ pub use server::{
 };
 pub use tls::{
     ClientAuth, ClientTls, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider,
-    upstream_channel,
+    upstream_channel, upstream_tls,
 };
 pub use verification::{Verification, client_secret};

@@ -104,6 +104,8 @@ pub struct ReloadingIdentity {
     key: PathBuf,
     current: ArcSwap<CertifiedKey>,
     stamp: Mutex<FileStamp>,
+    /// Counts reloads, so clients can move bound tokens and connections together.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, RuntimeError> {
@@ -143,12 +145,18 @@ impl ReloadingIdentity {
             key: key.to_path_buf(),
             current: ArcSwap::from_pointee(current),
             stamp: Mutex::new(stamp),
+            generation: tokio::sync::watch::Sender::new(0),
         }))
     }
 
     /// The leaf certificate currently presented.
     pub fn leaf(&self) -> Option<CertificateDer<'static>> {
         self.current.load().cert.first().cloned()
+    }
+
+    /// Changes each time a new certificate is loaded.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Re-reads the files if either changed since the last load. A pair that
@@ -166,6 +174,7 @@ impl ReloadingIdentity {
         let fresh = load_certified_key(&self.cert, &self.key)?;
         self.current.store(Arc::new(fresh));
         *seen = stamp;
+        self.generation.send_modify(|generation| *generation += 1);
         tracing::info!(cert = %self.cert.display(), "reloaded certificate");
         Ok(true)
     }
@@ -425,6 +434,11 @@ impl ClientTls {
         })
     }
 
+    /// Changes each time the client certificate is reloaded (never, without one).
+    pub fn identity_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.identity.as_ref().map(|identity| identity.changes())
+    }
+
     /// The client certificate currently presented, if any.
     #[must_use]
     pub fn client_leaf(&self) -> Option<CertificateDer<'static>> {
@@ -493,6 +507,35 @@ impl tower::Service<Uri> for RustlsConnector {
     }
 }
 
+/// The TLS settings of an `https` upstream (its CA, and the client
+/// certificate to present if configured).
+///
+/// # Errors
+/// [`RuntimeError::Tls`] without a CA, with half an identity, or with unusable files.
+pub fn upstream_tls(upstream: &UpstreamConfig, dir: &Path) -> Result<ClientTls, RuntimeError> {
+    let ca = upstream.ca.as_ref().ok_or_else(|| {
+        RuntimeError::Tls(format!(
+            "upstream {} is https but no `ca` is configured",
+            upstream.url
+        ))
+    })?;
+    let identity = match (&upstream.cert, &upstream.key) {
+        (Some(cert), Some(key)) => Some((dir.join(cert), dir.join(key))),
+        (None, None) => None,
+        _ => {
+            return Err(RuntimeError::Tls(format!(
+                "upstream {}: set both cert and key, or neither",
+                upstream.url
+            )));
+        }
+    };
+    ClientTls::new(
+        &dir.join(ca),
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        RELOAD_INTERVAL,
+    )
+}
+
 /// A lazily connecting channel to `upstream`: the service starts even while
 /// the upstream is down, and calls fail with UNAVAILABLE until it is back.
 ///
@@ -501,28 +544,7 @@ impl tower::Service<Uri> for RustlsConnector {
 /// files; [`RuntimeError::Transport`] for a bad URL.
 pub fn upstream_channel(upstream: &UpstreamConfig, dir: &Path) -> Result<Channel, RuntimeError> {
     if upstream.url.starts_with("https://") {
-        let ca = upstream.ca.as_ref().ok_or_else(|| {
-            RuntimeError::Tls(format!(
-                "upstream {} is https but no `ca` is configured",
-                upstream.url
-            ))
-        })?;
-        let identity = match (&upstream.cert, &upstream.key) {
-            (Some(cert), Some(key)) => Some((dir.join(cert), dir.join(key))),
-            (None, None) => None,
-            _ => {
-                return Err(RuntimeError::Tls(format!(
-                    "upstream {}: set both cert and key, or neither",
-                    upstream.url
-                )));
-            }
-        };
-        let tls = ClientTls::new(
-            &dir.join(ca),
-            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-            RELOAD_INTERVAL,
-        )?;
-        return tls.channel(&upstream.url);
+        return upstream_tls(upstream, dir)?.channel(&upstream.url);
     }
     tracing::warn!(url = %upstream.url, "calling upstream WITHOUT TLS");
     Ok(Endpoint::from_shared(upstream.url.clone())?
