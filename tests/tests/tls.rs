@@ -91,13 +91,20 @@ fn workload(
     pki.issue_workload(&spec, dir).expect("issue")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
+/// A mesh CA, a foreign CA, and a server whose certificate comes from the
+/// mesh CA and that asks for client certificates per `mode`.
+struct Fixture {
+    dir: tempfile::TempDir,
+    pki: DevPki,
+    other_ca: DevPki,
+    server: Server,
+}
+
+async fn fixture(mode: ClientAuth) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
     let other_ca = DevPki::ensure(&dir.path().join("other"), &[]).expect("other pki");
-    let now = OffsetDateTime::now_utc();
-    let day = time::Duration::days(1);
+    let (now, day) = (OffsetDateTime::now_utc(), time::Duration::days(1));
     let mut server_files = workload(
         &pki,
         dir.path(),
@@ -106,8 +113,25 @@ async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
         now - day,
         now + day,
     );
-    server_files.client_auth = ClientAuth::Required;
+    server_files.client_auth = mode;
     let server = serve(&server_files).await;
+    Fixture {
+        dir,
+        pki,
+        other_ca,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
+    let Fixture {
+        dir,
+        pki,
+        other_ca,
+        server,
+    } = fixture(ClientAuth::Required).await;
+    let (now, day) = (OffsetDateTime::now_utc(), time::Duration::days(1));
     let ca = pki.ca_cert();
 
     let good = workload(&pki, dir.path(), "orders", &[], now - day, now + day);
@@ -165,21 +189,13 @@ async fn required_client_certificates_refuse_everything_but_the_mesh_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_client_certificates_still_verify_what_is_sent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
-    let other_ca = DevPki::ensure(&dir.path().join("other"), &[]).expect("other pki");
-    let now = OffsetDateTime::now_utc();
-    let day = time::Duration::days(1);
-    let mut server_files = workload(
-        &pki,
-        dir.path(),
-        "token-service",
-        &["localhost"],
-        now - day,
-        now + day,
-    );
-    server_files.client_auth = ClientAuth::Optional;
-    let server = serve(&server_files).await;
+    let Fixture {
+        dir,
+        pki,
+        other_ca,
+        server,
+    } = fixture(ClientAuth::Optional).await;
+    let (now, day) = (OffsetDateTime::now_utc(), time::Duration::days(1));
     check(&client(&pki.ca_cert(), None), &server.url)
         .await
         .expect("no certificate is fine");
