@@ -85,6 +85,16 @@ pub enum AuthError {
         method: String,
         /// Space-separated scopes the token lacks.
         missing: String,
+        /// The rule that would allow the call with those scopes.
+        rule: String,
+    },
+    /// A deny rule matched the caller.
+    #[error("rule {rule} denies method {method}")]
+    RuleDenied {
+        /// The exact gRPC path.
+        method: String,
+        /// The denying rule.
+        rule: String,
     },
     /// No rule covers the method, so it is denied by default.
     #[error("no rule allows method {method}")]
@@ -117,7 +127,9 @@ impl AuthError {
             AuthError::BindingRequired => "TOKEN_BINDING_REQUIRED",
             AuthError::PeerIdentity(_) => "PEER_IDENTITY_INVALID",
             AuthError::KeysUnavailable => "KEYS_UNAVAILABLE",
-            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => "POLICY_DENIED",
+            AuthError::MissingScopes { .. }
+            | AuthError::RuleDenied { .. }
+            | AuthError::NoRule { .. } => "POLICY_DENIED",
         }
     }
 
@@ -125,7 +137,9 @@ impl AuthError {
     pub fn code(&self) -> Code {
         match self {
             AuthError::KeysUnavailable => Code::Unavailable,
-            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => Code::PermissionDenied,
+            AuthError::MissingScopes { .. }
+            | AuthError::RuleDenied { .. }
+            | AuthError::NoRule { .. } => Code::PermissionDenied,
             _ => Code::Unauthenticated,
         }
     }
@@ -136,7 +150,9 @@ impl AuthError {
     /// name the method and what was missing, which the caller needs to fix its request.
     fn caller_message(&self) -> String {
         match self {
-            AuthError::MissingScopes { .. } | AuthError::NoRule { .. } => self.to_string(),
+            AuthError::MissingScopes { .. }
+            | AuthError::RuleDenied { .. }
+            | AuthError::NoRule { .. } => self.to_string(),
             AuthError::MissingToken => "missing bearer token".into(),
             AuthError::MalformedAuthorization(_) => {
                 "authorization metadata must be exactly one `Bearer <token>`".into()
@@ -149,14 +165,34 @@ impl AuthError {
     }
 }
 
+impl AuthError {
+    /// The status a caller gets: the short message and `google.rpc.ErrorInfo`
+    /// (reason; for policy denials the method and rule; and the decision id
+    /// that also appears in the server's log line).
+    pub fn into_status(self, decision_id: Option<&str>) -> Status {
+        let mut metadata = HashMap::new();
+        match &self {
+            AuthError::MissingScopes { method, rule, .. }
+            | AuthError::RuleDenied { method, rule } => {
+                metadata.insert("method".to_owned(), method.clone());
+                metadata.insert("rule".to_owned(), rule.clone());
+            }
+            AuthError::NoRule { method } => {
+                metadata.insert("method".to_owned(), method.clone());
+            }
+            _ => {}
+        }
+        if let Some(id) = decision_id {
+            metadata.insert("decision_id".to_owned(), id.to_owned());
+        }
+        let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(self.code(), self.caller_message(), details)
+    }
+}
+
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
-        let mut metadata = HashMap::new();
-        if let AuthError::MissingScopes { method, .. } | AuthError::NoRule { method } = &err {
-            metadata.insert("method".to_owned(), method.clone());
-        }
-        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
-        Status::with_error_details(err.code(), err.caller_message(), details)
+        err.into_status(None)
     }
 }
 

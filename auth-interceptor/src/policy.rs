@@ -1,147 +1,412 @@
-//! Per-method authorization: which scopes each exact gRPC path requires.
+//! Per-method authorization: a policy of named rules, from code or a TOML
+//! file, evaluated on the exact gRPC path after the token verified.
 //!
-//! A method without a rule is denied. Only the exact health-check paths are
-//! public; reflection is public only when configured.
+//! - Rules match exact methods (`/pkg.Service/Method`) or a whole service
+//!   (`/pkg.Service/*`), callers by exact `sub` (SPIFFE ID or client id) or a
+//!   prefix (`spiffe://authmesh.local/*`), required scopes, and claim conditions.
+//! - Deny rules are evaluated before allow rules; a method no rule allows is
+//!   denied. Only listed `public` methods (health, reflection) skip
+//!   authentication altogether.
+//! - A rule marked `dry_run` is evaluated and logged as would-allow or
+//!   would-deny, but never decides.
+//!
+//! ```toml
+//! public = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"]
+//!
+//! [[rule]]
+//! name = "no-demo-writes"
+//! effect = "deny"
+//! methods = ["/demo.inventory.v1.Inventory/Reserve"]
+//! callers = ["spiffe://authmesh.local/demo-cli"]
+//!
+//! [[rule]]
+//! name = "reserve"
+//! methods = ["/demo.inventory.v1.Inventory/Reserve"]
+//! callers = ["spiffe://authmesh.local/*"]
+//! scopes = ["inventory.reserve"]
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
 
 use crate::{error::AuthError, token::Claims};
 
-/// The gRPC health paths, reachable without a token.
+/// The gRPC health paths.
 pub const HEALTH_PATHS: [&str; 2] = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];
 
-/// The gRPC reflection paths (v1 and v1alpha), public when the policy says so.
+/// The gRPC reflection paths (v1 and v1alpha).
 pub const REFLECTION_PATHS: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Required scopes per exact gRPC method path.
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not valid TOML, or not the policy format.
+    #[error("policy does not parse: {0}")]
+    Parse(String),
+    /// A rule is malformed.
+    #[error("rule {rule:?}: {detail}")]
+    Rule {
+        /// The rule's name.
+        rule: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Whether a rule allows or denies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Allows matching calls (the default).
+    #[default]
+    Allow,
+    /// Denies matching calls, before any allow rule is considered.
+    Deny,
+}
+
+/// One rule as written in a policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    #[serde(default)]
+    effect: Effect,
+    methods: Vec<String>,
+    #[serde(default)]
+    callers: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    public: Vec<String>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Exact(exact) => value == exact,
+            Pattern::Prefix(prefix) => value.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    name: String,
+    effect: Effect,
+    methods: Vec<Pattern>,
+    callers: Vec<Pattern>,
+    scopes: Vec<String>,
+    claims: BTreeMap<String, String>,
+    dry_run: bool,
+}
+
+impl Rule {
+    fn covers(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m.matches(method))
+    }
+
+    /// Whether the caller and claim conditions hold (scopes are checked apart,
+    /// so a denial can name what is missing).
+    fn applies_to(&self, claims: &Claims) -> bool {
+        let caller_ok =
+            self.callers.is_empty() || self.callers.iter().any(|c| c.matches(&claims.sub));
+        caller_ok
+            && self
+                .claims
+                .iter()
+                .all(|(name, value)| claim_equals(claims, name, value))
+    }
+
+    fn missing_scopes<'a>(&'a self, claims: &Claims) -> Vec<&'a str> {
+        self.scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|scope| !claims.has_scope(scope))
+            .collect()
+    }
+}
+
+/// Claim conditions compare the string claims a token carries.
+fn claim_equals(claims: &Claims, name: &str, value: &str) -> bool {
+    match name {
+        "sub" => claims.sub == value,
+        "client_id" => claims.client_id.as_deref() == Some(value),
+        "iss" => claims.iss == value,
+        "aud" => claims.aud == value,
+        _ => false,
+    }
+}
+
+/// The claims a rule's `claims` table may test.
+const CLAIM_CONDITIONS: [&str; 4] = ["sub", "client_id", "iss", "aud"];
+
+fn method_pattern(rule: &str, text: &str) -> Result<Pattern, PolicyError> {
+    let invalid = |detail: &str| PolicyError::Rule {
+        rule: rule.to_owned(),
+        detail: format!("method {text:?}: {detail}"),
+    };
+    let rest = text
+        .strip_prefix('/')
+        .ok_or_else(|| invalid("must start with '/'"))?;
+    let (service, method) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("must be /package.Service/Method or /package.Service/*"))?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return Err(invalid(
+            "must be /package.Service/Method or /package.Service/*",
+        ));
+    }
+    if method == "*" {
+        return Ok(Pattern::Prefix(format!("/{service}/")));
+    }
+    if method.contains('*') || service.contains('*') {
+        return Err(invalid("'*' may only stand for the whole method name"));
+    }
+    Ok(Pattern::Exact(text.to_owned()))
+}
+
+fn caller_pattern(rule: &str, text: &str) -> Result<Pattern, PolicyError> {
+    match text.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+            Ok(Pattern::Prefix(prefix.to_owned()))
+        }
+        Some(_) => Err(PolicyError::Rule {
+            rule: rule.to_owned(),
+            detail: format!(
+                "caller {text:?}: '*' only as a trailing path segment, e.g. spiffe://authmesh.local/*"
+            ),
+        }),
+        None if text.is_empty() => Err(PolicyError::Rule {
+            rule: rule.to_owned(),
+            detail: "empty caller".into(),
+        }),
+        None => Ok(Pattern::Exact(text.to_owned())),
+    }
+}
+
+/// A method is allowed by this rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// The allowing rule.
+    pub rule: String,
+}
+
+/// The authorization policy of one service. Cheap to share behind an `Arc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MethodPolicy {
-    rules: HashMap<String, Vec<String>>,
-    public_reflection: bool,
+    public: HashSet<String>,
+    rules: Vec<Rule>,
 }
 
 impl MethodPolicy {
-    /// An empty policy: every method denied, reflection not public.
+    /// An empty policy: every method denied, only the health paths public.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            public: HEALTH_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            rules: Vec::new(),
+        }
     }
 
-    /// Allows `path` (e.g. `/demo.inventory.v1.Inventory/Reserve`) to tokens
-    /// holding every scope in `scopes`.
+    /// Parses a policy file. Health paths are always public.
+    ///
+    /// # Errors
+    /// [`PolicyError`] naming the first problem; nothing is partially applied.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
+        let mut policy = Self::new();
+        for path in file.public {
+            let allowed =
+                HEALTH_PATHS.contains(&path.as_str()) || REFLECTION_PATHS.contains(&path.as_str());
+            if !allowed {
+                return Err(PolicyError::Rule {
+                    rule: "public".into(),
+                    detail: format!("{path:?}: only health and reflection methods may be public"),
+                });
+            }
+            policy.public.insert(path);
+        }
+        let mut names = HashSet::new();
+        for rule in file.rules {
+            let name = rule.name.clone();
+            let invalid = |detail: &str| PolicyError::Rule {
+                rule: name.clone(),
+                detail: detail.to_owned(),
+            };
+            if name.is_empty() || !names.insert(name.clone()) {
+                return Err(invalid("rule names must be present and unique"));
+            }
+            if rule.methods.is_empty() {
+                return Err(invalid("a rule needs at least one method"));
+            }
+            if rule
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+            {
+                return Err(invalid(
+                    "scopes must be non-empty and contain no whitespace",
+                ));
+            }
+            if let Some(unknown) = rule
+                .claims
+                .keys()
+                .find(|k| !CLAIM_CONDITIONS.contains(&k.as_str()))
+            {
+                return Err(invalid(&format!(
+                    "claim condition on {unknown:?}; allowed: {CLAIM_CONDITIONS:?}"
+                )));
+            }
+            policy.rules.push(Rule {
+                methods: rule
+                    .methods
+                    .iter()
+                    .map(|m| method_pattern(&name, m))
+                    .collect::<Result<_, _>>()?,
+                callers: rule
+                    .callers
+                    .iter()
+                    .map(|c| caller_pattern(&name, c))
+                    .collect::<Result<_, _>>()?,
+                name: rule.name,
+                effect: rule.effect,
+                scopes: rule.scopes,
+                claims: rule.claims,
+                dry_run: rule.dry_run,
+            });
+        }
+        Ok(policy)
+    }
+
+    /// Allows `path` (e.g. `/demo.inventory.v1.Inventory/Reserve`) to any
+    /// caller whose token holds every scope in `scopes`; the rule is named after the path.
     pub fn require<I, S>(mut self, path: impl Into<String>, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.rules
-            .insert(path.into(), scopes.into_iter().map(Into::into).collect());
+        let path = path.into();
+        self.rules.push(Rule {
+            name: path.clone(),
+            effect: Effect::Allow,
+            methods: vec![Pattern::Exact(path)],
+            callers: Vec::new(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            claims: BTreeMap::new(),
+            dry_run: false,
+        });
         self
     }
 
     /// Makes server reflection reachable without a token (what grpcurl users expect in dev).
     pub fn public_reflection(mut self, public: bool) -> Self {
-        self.public_reflection = public;
+        for path in REFLECTION_PATHS {
+            if public {
+                self.public.insert(path.to_owned());
+            } else {
+                self.public.remove(path);
+            }
+        }
         self
     }
 
     /// Whether `path` skips authentication altogether.
     pub fn is_public(&self, path: &str) -> bool {
-        HEALTH_PATHS.contains(&path) || (self.public_reflection && REFLECTION_PATHS.contains(&path))
+        self.public.contains(path)
+    }
+
+    /// The methods in `methods` that no rule covers and that are not public:
+    /// with default deny they could never be called.
+    pub fn uncovered<'a>(&self, methods: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        methods
+            .into_iter()
+            .filter(|m| !self.is_public(m) && !self.rules.iter().any(|r| !r.dry_run && r.covers(m)))
+            .collect()
     }
 
     /// Decides whether verified `claims` may call `path`.
     ///
     /// # Errors
-    /// [`AuthError::NoRule`] when no rule covers the path,
-    /// [`AuthError::MissingScopes`] naming the scopes the token lacks.
-    pub fn authorize(&self, path: &str, claims: &Claims) -> Result<(), AuthError> {
-        let Some(required) = self.rules.get(path) else {
-            return Err(AuthError::NoRule {
-                method: path.to_owned(),
-            });
-        };
-        let missing: Vec<&str> = required
-            .iter()
-            .map(String::as_str)
-            .filter(|scope| !claims.has_scope(scope))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(AuthError::MissingScopes {
+    /// [`AuthError::RuleDenied`] for a matching deny rule, [`AuthError::MissingScopes`]
+    /// when an allow rule for the method applies but scopes are missing,
+    /// [`AuthError::NoRule`] when no allow rule applies.
+    pub fn authorize(&self, path: &str, claims: &Claims) -> Result<Allowed, AuthError> {
+        let relevant = self.rules.iter().filter(|rule| rule.covers(path));
+        let (deny, allow): (Vec<&Rule>, Vec<&Rule>) =
+            relevant.partition(|r| r.effect == Effect::Deny);
+        for rule in deny {
+            if rule.applies_to(claims) && rule.missing_scopes(claims).is_empty() {
+                if rule.dry_run {
+                    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = "would-deny", "dry-run rule");
+                    continue;
+                }
+                return Err(AuthError::RuleDenied {
+                    method: path.to_owned(),
+                    rule: rule.name.clone(),
+                });
+            }
+        }
+        let mut closest: Option<(&Rule, Vec<&str>)> = None;
+        for rule in allow {
+            if !rule.applies_to(claims) {
+                continue;
+            }
+            let missing = rule.missing_scopes(claims);
+            if missing.is_empty() {
+                if rule.dry_run {
+                    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = "would-allow", "dry-run rule");
+                    continue;
+                }
+                return Ok(Allowed {
+                    rule: rule.name.clone(),
+                });
+            }
+            if !rule.dry_run
+                && closest
+                    .as_ref()
+                    .is_none_or(|(_, m)| missing.len() < m.len())
+            {
+                closest = Some((rule, missing));
+            }
+        }
+        match closest {
+            Some((rule, missing)) => Err(AuthError::MissingScopes {
                 method: path.to_owned(),
                 missing: missing.join(" "),
-            })
+                rule: rule.name.clone(),
+            }),
+            None => Err(AuthError::NoRule {
+                method: path.to_owned(),
+            }),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(scope: &str) -> Claims {
-        Claims {
-            iss: "i".into(),
-            sub: "s".into(),
-            aud: "a".into(),
-            exp: 2,
-            nbf: None,
-            iat: 1,
-            jti: "j".into(),
-            scope: scope.into(),
-            client_id: None,
-            cnf: None,
-        }
-    }
-
-    #[test]
-    fn exact_scopes_only_and_default_deny() {
-        let policy = MethodPolicy::new().require("/p.S/M", ["inventory.read"]);
-        assert!(
-            policy
-                .authorize("/p.S/M", &claims("x inventory.read"))
-                .is_ok()
-        );
-        for tricky in [
-            "inventory",
-            "inventory.read.all",
-            "INVENTORY.READ",
-            "*",
-            "inventory.reads",
-        ] {
-            assert!(
-                policy.authorize("/p.S/M", &claims(tricky)).is_err(),
-                "{tricky}"
-            );
-        }
-        assert!(matches!(
-            policy.authorize("/p.S/Other", &claims("inventory.read")),
-            Err(AuthError::NoRule { .. })
-        ));
-        assert!(matches!(
-            policy.authorize("/p.S/M/", &claims("inventory.read")),
-            Err(AuthError::NoRule { .. })
-        ));
-    }
-
-    #[test]
-    fn only_exact_health_paths_are_public() {
-        let policy = MethodPolicy::new();
-        assert!(policy.is_public("/grpc.health.v1.Health/Check"));
-        assert!(!policy.is_public("/grpc.health.v1.Health/Check/"));
-        assert!(!policy.is_public("/grpc.health.v1.Health/CheckX"));
-        assert!(!policy.is_public(REFLECTION_PATHS[0]));
-        assert!(
-            policy
-                .public_reflection(true)
-                .is_public(REFLECTION_PATHS[1])
-        );
-    }
-}
+mod tests;

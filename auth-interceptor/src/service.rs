@@ -10,7 +10,6 @@ use std::{
 
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
 use pin_project_lite::pin_project;
-use tonic::Status;
 use tower::Service;
 use tracing::{Instrument, instrument::Instrumented};
 
@@ -133,15 +132,17 @@ fn deny<F>(
     started: Instant,
 ) -> ResponseFuture<F> {
     let latency_us = started.elapsed().as_micros() as u64;
+    // Ties the caller's error to this log line without revealing anything.
+    let decision_id = format!("{:016x}", rand::random::<u64>());
     let caller = claims.map(|c| c.sub.as_str()).unwrap_or("");
     let aud = claims.map(|c| c.aud.as_str()).unwrap_or("");
     let jti = claims.map(|c| c.jti.as_str()).unwrap_or("");
     if err.code() == tonic::Code::Unavailable {
-        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, latency_us, "request refused: no verification keys");
+        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request refused: no verification keys");
     } else {
-        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, latency_us, "request denied");
+        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request denied");
     }
-    ResponseFuture::deny(Status::from(err).into_http())
+    ResponseFuture::deny(err.into_status(Some(&decision_id)).into_http())
 }
 
 pin_project! {

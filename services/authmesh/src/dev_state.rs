@@ -40,6 +40,43 @@ pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
     inventory: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50053),
 };
 
+/// The policy `up` writes for inventory (edit `.authmesh/inventory.policy.toml`).
+const INVENTORY_POLICY: &str = r#"# Who may call inventory. Deny rules run before allow rules; a method that
+# no rule allows is denied. Only the methods listed in `public` skip tokens.
+public = [
+  "/grpc.health.v1.Health/Check",
+  "/grpc.health.v1.Health/Watch",
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+]
+
+[[rule]]
+name = "read-stock"
+methods = ["/demo.inventory.v1.Inventory/GetStock"]
+scopes = ["inventory.read"]
+
+[[rule]]
+name = "reserve-stock"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+scopes = ["inventory.reserve"]
+"#;
+
+/// The policy `up` writes for orders (edit `.authmesh/orders.policy.toml`).
+const ORDERS_POLICY: &str = r#"# Who may call orders. Deny rules run before allow rules; a method that
+# no rule allows is denied. Only the methods listed in `public` skip tokens.
+public = [
+  "/grpc.health.v1.Health/Check",
+  "/grpc.health.v1.Health/Watch",
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+]
+
+[[rule]]
+name = "place-order"
+methods = ["/demo.orders.v1.Orders/PlaceOrder"]
+scopes = ["orders.write"]
+"#;
+
 /// Where each server of the mesh listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshAddrs {
@@ -155,13 +192,28 @@ impl DevState {
                 toml::to_string(&config)?.as_bytes(),
             )?;
         }
+        if !state.dir.join("inventory.policy.toml").exists() {
+            write_public(
+                &state.dir.join("inventory.policy.toml"),
+                INVENTORY_POLICY.as_bytes(),
+            )?;
+        }
+        if !state.dir.join("orders.policy.toml").exists() {
+            write_public(
+                &state.dir.join("orders.policy.toml"),
+                ORDERS_POLICY.as_bytes(),
+            )?;
+        }
         if !state.inventory_config().exists() {
             let config = inventory::Config {
                 listen: addrs.inventory.to_string(),
                 insecure_plaintext: false,
                 tls: Some(tls("inventory", ClientAuth::Required)),
                 token_service: upstream(issuer.clone(), "inventory"),
-                auth: AuthConfig::new(&issuer, "inventory"),
+                auth: AuthConfig {
+                    policy_file: Some("inventory.policy.toml".into()),
+                    ..AuthConfig::new(&issuer, "inventory")
+                },
                 stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
             };
             write_public(
@@ -175,7 +227,10 @@ impl DevState {
                 insecure_plaintext: false,
                 tls: Some(tls("orders", ClientAuth::Required)),
                 token_service: upstream(issuer.clone(), "orders"),
-                auth: AuthConfig::new(&issuer, "orders"),
+                auth: AuthConfig {
+                    policy_file: Some("orders.policy.toml".into()),
+                    ..AuthConfig::new(&issuer, "orders")
+                },
                 inventory: upstream(
                     format!("https://localhost:{}", addrs.inventory.port()),
                     "orders",

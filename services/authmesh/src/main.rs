@@ -40,9 +40,27 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Authorization policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
     HashSecret,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file offline: it parses, and every method of the
+    /// service is covered by a rule or public (the check a strict server runs at start).
+    Check {
+        /// The policy file.
+        file: PathBuf,
+        /// The gRPC service it protects, e.g. demo.inventory.v1.Inventory.
+        #[arg(long)]
+        service: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +177,23 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "{}",
                 token_service::credentials::hash_secret(secret.trim())?
+            );
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file, service },
+        } => {
+            let text = service_runtime::files::read_to_string(&file)?;
+            let policy = auth_interceptor::MethodPolicy::from_toml(&text)?;
+            let methods = service_runtime::service_methods(&service);
+            if methods.is_empty() {
+                return Err(format!("unknown service {service}").into());
+            }
+            service_runtime::check_coverage(&policy, &service, true)?;
+            println!(
+                "{}: {} methods of {service} covered",
+                file.display(),
+                methods.len()
             );
             Ok(())
         }

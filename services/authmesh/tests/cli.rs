@@ -140,6 +140,43 @@ async fn up_mint_inspect_and_ctrl_c() {
 
     grpcurl_against_up(&state, addrs, dir.path());
 
+    // Offline policy check: the generated policy covers inventory; one without
+    // a Reserve rule does not, and the check names the method.
+    let policy = dir.path().join("inventory.policy.toml");
+    let checked = authmesh(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            policy.to_str().expect("utf-8"),
+            "--service",
+            "demo.inventory.v1.Inventory",
+        ],
+    );
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let partial = dir.path().join("partial.policy.toml");
+    let text = std::fs::read_to_string(&policy).expect("policy");
+    let cut = text
+        .find("[[rule]]\nname = \"reserve-stock\"")
+        .expect("reserve rule");
+    std::fs::write(&partial, &text[..cut]).expect("write");
+    let gap = authmesh(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            partial.to_str().expect("utf-8"),
+            "--service",
+            "demo.inventory.v1.Inventory",
+        ],
+    );
+    assert!(!gap.status.success());
+    assert!(String::from_utf8_lossy(&gap.stderr).contains("/demo.inventory.v1.Inventory/Reserve"));
+
     // A certificate for your own workload, from the same mesh CA.
     let issued = authmesh(
         dir.path(),

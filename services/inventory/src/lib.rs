@@ -57,11 +57,10 @@ fn default_stock() -> BTreeMap<String, u32> {
 }
 
 /// The method policy of the inventory API.
-pub fn policy(public_reflection: bool) -> MethodPolicy {
+pub fn policy() -> MethodPolicy {
     MethodPolicy::new()
         .require("/demo.inventory.v1.Inventory/GetStock", [SCOPE_READ])
         .require("/demo.inventory.v1.Inventory/Reserve", [SCOPE_RESERVE])
-        .public_reflection(public_reflection)
 }
 
 /// A recorded reservation, with the verified identity that made it.
@@ -211,13 +210,14 @@ pub async fn run(
     )?;
     let channel = upstream_channel(&settings.token_service, &config.dir)?;
     let verification = Verification::start(&settings.auth, channel, clock)?;
-    let policy = policy(settings.auth.public_reflection);
+    let policy = settings.auth.policy(&config.dir, policy())?;
     let service = InventoryServer::new(handler);
     serve_authenticated(
         listener,
         &transport,
         verification,
         policy,
+        settings.auth.strict_policy,
         service,
         shutdown,
     )

@@ -81,10 +81,8 @@ fn default_listen() -> String {
 }
 
 /// The method policy of the orders API.
-pub fn policy(public_reflection: bool) -> MethodPolicy {
-    MethodPolicy::new()
-        .require("/demo.orders.v1.Orders/PlaceOrder", [SCOPE_WRITE])
-        .public_reflection(public_reflection)
+pub fn policy() -> MethodPolicy {
+    MethodPolicy::new().require("/demo.orders.v1.Orders/PlaceOrder", [SCOPE_WRITE])
 }
 
 type Inventory = InventoryClient<InterceptedService<Channel, BearerInterceptor>>;
@@ -337,13 +335,14 @@ pub async fn run(
         calls,
         next_order: Arc::new(AtomicU64::new(1)),
     };
-    let policy = policy(settings.auth.public_reflection);
+    let policy = settings.auth.policy(&config.dir, policy())?;
     let service = OrdersServer::new(handler);
     serve_authenticated(
         listener,
         &transport,
         verification,
         policy,
+        settings.auth.strict_policy,
         service,
         shutdown,
     )

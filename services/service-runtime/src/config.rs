@@ -139,6 +139,15 @@ pub struct AuthConfig {
     /// are always checked against the connection's certificate.
     #[serde(default)]
     pub require_bound_tokens: bool,
+    /// Authorization policy file (TOML); without one the service's built-in
+    /// rules apply. With a file, its `public` list alone decides what skips
+    /// authentication (`public_reflection` is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+    /// Refuse to start when a method of the service is neither covered by a
+    /// rule nor public (otherwise each is logged and stays denied).
+    #[serde(default = "default_true")]
+    pub strict_policy: bool,
 }
 
 fn default_leeway() -> u64 {
@@ -169,7 +178,30 @@ impl AuthConfig {
             key_refresh_seconds: default_key_refresh(),
             public_reflection: true,
             require_bound_tokens: false,
+            policy_file: None,
+            strict_policy: true,
         }
+    }
+
+    /// The policy to enforce: the file's, when one is configured (paths
+    /// relative to `dir`), else `built_in` with reflection public as configured.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an unreadable or invalid policy file.
+    pub fn policy(
+        &self,
+        dir: &Path,
+        built_in: auth_interceptor::MethodPolicy,
+    ) -> Result<auth_interceptor::MethodPolicy, RuntimeError> {
+        let Some(file) = &self.policy_file else {
+            return Ok(built_in.public_reflection(self.public_reflection));
+        };
+        let path = dir.join(file);
+        let text = read_to_string(&path)?;
+        auth_interceptor::MethodPolicy::from_toml(&text).map_err(|e| RuntimeError::Config {
+            origin: path.display().to_string(),
+            detail: e.to_string(),
+        })
     }
 
     /// The verifier settings.

@@ -172,6 +172,62 @@ impl Drop for ReadinessTask {
     }
 }
 
+/// Every method of the gRPC service `service` (`package.Service`), as exact
+/// paths, from the descriptor set the crate embeds for reflection.
+pub fn service_methods(service: &str) -> Vec<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(authmesh_proto::FILE_DESCRIPTOR_SET)
+    else {
+        return Vec::new();
+    };
+    set.file
+        .iter()
+        .flat_map(|file| {
+            let package = file.package().to_owned();
+            file.service.iter().filter_map(move |svc| {
+                let full = if package.is_empty() {
+                    svc.name().to_owned()
+                } else {
+                    format!("{package}.{}", svc.name())
+                };
+                (full == service).then(|| {
+                    svc.method
+                        .iter()
+                        .map(move |m| format!("/{full}/{}", m.name()))
+                })
+            })
+        })
+        .flatten()
+        .collect()
+}
+
+/// Checks that `policy` covers every method of `service`: uncovered methods
+/// are logged (they stay denied); in strict mode the server refuses to start.
+///
+/// # Errors
+/// [`RuntimeError::Config`] in strict mode when a method is uncovered.
+pub fn check_coverage(
+    policy: &MethodPolicy,
+    service: &str,
+    strict: bool,
+) -> Result<(), RuntimeError> {
+    let methods = service_methods(service);
+    let uncovered = policy.uncovered(methods.iter().map(String::as_str));
+    for method in &uncovered {
+        tracing::error!(%method, "no policy rule covers this method: it is denied to every caller");
+    }
+    if strict && !uncovered.is_empty() {
+        return Err(RuntimeError::Config {
+            origin: "policy".into(),
+            detail: format!(
+                "strict policy: no rule covers {} (add rules, or set auth.strict_policy = false)",
+                uncovered.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Serves `service` on `listener` behind the [`AuthLayer`], with health
 /// (SERVING once the first key set is loaded) and reflection, until
 /// `shutdown` resolves; then reports NOT_SERVING and drains in-flight calls.
@@ -184,6 +240,7 @@ pub async fn serve_authenticated<S>(
     transport: &Transport,
     verification: Verification,
     policy: MethodPolicy,
+    strict_policy: bool,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError>
@@ -196,6 +253,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    check_coverage(&policy, S::NAME, strict_policy)?;
     let (mut health, health_service) = Health::new();
     health.register::<S>().await;
     let verifier = verification.verifier.clone();

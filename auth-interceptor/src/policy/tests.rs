@@ -1,0 +1,217 @@
+use super::*;
+
+fn claims(sub: &str, scope: &str) -> Claims {
+    Claims {
+        iss: "i".into(),
+        sub: sub.into(),
+        aud: "inventory".into(),
+        exp: 2,
+        nbf: None,
+        iat: 1,
+        jti: "j".into(),
+        scope: scope.into(),
+        client_id: Some("orders".into()),
+        cnf: None,
+    }
+}
+
+const RESERVE: &str = "/demo.inventory.v1.Inventory/Reserve";
+const GET: &str = "/demo.inventory.v1.Inventory/GetStock";
+const ORDERS: &str = "spiffe://authmesh.local/orders";
+
+#[test]
+fn exact_scopes_only_and_default_deny() {
+    let policy = MethodPolicy::new().require("/p.S/M", ["inventory.read"]);
+    assert!(
+        policy
+            .authorize("/p.S/M", &claims("s", "x inventory.read"))
+            .is_ok()
+    );
+    for tricky in [
+        "inventory",
+        "inventory.read.all",
+        "INVENTORY.READ",
+        "*",
+        "inventory.reads",
+    ] {
+        assert!(
+            policy.authorize("/p.S/M", &claims("s", tricky)).is_err(),
+            "{tricky}"
+        );
+    }
+    assert!(matches!(
+        policy.authorize("/p.S/Other", &claims("s", "inventory.read")),
+        Err(AuthError::NoRule { .. })
+    ));
+    assert!(matches!(
+        policy.authorize("/p.S/M/", &claims("s", "inventory.read")),
+        Err(AuthError::NoRule { .. })
+    ));
+}
+
+#[test]
+fn only_listed_health_and_reflection_paths_are_public() {
+    let policy = MethodPolicy::new();
+    assert!(policy.is_public("/grpc.health.v1.Health/Check"));
+    assert!(!policy.is_public("/grpc.health.v1.Health/Check/"));
+    assert!(!policy.is_public("/grpc.health.v1.Health/CheckX"));
+    assert!(!policy.is_public(REFLECTION_PATHS[0]));
+    assert!(
+        policy
+            .public_reflection(true)
+            .is_public(REFLECTION_PATHS[1])
+    );
+    let refused = MethodPolicy::from_toml(r#"public = ["/demo.inventory.v1.Inventory/GetStock"]"#);
+    assert!(refused.is_err(), "business methods cannot be made public");
+}
+
+const FILE: &str = r#"
+public = ["/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]
+
+[[rule]]
+name = "no-demo-writes"
+effect = "deny"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+callers = ["spiffe://authmesh.local/demo-cli"]
+
+[[rule]]
+name = "mesh-reserve"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+callers = ["spiffe://authmesh.local/*"]
+scopes = ["inventory.reserve"]
+
+[[rule]]
+name = "read-anything"
+methods = ["/demo.inventory.v1.Inventory/*"]
+scopes = ["inventory.read"]
+claims = { client_id = "reporting" }
+"#;
+
+#[test]
+fn a_policy_file_matches_services_callers_scopes_and_claims() {
+    let policy = MethodPolicy::from_toml(FILE).expect("policy");
+    assert!(policy.is_public(REFLECTION_PATHS[1]));
+    let allowed = policy.authorize(RESERVE, &claims(ORDERS, "inventory.reserve"));
+    assert_eq!(allowed.map(|a| a.rule), Ok("mesh-reserve".to_owned()));
+    // Prefix callers match a trust domain, not a string prefix of another one.
+    assert!(
+        policy
+            .authorize(
+                RESERVE,
+                &claims("spiffe://authmesh.local.evil/x", "inventory.reserve")
+            )
+            .is_err()
+    );
+    // Service wildcard plus a claim condition.
+    let mut reporting = claims("anyone", "inventory.read");
+    reporting.client_id = Some("reporting".into());
+    assert_eq!(
+        policy.authorize(GET, &reporting).map(|a| a.rule),
+        Ok("read-anything".to_owned())
+    );
+    let mut other_client = claims("anyone", "inventory.read");
+    other_client.client_id = Some("demo-cli".into());
+    assert!(matches!(
+        policy.authorize(GET, &other_client),
+        Err(AuthError::NoRule { .. })
+    ));
+    // Missing scopes name the rule that would have allowed the call.
+    assert_eq!(
+        policy.authorize(RESERVE, &claims(ORDERS, "inventory.read")),
+        Err(AuthError::MissingScopes {
+            method: RESERVE.into(),
+            missing: "inventory.reserve".into(),
+            rule: "mesh-reserve".into()
+        })
+    );
+}
+
+#[test]
+fn deny_rules_override_allow_rules() {
+    let policy = MethodPolicy::from_toml(FILE).expect("policy");
+    let demo = "spiffe://authmesh.local/demo-cli";
+    assert_eq!(
+        policy.authorize(RESERVE, &claims(demo, "inventory.reserve")),
+        Err(AuthError::RuleDenied {
+            method: RESERVE.into(),
+            rule: "no-demo-writes".into()
+        })
+    );
+}
+
+#[test]
+fn dry_run_rules_are_evaluated_but_never_decide() {
+    let policy = MethodPolicy::from_toml(
+        r#"
+[[rule]]
+name = "planned-deny"
+effect = "deny"
+dry_run = true
+methods = ["/demo.inventory.v1.Inventory/GetStock"]
+
+[[rule]]
+name = "read"
+methods = ["/demo.inventory.v1.Inventory/GetStock"]
+scopes = ["inventory.read"]
+
+[[rule]]
+name = "planned-allow"
+dry_run = true
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+"#,
+    )
+    .expect("policy");
+    assert_eq!(
+        policy
+            .authorize(GET, &claims(ORDERS, "inventory.read"))
+            .map(|a| a.rule),
+        Ok("read".to_owned()),
+        "a dry-run deny does not block"
+    );
+    assert!(
+        matches!(
+            policy.authorize(RESERVE, &claims(ORDERS, "")),
+            Err(AuthError::NoRule { .. })
+        ),
+        "a dry-run allow does not allow"
+    );
+    assert_eq!(
+        policy.uncovered([GET, RESERVE]),
+        vec![RESERVE],
+        "dry-run rules cover nothing"
+    );
+}
+
+#[test]
+fn coverage_lists_methods_no_rule_mentions() {
+    let policy = MethodPolicy::from_toml(FILE).expect("policy");
+    let methods = [
+        GET,
+        RESERVE,
+        "/demo.orders.v1.Orders/PlaceOrder",
+        HEALTH_PATHS[0],
+    ];
+    assert_eq!(
+        policy.uncovered(methods),
+        vec!["/demo.orders.v1.Orders/PlaceOrder"]
+    );
+}
+
+#[test]
+fn malformed_rules_are_refused_whole() {
+    for bad in [
+        "[[rule]]\nname = \"x\"\nmethods = []",
+        "[[rule]]\nname = \"x\"\nmethods = [\"demo.Inventory/Get\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/demo.Inventory/Get*\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/*/Get\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\ncallers = [\"spiffe://x*\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\nscopes = [\"a b\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\nclaims = { scope = \"x\" }",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\n[[rule]]\nname = \"x\"\nmethods = [\"/a.B/D\"]",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\neffect = \"maybe\"",
+        "[[rule]]\nname = \"x\"\nmethods = [\"/a.B/C\"]\nunknown = 1",
+        "not toml",
+    ] {
+        assert!(MethodPolicy::from_toml(bad).is_err(), "{bad}");
+    }
+}
