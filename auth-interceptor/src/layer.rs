@@ -1,10 +1,8 @@
 //! [`AuthLayer`]: add authentication and per-method authorization to a tonic server.
 
-use std::sync::Arc;
-
 use tower::Layer;
 
-use crate::{policy::MethodPolicy, service::AuthService, verifier::Verifier};
+use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
 
 /// Verifies the bearer token of every call and applies the method policy.
 ///
@@ -16,15 +14,16 @@ use crate::{policy::MethodPolicy, service::AuthService, verifier::Verifier};
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     verifier: Verifier,
-    policy: Arc<MethodPolicy>,
+    policy: SharedPolicy,
 }
 
 impl AuthLayer {
-    /// A layer checking tokens with `verifier` and methods with `policy`.
-    pub fn new(verifier: Verifier, policy: MethodPolicy) -> Self {
+    /// A layer checking tokens with `verifier` and methods with `policy`
+    /// (a [`crate::MethodPolicy`], or a [`SharedPolicy`] to replace it while serving).
+    pub fn new(verifier: Verifier, policy: impl Into<SharedPolicy>) -> Self {
         Self {
             verifier,
-            policy: Arc::new(policy),
+            policy: policy.into(),
         }
     }
 }

@@ -36,7 +36,7 @@ pub use jwk::{Jwk, JwkSet, KeyError};
 pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
 pub use layer::AuthLayer;
 pub use peer::{CallerExt, PeerError, PeerIdentity};
-pub use policy::MethodPolicy;
+pub use policy::{MethodPolicy, PolicyError, SharedPolicy};
 pub use service::AuthService;
 pub use signing::{SigningError, SigningKey, self_test};
 pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};

@@ -408,5 +408,33 @@ impl MethodPolicy {
     }
 }
 
+/// The policy in force, replaceable while the server runs (hot reload):
+/// each call reads whichever policy is current, without a lock.
+#[derive(Debug, Clone)]
+pub struct SharedPolicy(std::sync::Arc<arc_swap::ArcSwap<MethodPolicy>>);
+
+impl SharedPolicy {
+    /// Starts with `policy`.
+    pub fn new(policy: MethodPolicy) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(policy)))
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> std::sync::Arc<MethodPolicy> {
+        self.0.load_full()
+    }
+
+    /// Puts `policy` in force for every call that starts from now on.
+    pub fn replace(&self, policy: MethodPolicy) {
+        self.0.store(std::sync::Arc::new(policy));
+    }
+}
+
+impl From<MethodPolicy> for SharedPolicy {
+    fn from(policy: MethodPolicy) -> Self {
+        Self::new(policy)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -18,7 +17,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use crate::{
     error::AuthError,
     peer::PeerIdentity,
-    policy::MethodPolicy,
+    policy::SharedPolicy,
     verifier::{VerifiedClaims, Verifier},
 };
 
@@ -27,11 +26,11 @@ use crate::{
 pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
-    policy: Arc<MethodPolicy>,
+    policy: SharedPolicy,
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, verifier: Verifier, policy: Arc<MethodPolicy>) -> Self {
+    pub(crate) fn new(inner: S, verifier: Verifier, policy: SharedPolicy) -> Self {
         Self {
             inner,
             verifier,
@@ -89,7 +88,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
-        if self.policy.is_public(path) {
+        let policy = self.policy.current();
+        if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), None);
@@ -109,7 +109,7 @@ where
             Ok(authenticated) => authenticated,
             Err(err) => return deny(path, err, None, started),
         };
-        if let Err(err) = self.policy.authorize(path, &claims) {
+        if let Err(err) = policy.authorize(path, &claims) {
             return deny(path, err, Some(&claims), started);
         }
         // One span per call: whatever the handler logs carries the caller.

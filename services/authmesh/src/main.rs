@@ -183,8 +183,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Policy {
             command: PolicyCommand::Check { file, service },
         } => {
-            let text = service_runtime::files::read_to_string(&file)?;
-            let policy = auth_interceptor::MethodPolicy::from_toml(&text)?;
+            let policy = service_runtime::load_policy(&file)?;
             let methods = service_runtime::service_methods(&service);
             if methods.is_empty() {
                 return Err(format!("unknown service {service}").into());

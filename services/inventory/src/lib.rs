@@ -217,7 +217,6 @@ pub async fn run(
         &transport,
         verification,
         policy,
-        settings.auth.strict_policy,
         service,
         shutdown,
     )

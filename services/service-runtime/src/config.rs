@@ -192,15 +192,19 @@ impl AuthConfig {
         &self,
         dir: &Path,
         built_in: auth_interceptor::MethodPolicy,
-    ) -> Result<auth_interceptor::MethodPolicy, RuntimeError> {
+    ) -> Result<crate::server::PolicySource, RuntimeError> {
         let Some(file) = &self.policy_file else {
-            return Ok(built_in.public_reflection(self.public_reflection));
+            return Ok(crate::server::PolicySource {
+                policy: built_in.public_reflection(self.public_reflection),
+                file: None,
+                strict: self.strict_policy,
+            });
         };
         let path = dir.join(file);
-        let text = read_to_string(&path)?;
-        auth_interceptor::MethodPolicy::from_toml(&text).map_err(|e| RuntimeError::Config {
-            origin: path.display().to_string(),
-            detail: e.to_string(),
+        Ok(crate::server::PolicySource {
+            policy: crate::server::load_policy(&path)?,
+            file: Some(path),
+            strict: self.strict_policy,
         })
     }
 

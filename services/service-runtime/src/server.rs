@@ -4,7 +4,7 @@
 
 use std::{convert::Infallible, future::Future};
 
-use auth_interceptor::{AuthLayer, MethodPolicy};
+use auth_interceptor::{AuthLayer, MethodPolicy, SharedPolicy};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, transport::Server};
@@ -228,6 +228,69 @@ pub fn check_coverage(
     Ok(())
 }
 
+/// A service's policy and where it came from.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    /// The policy to start with.
+    pub policy: MethodPolicy,
+    /// The file it was read from, watched for changes while serving.
+    pub file: Option<std::path::PathBuf>,
+    /// Whether uncovered methods stop the server (and reject a reloaded file).
+    pub strict: bool,
+}
+
+/// Reads and parses a policy file.
+///
+/// # Errors
+/// [`RuntimeError::Config`] naming the file and the problem.
+pub fn load_policy(path: &std::path::Path) -> Result<MethodPolicy, RuntimeError> {
+    let text = crate::files::read_to_string(path)?;
+    MethodPolicy::from_toml(&text).map_err(|e| RuntimeError::Config {
+        origin: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// How often a policy file is checked for changes (changes apply within 2 s).
+const POLICY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Watches `file` and puts each valid new version in force; an invalid one
+/// (does not parse, or leaves a method uncovered in strict mode) is logged
+/// and the policy in force stays. Stops when the returned task is dropped.
+fn watch_policy(
+    file: std::path::PathBuf,
+    shared: SharedPolicy,
+    service: &'static str,
+    strict: bool,
+) -> ReadinessTask {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    ReadinessTask(tokio::spawn(async move {
+        let mut seen = modified(&file);
+        let mut tick = tokio::time::interval(POLICY_RELOAD_INTERVAL);
+        loop {
+            tick.tick().await;
+            let now = modified(&file);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let next = load_policy(&file).and_then(|policy| {
+                check_coverage(&policy, service, strict)?;
+                Ok(policy)
+            });
+            match next {
+                Ok(policy) => {
+                    shared.replace(policy);
+                    tracing::info!(file = %file.display(), "policy reloaded");
+                }
+                Err(err) => {
+                    tracing::error!(file = %file.display(), error = %err, "policy file rejected; the previous policy stays in force");
+                }
+            }
+        }
+    }))
+}
+
 /// Serves `service` on `listener` behind the [`AuthLayer`], with health
 /// (SERVING once the first key set is loaded) and reflection, until
 /// `shutdown` resolves; then reports NOT_SERVING and drains in-flight calls.
@@ -239,8 +302,7 @@ pub async fn serve_authenticated<S>(
     listener: TcpListener,
     transport: &Transport,
     verification: Verification,
-    policy: MethodPolicy,
-    strict_policy: bool,
+    policy: PolicySource,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError>
@@ -253,14 +315,18 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    check_coverage(&policy, S::NAME, strict_policy)?;
+    check_coverage(&policy.policy, S::NAME, policy.strict)?;
+    let shared = SharedPolicy::new(policy.policy);
+    let _policy_watch = policy
+        .file
+        .map(|file| watch_policy(file, shared.clone(), S::NAME, policy.strict));
     let (mut health, health_service) = Health::new();
     health.register::<S>().await;
     let verifier = verification.verifier.clone();
     let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
     tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
     let router = server_builder()
-        .layer(AuthLayer::new(verification.verifier.clone(), policy))
+        .layer(AuthLayer::new(verification.verifier.clone(), shared))
         .add_service(health_service)
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)
