@@ -143,7 +143,7 @@ impl DevState {
             client_ca: Some("tls/ca.pem".into()),
             client_auth,
         };
-        if !state.token_service_config().exists() {
+        write_if_missing(&state.token_service_config(), || {
             let hash = |secret: &str| {
                 token_service::credentials::hash_secret(secret).map_err(StateError::Secret)
             };
@@ -187,24 +187,15 @@ impl DevState {
                     },
                 ],
             };
-            write_public(
-                &state.token_service_config(),
-                toml::to_string(&config)?.as_bytes(),
-            )?;
-        }
-        if !state.dir.join("inventory.policy.toml").exists() {
-            write_public(
-                &state.dir.join("inventory.policy.toml"),
-                INVENTORY_POLICY.as_bytes(),
-            )?;
-        }
-        if !state.dir.join("orders.policy.toml").exists() {
-            write_public(
-                &state.dir.join("orders.policy.toml"),
-                ORDERS_POLICY.as_bytes(),
-            )?;
-        }
-        if !state.inventory_config().exists() {
+            Ok(toml::to_string(&config)?)
+        })?;
+        write_if_missing(&state.dir.join("inventory.policy.toml"), || {
+            Ok(INVENTORY_POLICY.to_owned())
+        })?;
+        write_if_missing(&state.dir.join("orders.policy.toml"), || {
+            Ok(ORDERS_POLICY.to_owned())
+        })?;
+        write_if_missing(&state.inventory_config(), || {
             let config = inventory::Config {
                 listen: addrs.inventory.to_string(),
                 insecure_plaintext: false,
@@ -216,12 +207,9 @@ impl DevState {
                 },
                 stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
             };
-            write_public(
-                &state.inventory_config(),
-                toml::to_string(&config)?.as_bytes(),
-            )?;
-        }
-        if !state.orders_config().exists() {
+            Ok(toml::to_string(&config)?)
+        })?;
+        write_if_missing(&state.orders_config(), || {
             let config = orders::Config {
                 listen: addrs.orders.to_string(),
                 insecure_plaintext: false,
@@ -240,8 +228,8 @@ impl DevState {
                     secret_file: None,
                 },
             };
-            write_public(&state.orders_config(), toml::to_string(&config)?.as_bytes())?;
-        }
+            Ok(toml::to_string(&config)?)
+        })?;
         Ok(state)
     }
 
@@ -354,6 +342,18 @@ impl DevState {
     pub fn load_inventory(&self) -> Result<Loaded<inventory::Config>, RuntimeError> {
         load_config(&self.inventory_config(), std::iter::empty())
     }
+}
+
+/// Writes what `contents` builds to `path` unless the file exists, so
+/// state a user edited (or a secret already issued) is never overwritten.
+fn write_if_missing(
+    path: &Path,
+    contents: impl FnOnce() -> Result<String, StateError>,
+) -> Result<(), StateError> {
+    if !path.exists() {
+        write_public(path, contents()?.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The issuer URL (`iss`) for a token service on `addr`.
