@@ -2,7 +2,7 @@
 
 use tower::Layer;
 
-use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
+use crate::{peer::PeerCache, policy::SharedPolicy, service::AuthService, verifier::Verifier};
 
 /// Verifies the bearer token of every call and applies the method policy.
 ///
@@ -15,6 +15,7 @@ use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
 pub struct AuthLayer {
     verifier: Verifier,
     policy: SharedPolicy,
+    peers: PeerCache,
 }
 
 impl AuthLayer {
@@ -24,6 +25,7 @@ impl AuthLayer {
         Self {
             verifier,
             policy: policy.into(),
+            peers: PeerCache::new(1024),
         }
     }
 }
@@ -32,6 +34,11 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(inner, self.verifier.clone(), self.policy.clone())
+        AuthService::new(
+            inner,
+            self.verifier.clone(),
+            self.policy.clone(),
+            self.peers.clone(),
+        )
     }
 }

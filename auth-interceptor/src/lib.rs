@@ -35,7 +35,7 @@ pub use error::{AuthError, ERROR_DOMAIN, TokenSourceError};
 pub use jwk::{Jwk, JwkSet, KeyError};
 pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
 pub use layer::AuthLayer;
-pub use peer::{CallerExt, PeerError, PeerIdentity};
+pub use peer::{CallerExt, PeerCache, PeerError, PeerIdentity};
 pub use policy::{MethodPolicy, PolicyError, SharedPolicy};
 pub use service::AuthService;
 pub use signing::{SigningError, SigningKey, self_test};

@@ -4,16 +4,18 @@
 //! A workload's SPIFFE ID is the certificate's one `spiffe://` URI SAN; its
 //! thumbprint (`x5t#S256`, RFC 8705) is what certificate-bound tokens name.
 
+use std::sync::Arc;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::{extensions::GeneralName, prelude::FromDer};
 
-/// The verified client certificate of a connection.
+/// The verified client certificate of a connection. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
-    spiffe_id: Option<String>,
-    thumbprint: String,
+    spiffe_id: Option<Arc<str>>,
+    thumbprint: Arc<str>,
 }
 
 /// Why a client certificate yields no usable identity.
@@ -39,6 +41,11 @@ impl PeerIdentity {
     /// # Errors
     /// [`PeerError`] when it does not parse or names several SPIFFE IDs.
     pub fn from_certificate(der: &[u8]) -> Result<Self, PeerError> {
+        Self::parse(der, Sha256::digest(der).into())
+    }
+
+    /// Parses `der`, whose SHA-256 is `digest`.
+    fn parse(der: &[u8], digest: [u8; 32]) -> Result<Self, PeerError> {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
             .map_err(|_| PeerError::Unparsable)?;
         let mut ids = cert
@@ -61,8 +68,8 @@ impl PeerIdentity {
             return Err(PeerError::AmbiguousSpiffeId);
         }
         Ok(Self {
-            spiffe_id: ids.pop(),
-            thumbprint: thumbprint(der),
+            spiffe_id: ids.pop().map(Arc::from),
+            thumbprint: URL_SAFE_NO_PAD.encode(digest).into(),
         })
     }
 
@@ -90,6 +97,42 @@ impl PeerIdentity {
     /// The certificate's `x5t#S256` thumbprint.
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint
+    }
+}
+
+/// Identities of recently seen client certificates, by the certificate's
+/// SHA-256: a connection's certificate is the same on every call, so it is
+/// parsed once rather than per call. Bounded; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PeerCache(Arc<quick_cache::sync::Cache<[u8; 32], PeerIdentity>>);
+
+impl PeerCache {
+    /// A cache remembering up to `capacity` certificates.
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(quick_cache::sync::Cache::new(capacity.max(1))))
+    }
+
+    /// The identity of a TLS connection, if the client sent a certificate.
+    ///
+    /// # Errors
+    /// [`PeerError`] when the certificate has no usable identity (never cached).
+    pub fn identify(
+        &self,
+        info: &TlsConnectInfo<TcpConnectInfo>,
+    ) -> Result<Option<PeerIdentity>, PeerError> {
+        let Some(chain) = info.peer_certs() else {
+            return Ok(None);
+        };
+        let Some(leaf) = chain.first() else {
+            return Ok(None);
+        };
+        let digest: [u8; 32] = Sha256::digest(leaf).into();
+        if let Some(known) = self.0.get(&digest) {
+            return Ok(Some(known));
+        }
+        let peer = PeerIdentity::parse(leaf, digest)?;
+        self.0.insert(digest, peer.clone());
+        Ok(Some(peer))
     }
 }
 

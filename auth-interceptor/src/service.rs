@@ -16,7 +16,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::{
     error::AuthError,
-    peer::PeerIdentity,
+    peer::PeerCache,
     policy::SharedPolicy,
     verifier::{VerifiedClaims, Verifier},
 };
@@ -27,14 +27,21 @@ pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
     policy: SharedPolicy,
+    peers: PeerCache,
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, verifier: Verifier, policy: SharedPolicy) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        verifier: Verifier,
+        policy: SharedPolicy,
+        peers: PeerCache,
+    ) -> Self {
         Self {
             inner,
             verifier,
             policy,
+            peers,
         }
     }
 }
@@ -97,7 +104,7 @@ where
         let peer = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(PeerIdentity::from_connect_info)
+            .map(|info| self.peers.identify(info))
             .transpose()
             .map(Option::flatten);
         let authenticated = peer.map_err(AuthError::from).and_then(|peer| {
