@@ -316,9 +316,10 @@ impl TestMesh {
         self.wait_serving(self.addrs.token_service).await;
     }
 
-    /// Replaces inventory with a fresh process-equivalent (new verifier, empty
-    /// key cache) on the same address.
-    pub async fn restart_inventory(&mut self) {
+    /// Replaces inventory with a fresh process-equivalent (new verifier,
+    /// empty key cache, policy re-read) on the same address, without waiting
+    /// for it to become ready; the returned server may fail to start.
+    pub async fn replace_inventory(&mut self) -> RunningServer {
         if let Some(server) = self.inventory.take() {
             let _ = server.stop().await;
         }
@@ -327,8 +328,14 @@ impl TestMesh {
             .expect("rebind inventory");
         let (server, handler) =
             mesh::start_inventory(&self.state, listener, self.shared_clock()).expect("inventory");
-        self.inventory = Some(server);
         self.inventory_handler = handler;
+        server
+    }
+
+    /// Replaces inventory (see [`TestMesh::replace_inventory`]) and waits until it is SERVING.
+    pub async fn restart_inventory(&mut self) {
+        let server = self.replace_inventory().await;
+        self.inventory = Some(server);
         self.wait_serving(self.addrs.inventory).await;
     }
 

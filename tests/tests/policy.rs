@@ -107,17 +107,7 @@ async fn a_method_without_a_rule_is_denied_and_strict_servers_refuse_to_start() 
     let mut mesh = TestMesh::start().await;
     // Reserve has no rule any more.
     write_policy(&mesh, &format!("{PUBLIC}{READ}"));
-    mesh.inventory
-        .take()
-        .expect("running")
-        .stop()
-        .await
-        .expect("stop");
-    let listener = tokio::net::TcpListener::bind(mesh.addrs.inventory)
-        .await
-        .expect("rebind");
-    let clock: auth_interceptor::SharedClock = std::sync::Arc::new(mesh.clock.clone());
-    let (server, _) = authmesh::mesh::start_inventory(&mesh.state, listener, clock).expect("start");
+    let server = mesh.replace_inventory().await;
     let refused = server
         .join()
         .await

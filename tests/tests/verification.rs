@@ -233,18 +233,7 @@ async fn no_keys_yet_is_unavailable_not_unauthenticated() {
     let token = mesh.mint("inventory", &["inventory.read"], None).await;
     mesh.stop_token_service().await;
     // A fresh inventory that has never reached the token service.
-    mesh.inventory
-        .take()
-        .expect("running")
-        .stop()
-        .await
-        .expect("stop");
-    let listener = tokio::net::TcpListener::bind(mesh.addrs.inventory)
-        .await
-        .expect("rebind");
-    let clock: auth_interceptor::SharedClock = std::sync::Arc::new(mesh.clock.clone());
-    let (server, _) =
-        authmesh::mesh::start_inventory(&mesh.state, listener, clock).expect("inventory");
+    let server = mesh.replace_inventory().await;
     let mut inventory = mesh.inventory_client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
