@@ -78,6 +78,15 @@ pub enum AuthError {
     /// No verification keys are loaded yet (startup, or the issuer was never reachable).
     #[error("no verification keys loaded for the issuer")]
     KeysUnavailable,
+    /// A revocation covers the token (its `jti`, or its `sub` before a cutoff).
+    #[error("token revoked")]
+    Revoked,
+    /// A one-time token presented a second time.
+    #[error("one-time token already used")]
+    Replayed,
+    /// The replay cache is full of live one-time tokens, so this one cannot be remembered.
+    #[error("replay cache full")]
+    ReplayCacheFull,
     /// The caller is authenticated but lacks scopes the method's rule requires.
     #[error("method {method} requires scope(s) {missing}")]
     MissingScopes {
@@ -127,6 +136,9 @@ impl AuthError {
             AuthError::BindingRequired => "TOKEN_BINDING_REQUIRED",
             AuthError::PeerIdentity(_) => "PEER_IDENTITY_INVALID",
             AuthError::KeysUnavailable => "KEYS_UNAVAILABLE",
+            AuthError::Revoked => "TOKEN_REVOKED",
+            AuthError::Replayed => "TOKEN_REPLAYED",
+            AuthError::ReplayCacheFull => "REPLAY_CACHE_FULL",
             AuthError::MissingScopes { .. }
             | AuthError::RuleDenied { .. }
             | AuthError::NoRule { .. } => "POLICY_DENIED",
@@ -136,7 +148,7 @@ impl AuthError {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            AuthError::KeysUnavailable => Code::Unavailable,
+            AuthError::KeysUnavailable | AuthError::ReplayCacheFull => Code::Unavailable,
             AuthError::MissingScopes { .. }
             | AuthError::RuleDenied { .. }
             | AuthError::NoRule { .. } => Code::PermissionDenied,
@@ -160,18 +172,20 @@ impl AuthError {
             AuthError::KeysUnavailable => {
                 "verification keys not loaded yet; the token service has not been reached".into()
             }
+            AuthError::ReplayCacheFull => {
+                "one-time token cannot be accepted now; retry with a fresh one later".into()
+            }
             _ => format!("invalid token: {self}"),
         }
     }
 }
 
 impl AuthError {
-    /// The status a caller gets: the short message and `google.rpc.ErrorInfo`
-    /// (reason; for policy denials the method and rule; and the decision id
-    /// that also appears in the server's log line).
-    pub fn into_status(self, decision_id: Option<&str>) -> Status {
+    /// The `google.rpc.ErrorInfo` metadata of this error besides the
+    /// decision id: for policy denials the method and the rule.
+    pub fn metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::new();
-        match &self {
+        match self {
             AuthError::MissingScopes { method, rule, .. }
             | AuthError::RuleDenied { method, rule } => {
                 metadata.insert("method".to_owned(), method.clone());
@@ -182,6 +196,14 @@ impl AuthError {
             }
             _ => {}
         }
+        metadata
+    }
+
+    /// The status a caller gets: the short message and `google.rpc.ErrorInfo`
+    /// (reason; for policy denials the method and rule; and the decision id
+    /// that also appears in the server's log line).
+    pub fn into_status(self, decision_id: Option<&str>) -> Status {
+        let mut metadata = self.metadata();
         if let Some(id) = decision_id {
             metadata.insert("decision_id".to_owned(), id.to_owned());
         }

@@ -24,6 +24,9 @@ pub mod key_refresh;
 pub mod layer;
 pub mod peer;
 pub mod policy;
+mod replay;
+pub mod revocation;
+pub mod revocation_watch;
 pub mod service;
 pub mod signing;
 pub mod token;
@@ -37,7 +40,11 @@ pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
 pub use layer::AuthLayer;
 pub use peer::{CallerExt, PeerCache, PeerError, PeerIdentity};
 pub use policy::{MethodPolicy, PolicyError, SharedPolicy};
-pub use service::AuthService;
+pub use revocation::{Revocation, RevokedTarget};
+pub use revocation_watch::{
+    RevocationWatchHandle, RevocationWatchSettings, spawn_revocation_watch,
+};
+pub use service::{AuthService, Decision, Denial, decide};
 pub use signing::{SigningError, SigningKey, self_test};
 pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};
 pub use token_source::{

@@ -26,7 +26,7 @@
 //! scopes = ["inventory.reserve"]
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Deserialize;
 
@@ -111,6 +111,15 @@ impl Pattern {
         match self {
             Pattern::Exact(exact) => value == exact,
             Pattern::Prefix(prefix) => value.starts_with(prefix.as_str()),
+        }
+    }
+
+    /// Whether every method `other` matches, this matches too.
+    fn includes(&self, other: &Pattern) -> bool {
+        match (self, other) {
+            (_, Pattern::Exact(method)) => self.matches(method),
+            (Pattern::Prefix(mine), Pattern::Prefix(theirs)) => theirs.starts_with(mine.as_str()),
+            (Pattern::Exact(_), Pattern::Prefix(_)) => false,
         }
     }
 }
@@ -215,6 +224,15 @@ fn caller_pattern(rule: &str, text: &str) -> Result<Pattern, PolicyError> {
 pub struct Allowed {
     /// The allowing rule.
     pub rule: String,
+}
+
+/// Why a token would be over-broad or useless for a service, so it is not minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MintRefusal {
+    /// No rule that applies to this caller asks for these scopes.
+    UnusedScopes(Vec<String>),
+    /// No enforced rule would let this token call any method.
+    NoRule,
 }
 
 /// The authorization policy of one service. Cheap to share behind an `Arc`.
@@ -348,6 +366,59 @@ impl MethodPolicy {
             .into_iter()
             .filter(|m| !self.is_public(m) && !self.rules.iter().any(|r| !r.dry_run && r.covers(m)))
             .collect()
+    }
+
+    /// The scopes that some allow rule applying to this caller (by `sub` and
+    /// claim conditions; dry-run rules included, so a rule being rolled out
+    /// can be tried) requires: the only scopes worth putting in its token.
+    pub fn scopes_used_for(&self, claims: &Claims) -> BTreeSet<&str> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.effect == Effect::Allow && rule.applies_to(claims))
+            .flat_map(|rule| rule.scopes.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Whether a token with `claims` is worth minting for this service:
+    /// every scope in it is asked for by a rule that applies to the caller,
+    /// and some enforced allow rule accepts it for at least one method that no
+    /// enforced deny rule takes away from it. Returns that rule's name.
+    ///
+    /// # Errors
+    /// [`MintRefusal`] saying what makes the token over-broad or useless.
+    pub fn admits(&self, claims: &Claims) -> Result<String, MintRefusal> {
+        let used = self.scopes_used_for(claims);
+        let unused: Vec<String> = claims
+            .scopes()
+            .filter(|scope| !used.contains(scope))
+            .map(str::to_owned)
+            .collect();
+        if !unused.is_empty() {
+            return Err(MintRefusal::UnusedScopes(unused));
+        }
+        let enforced = |rule: &&Rule, effect| {
+            rule.effect == effect
+                && !rule.dry_run
+                && rule.applies_to(claims)
+                && rule.missing_scopes(claims).is_empty()
+        };
+        let denies: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| enforced(r, Effect::Deny))
+            .collect();
+        self.rules
+            .iter()
+            .filter(|r| enforced(r, Effect::Allow))
+            .find(|allow| {
+                allow.methods.iter().any(|method| {
+                    !denies
+                        .iter()
+                        .any(|deny| deny.methods.iter().any(|d| d.includes(method)))
+                })
+            })
+            .map(|rule| rule.name.clone())
+            .ok_or(MintRefusal::NoRule)
     }
 
     /// Decides whether verified `claims` may call `path`.

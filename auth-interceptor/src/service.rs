@@ -16,10 +16,65 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::{
     error::AuthError,
-    peer::PeerCache,
-    policy::SharedPolicy,
+    peer::{PeerCache, PeerIdentity},
+    policy::{MethodPolicy, SharedPolicy},
     verifier::{VerifiedClaims, Verifier},
 };
+
+/// A call that may go through: who calls, and the rule that allowed it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The verified token.
+    pub claims: VerifiedClaims,
+    /// The allowing rule.
+    pub rule: String,
+}
+
+/// A call that may not, with the caller when its token verified.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// Why.
+    pub error: AuthError,
+    /// The token's claims, if it verified (a policy denial or a replay).
+    pub claims: Option<VerifiedClaims>,
+}
+
+impl From<AuthError> for Denial {
+    fn from(error: AuthError) -> Self {
+        Self {
+            error,
+            claims: None,
+        }
+    }
+}
+
+/// The whole check of one call to `path` with `token` over a connection
+/// whose client certificate is `peer`: verification, revocation,
+/// certificate binding and policy. It changes nothing, so `authmesh explain`
+/// runs the very same decision without making the call; the one side effect
+/// of a real call, using up a one-time token, is left to the caller.
+///
+/// # Errors
+/// A [`Denial`] naming the first check that failed.
+pub fn decide(
+    verifier: &Verifier,
+    policy: &MethodPolicy,
+    path: &str,
+    token: &str,
+    peer: Option<&PeerIdentity>,
+) -> Result<Decision, Denial> {
+    let claims = verifier.verify(token)?;
+    let refused = |error| Denial {
+        error,
+        claims: Some(claims.clone()),
+    };
+    verifier.check_binding(&claims, peer).map_err(refused)?;
+    let allowed = policy.authorize(path, &claims).map_err(refused)?;
+    Ok(Decision {
+        claims,
+        rule: allowed.rule,
+    })
+}
 
 /// The middleware [`crate::AuthLayer`] produces.
 #[derive(Debug, Clone)]
@@ -107,18 +162,24 @@ where
             .map(|info| self.peers.identify(info))
             .transpose()
             .map(Option::flatten);
-        let authenticated = peer.map_err(AuthError::from).and_then(|peer| {
-            let claims = self.verifier.verify(bearer_token(request.headers())?)?;
-            self.verifier.check_binding(&claims, peer.as_ref())?;
-            Ok((claims, peer))
-        });
-        let (claims, peer) = match authenticated {
-            Ok(authenticated) => authenticated,
-            Err(err) => return deny(path, err, None, started),
+        let decided = peer
+            .map_err(AuthError::from)
+            .map_err(Denial::from)
+            .and_then(|peer| {
+                let token = bearer_token(request.headers())?;
+                let decision = decide(&self.verifier, &policy, path, token, peer.as_ref())?;
+                if let Err(error) = self.verifier.consume_one_time(&decision.claims) {
+                    return Err(Denial {
+                        error,
+                        claims: Some(decision.claims),
+                    });
+                }
+                Ok((decision.claims, peer))
+            });
+        let (claims, peer) = match decided {
+            Ok(decided) => decided,
+            Err(denial) => return deny(path, denial.error, denial.claims.as_ref(), started),
         };
-        if let Err(err) = policy.authorize(path, &claims) {
-            return deny(path, err, Some(&claims), started);
-        }
         // One span per call: whatever the handler logs carries the caller.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti);
         request.extensions_mut().insert(claims);
@@ -145,7 +206,7 @@ fn deny<F>(
     let aud = claims.map(|c| c.aud.as_str()).unwrap_or("");
     let jti = claims.map(|c| c.jti.as_str()).unwrap_or("");
     if err.code() == tonic::Code::Unavailable {
-        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request refused: no verification keys");
+        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request refused: the verifier cannot decide now");
     } else {
         tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request denied");
     }

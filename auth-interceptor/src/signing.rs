@@ -187,6 +187,7 @@ pub fn check_round_trip(key: &SigningKey) -> Result<(), SigningError> {
         scope: String::new(),
         client_id: None,
         cnf: None,
+        one_time: false,
     };
     let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
     let verifier = Verifier::new(VerifierConfig::new("urn:authmesh:self-test", "self-test"))
@@ -232,6 +233,7 @@ mod tests {
             scope: "inventory.read".into(),
             client_id: Some("orders".into()),
             cnf: None,
+            one_time: false,
         };
         let token = key.sign(&claims).expect("sign");
         let verifier =

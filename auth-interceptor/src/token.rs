@@ -116,6 +116,13 @@ pub struct Claims {
         deserialize_with = "some_non_null"
     )]
     pub cnf: Option<Confirmation>,
+    /// A one-time token: each verifier accepts its `jti` once.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub one_time: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The `cnf` claim of a certificate-bound token.

@@ -317,6 +317,8 @@ impl TokenSource {
             audience: audience.clone(),
             scopes: self.inner.request.scopes.clone(),
             ttl_seconds: self.inner.request.ttl_seconds,
+            // A token source reuses its token on many calls.
+            one_time: false,
         });
         if let Some(credentials) = &self.inner.credentials {
             let basic = credentials

@@ -17,6 +17,8 @@ use crate::{
     error::AuthError,
     jwk::{JwkSet, KeyError, VerificationKey},
     peer::PeerIdentity,
+    replay::ReplayCache,
+    revocation::{Revocation, Revocations, RevokedTarget},
     token::{Claims, MAX_TOKEN_BYTES, SigningAlgorithm, parse_claims, parse_header, split_token},
 };
 
@@ -39,10 +41,13 @@ pub struct VerifierConfig {
     /// Refuse tokens that are not bound to a client certificate (`cnf`).
     /// Bound tokens are always checked against the connection, whatever this says.
     pub require_bound_tokens: bool,
+    /// How many live one-time tokens to remember; beyond it they are refused.
+    pub replay_cache_capacity: usize,
 }
 
 impl VerifierConfig {
-    /// Defaults: 30 s leeway, 3600 s maximum lifetime, 10,000 cached tokens.
+    /// Defaults: 30 s leeway, 3600 s maximum lifetime, 10,000 cached tokens,
+    /// 100,000 remembered one-time tokens.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -51,6 +56,7 @@ impl VerifierConfig {
             max_lifetime_seconds: 3600,
             cache_capacity: 10_000,
             require_bound_tokens: false,
+            replay_cache_capacity: 100_000,
         }
     }
 }
@@ -66,7 +72,7 @@ pub enum ConfigError {
     #[error("issuer and audience must not be empty")]
     MissingIdentity,
     /// Zero maximum lifetime or cache capacity.
-    #[error("max lifetime and cache capacity must be positive")]
+    #[error("max lifetime and cache capacities must be positive")]
     ZeroLimit,
 }
 
@@ -102,6 +108,9 @@ struct Inner {
     clock: SharedClock,
     refresh_wanted: Notify,
     keys_loaded: watch::Sender<bool>,
+    revocations: Revocations,
+    revocations_synced: watch::Sender<bool>,
+    replay: ReplayCache,
 }
 
 /// Verifies tokens of one issuer for one audience. Cheap to clone.
@@ -139,17 +148,23 @@ impl Verifier {
         if config.issuer.is_empty() || config.audience.is_empty() {
             return Err(ConfigError::MissingIdentity);
         }
-        if config.max_lifetime_seconds == 0 || config.cache_capacity == 0 {
+        if config.max_lifetime_seconds == 0
+            || config.cache_capacity == 0
+            || config.replay_cache_capacity == 0
+        {
             return Err(ConfigError::ZeroLimit);
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 cache: Cache::new(config.cache_capacity),
+                replay: ReplayCache::new(config.replay_cache_capacity),
                 config,
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 clock,
                 refresh_wanted: Notify::new(),
                 keys_loaded: watch::Sender::new(false),
+                revocations: Revocations::default(),
+                revocations_synced: watch::Sender::new(false),
             }),
         })
     }
@@ -241,11 +256,13 @@ impl Verifier {
                 .is_some_and(|key| Arc::ptr_eq(key, &hit.key));
             if still_trusted {
                 self.check_times(&hit.claims, now)?;
+                self.inner.revocations.check(&hit.claims)?;
                 return Ok(hit.claims);
             }
         }
         let (claims, key) = self.verify_uncached(token, now)?;
         let claims = VerifiedClaims(Arc::new(claims));
+        // Cached before the revocation check: a revoked token stays revoked on every later call anyway.
         self.inner.cache.insert(
             digest,
             CachedToken {
@@ -253,7 +270,74 @@ impl Verifier {
                 key,
             },
         );
+        self.inner.revocations.check(&claims)?;
         Ok(claims)
+    }
+
+    /// Accepts a one-time token's `jti` once per verifier; other tokens pass.
+    /// Call it only for a call that is otherwise allowed, so a denied call
+    /// does not use the token up.
+    ///
+    /// # Errors
+    /// [`AuthError::Replayed`] on a second use, [`AuthError::ReplayCacheFull`]
+    /// when too many live one-time tokens are remembered already.
+    pub fn consume_one_time(&self, claims: &Claims) -> Result<(), AuthError> {
+        if !claims.one_time {
+            return Ok(());
+        }
+        let dead_after = claims.exp.saturating_add(self.inner.config.leeway_seconds);
+        self.inner
+            .replay
+            .first_use(&claims.jti, dead_after, self.inner.clock.now())
+    }
+
+    /// Enforces `revocations` from now on; returns how many were new. Each is
+    /// kept until every token it covers has expired (for a subject cutoff, at
+    /// least the cutoff plus this verifier's maximum token lifetime).
+    pub fn apply_revocations(&self, revocations: &[Revocation]) -> usize {
+        let max_lifetime = self.inner.config.max_lifetime_seconds;
+        let entries: Vec<Revocation> = revocations
+            .iter()
+            .cloned()
+            .map(|mut entry| {
+                if let RevokedTarget::Subject { issued_before, .. } = &entry.target {
+                    entry.expires_at = entry
+                        .expires_at
+                        .max(issued_before.saturating_add(max_lifetime));
+                }
+                entry
+            })
+            .collect();
+        self.inner.revocations.apply(&entries, self.forget_before())
+    }
+
+    /// Forgets revocations whose tokens have all expired; returns how many.
+    pub fn prune_revocations(&self) -> usize {
+        self.inner.revocations.prune(self.forget_before())
+    }
+
+    /// How many revocations are enforced now.
+    pub fn revocation_count(&self) -> usize {
+        self.inner.revocations.len()
+    }
+
+    /// Records that the full revocation list has been received once.
+    pub fn mark_revocations_synced(&self) {
+        self.inner.revocations_synced.send_replace(true);
+    }
+
+    /// Resolves once the full revocation list has been received (at once if it was).
+    pub async fn revocations_synced(&self) {
+        let mut synced = self.inner.revocations_synced.subscribe();
+        let _ = synced.wait_for(|synced| *synced).await;
+    }
+
+    /// Tokens that expired before this, leeway included, fail verification anyway.
+    fn forget_before(&self) -> u64 {
+        self.inner
+            .clock
+            .now()
+            .saturating_sub(self.inner.config.leeway_seconds)
     }
 
     /// Checks a verified token's certificate binding against the connection:

@@ -218,11 +218,23 @@ impl TestMesh {
         scopes: &[&str],
         ttl_seconds: Option<i64>,
     ) -> Result<IssueTokenResponse, Status> {
-        let mut request = Request::new(IssueTokenRequest {
+        let request = IssueTokenRequest {
             audience: audience.into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             ttl_seconds,
-        });
+            one_time: false,
+        };
+        self.issue_as(client, secret, request).await
+    }
+
+    /// Sends `request` to the token service as `client`.
+    pub async fn issue_as(
+        &self,
+        client: &str,
+        secret: &str,
+        request: IssueTokenRequest,
+    ) -> Result<IssueTokenResponse, Status> {
+        let mut request = Request::new(request);
         let basic = ClientCredentials::new(client, secret).basic_authorization()?;
         request.metadata_mut().insert("authorization", basic);
         self.token_client()
@@ -244,6 +256,7 @@ impl TestMesh {
             audience: audience.into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             ttl_seconds: None,
+            one_time: false,
         });
         if let Some((client, secret)) = secret {
             let basic = ClientCredentials::new(client, secret).basic_authorization()?;
@@ -288,6 +301,7 @@ impl TestMesh {
             scope: scope.into(),
             client_id: None,
             cnf: None,
+            one_time: false,
         }
     }
 

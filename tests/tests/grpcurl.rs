@@ -183,7 +183,7 @@ async fn grpcurl_walkthrough() {
         identity: Some(demo_cert.clone()),
     };
     let credentials = ClientCredentials::new("demo-cli", mesh.secret("demo-cli"));
-    let order_token = token_cli::mint(&endpoint, Some(&credentials), "orders", vec![], None)
+    let order_token = token_cli::mint(&endpoint, Some(&credentials), "orders", vec![], None, false)
         .await
         .expect("cli mint")
         .token;

@@ -65,6 +65,7 @@ async fn bad_credentials_are_unauthenticated() {
                 audience: "inventory".into(),
                 scopes: vec![],
                 ttl_seconds: None,
+                one_time: false,
             })
             .await,
         Code::Unauthenticated,

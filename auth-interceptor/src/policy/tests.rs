@@ -12,6 +12,7 @@ fn claims(sub: &str, scope: &str) -> Claims {
         scope: scope.into(),
         client_id: Some("orders".into()),
         cnf: None,
+        one_time: false,
     }
 }
 
@@ -214,4 +215,116 @@ fn malformed_rules_are_refused_whole() {
     ] {
         assert!(MethodPolicy::from_toml(bad).is_err(), "{bad}");
     }
+}
+
+const MINT_POLICY: &str = r#"
+[[rule]]
+name = "read"
+methods = ["/demo.inventory.v1.Inventory/GetStock"]
+callers = ["spiffe://authmesh.local/*"]
+scopes = ["inventory.read"]
+
+[[rule]]
+name = "reserve"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+callers = ["spiffe://authmesh.local/orders"]
+scopes = ["inventory.reserve"]
+
+[[rule]]
+name = "audit-trial"
+dry_run = true
+methods = ["/demo.inventory.v1.Inventory/*"]
+callers = ["spiffe://authmesh.local/audit"]
+scopes = ["inventory.audit"]
+
+[[rule]]
+name = "no-cli-reserve"
+effect = "deny"
+methods = ["/demo.inventory.v1.Inventory/*"]
+callers = ["spiffe://authmesh.local/demo-cli"]
+scopes = ["inventory.reserve"]
+"#;
+
+#[test]
+fn minting_admits_only_tokens_some_rule_accepts() {
+    let policy = MethodPolicy::from_toml(MINT_POLICY).expect("policy");
+    assert_eq!(
+        policy.admits(&claims(ORDERS, "inventory.read inventory.reserve")),
+        Ok("read".to_owned())
+    );
+    assert_eq!(
+        policy.admits(&claims(ORDERS, "inventory.reserve")),
+        Ok("reserve".to_owned())
+    );
+    // A scope no rule for this caller asks for is over-broad.
+    assert_eq!(
+        policy.admits(&claims(ORDERS, "inventory.read inventory.admin")),
+        Err(MintRefusal::UnusedScopes(vec!["inventory.admin".into()]))
+    );
+    assert_eq!(
+        policy.admits(&claims(
+            "spiffe://authmesh.local/demo-cli",
+            "inventory.reserve"
+        )),
+        Err(MintRefusal::UnusedScopes(vec!["inventory.reserve".into()]))
+    );
+    // No scope at all: no rule is satisfied.
+    assert_eq!(policy.admits(&claims(ORDERS, "")), Err(MintRefusal::NoRule));
+    // Outside the trust domain: nothing applies.
+    assert_eq!(
+        policy.admits(&claims("spiffe://elsewhere/orders", "inventory.read")),
+        Err(MintRefusal::UnusedScopes(vec!["inventory.read".into()]))
+    );
+    // A dry-run rule makes its scope worth asking for, but accepts nothing by itself.
+    assert_eq!(
+        policy.admits(&claims("spiffe://authmesh.local/audit", "inventory.audit")),
+        Err(MintRefusal::NoRule)
+    );
+}
+
+#[test]
+fn minting_refuses_tokens_a_deny_rule_takes_everything_from() {
+    let policy = MethodPolicy::from_toml(
+        r#"
+[[rule]]
+name = "all"
+methods = ["/demo.inventory.v1.Inventory/*"]
+scopes = ["inventory.write"]
+
+[[rule]]
+name = "blocked"
+effect = "deny"
+methods = ["/demo.inventory.v1.Inventory/*"]
+callers = ["spiffe://authmesh.local/demo-cli"]
+
+[[rule]]
+name = "reserve-only-blocked"
+effect = "deny"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+callers = ["spiffe://authmesh.local/partial"]
+"#,
+    )
+    .expect("policy");
+    assert_eq!(
+        policy.admits(&claims(
+            "spiffe://authmesh.local/demo-cli",
+            "inventory.write"
+        )),
+        Err(MintRefusal::NoRule)
+    );
+    // A deny of one method leaves the rest of the service.
+    assert_eq!(
+        policy.admits(&claims(
+            "spiffe://authmesh.local/partial",
+            "inventory.write"
+        )),
+        Ok("all".to_owned())
+    );
+    assert_eq!(
+        policy
+            .scopes_used_for(&claims("anyone", ""))
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec!["inventory.write"]
+    );
 }

@@ -22,15 +22,19 @@ use service_runtime::{
 /// The dev client `authmesh token mint` uses by default.
 pub const DEMO_CLIENT: &str = "demo-cli";
 
+/// The dev operator client `authmesh revoke` uses by default (mTLS only, may revoke).
+pub const OPERATOR_CLIENT: &str = "operator";
+
 /// Lifetime of the workload certificates `up` issues.
 pub const WORKLOAD_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Every workload of the dev mesh and the DNS names it also serves as.
-pub const WORKLOADS: [(&str, &[&str]); 4] = [
+pub const WORKLOADS: [(&str, &[&str]); 5] = [
     ("token-service", &["localhost", "token-service"]),
     ("orders", &["localhost", "orders"]),
     ("inventory", &["localhost", "inventory"]),
     (DEMO_CLIENT, &[]),
+    (OPERATOR_CLIENT, &[]),
 ];
 
 /// Default ports of `authmesh up`.
@@ -174,6 +178,7 @@ impl DevState {
                                 .map(|s| (*s).to_owned())
                                 .collect(),
                         )]),
+                        may_revoke: false,
                     },
                     token_service::ClientConfig {
                         id: DEMO_CLIENT.into(),
@@ -184,8 +189,26 @@ impl DevState {
                             ("orders".into(), vec![orders::SCOPE_WRITE.into()]),
                             ("inventory".into(), vec![inventory::SCOPE_READ.into()]),
                         ]),
+                        may_revoke: false,
+                    },
+                    // The operator revokes tokens and mints none.
+                    token_service::ClientConfig {
+                        id: OPERATOR_CLIENT.into(),
+                        secret_hash: None,
+                        spiffe_id: Some(spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)),
+                        max_ttl_seconds: None,
+                        audiences: BTreeMap::new(),
+                        may_revoke: true,
                     },
                 ],
+                revocations_file: "revocations.json".into(),
+                // The same files the services enforce: no token is minted
+                // that their policies would refuse everywhere.
+                audience_policies: BTreeMap::from([
+                    ("inventory".into(), "inventory.policy.toml".into()),
+                    ("orders".into(), "orders.policy.toml".into()),
+                ]),
+                require_audience_policies: true,
             };
             Ok(toml::to_string(&config)?)
         })?;

@@ -2,5 +2,6 @@
 //! `authmesh up` and the in-process mesh, shared with the end-to-end tests.
 
 pub mod dev_state;
+pub mod explain;
 pub mod mesh;
 pub mod token_cli;

@@ -4,11 +4,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use auth_interceptor::{ClientCredentials, clock::system_clock};
 use authmesh::{
-    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState},
+    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, OPERATOR_CLIENT},
+    explain::{ExplainRequest, explain},
     mesh::Mesh,
-    token_cli::{self, TokenServiceEndpoint},
+    token_cli::{self, RevokeTarget, TokenServiceEndpoint},
 };
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 
 /// AuthMesh operator CLI.
 #[derive(Debug, Parser)]
@@ -44,6 +45,54 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Revoke one token (by jti, or the token itself) or every token of a
+    /// subject issued at or before a time. Verifiers refuse them within a second.
+    #[command(group(ArgGroup::new("target").required(true).args(["jti", "token", "sub"])))]
+    Revoke {
+        /// The jti of the token to revoke.
+        #[arg(long)]
+        jti: Option<String>,
+        /// Its exp (Unix seconds), so the revocation is forgotten once it expired.
+        #[arg(long, requires = "jti")]
+        expires_at: Option<i64>,
+        /// The token to revoke (its jti and exp are read from it; it is not sent).
+        #[arg(long)]
+        token: Option<String>,
+        /// Revoke every token of this sub (client id or SPIFFE ID)...
+        #[arg(long)]
+        sub: Option<String>,
+        /// ...issued at or before this time (Unix seconds; default now).
+        #[arg(long, requires = "sub")]
+        issued_before: Option<i64>,
+        /// Why (kept with the revocation and logged).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Client to revoke as (a client with `may_revoke`).
+        #[arg(long, default_value = OPERATOR_CLIENT)]
+        client_id: String,
+        /// File holding the client's secret (default: <state-dir>/clients/<client-id>.secret, if any).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Show the decision a service would make on a call, without making it:
+    /// the same checks as its auth layer, with its configuration and policy
+    /// file, and the issuer's current keys and revocations.
+    Explain {
+        /// The bearer token.
+        #[arg(long)]
+        token: String,
+        /// The service: inventory or orders.
+        #[arg(long)]
+        service: String,
+        /// The exact gRPC path, e.g. /demo.inventory.v1.Inventory/Reserve.
+        #[arg(long)]
+        method: String,
+        /// The client certificate the call would present (checks a bound token's binding).
+        #[arg(long)]
+        cert: Option<PathBuf>,
     },
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
@@ -99,6 +148,9 @@ enum TokenCommand {
         /// Lifetime in seconds (default 300, at most 3600).
         #[arg(long)]
         ttl: Option<i64>,
+        /// A one-time token: each verifier accepts it on one call only.
+        #[arg(long)]
+        one_time: bool,
         /// Client to mint as.
         #[arg(long, default_value = DEMO_CLIENT)]
         client_id: String,
@@ -171,6 +223,63 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Up => up(&cli.state_dir).await,
+        Command::Revoke {
+            jti,
+            expires_at,
+            token,
+            sub,
+            issued_before,
+            reason,
+            client_id,
+            secret_file,
+            endpoint,
+        } => {
+            let target = match (jti, token, sub) {
+                (Some(jti), _, _) => RevokeTarget::Token { jti, expires_at },
+                (_, Some(token), _) => RevokeTarget::from_token(token.trim())?,
+                (_, _, Some(sub)) => RevokeTarget::Subject { sub, issued_before },
+                _ => return Err("name --jti, --token or --sub".into()),
+            };
+            let state = DevState::open(&cli.state_dir);
+            let credentials = client_credentials(&state, &client_id, secret_file)?;
+            let endpoint = endpoint.endpoint(&state, &client_id);
+            let revoked =
+                token_cli::revoke(&endpoint, credentials.as_ref(), target, &reason).await?;
+            let revocation = revoked
+                .revocation
+                .and_then(|r| auth_interceptor::Revocation::try_from(r).ok())
+                .ok_or("the token service answered without the revocation")?;
+            let target = match revocation.target {
+                auth_interceptor::RevokedTarget::Token(jti) => serde_json::json!({"jti": jti}),
+                auth_interceptor::RevokedTarget::Subject { sub, issued_before } => {
+                    serde_json::json!({"sub": sub, "issued_before": issued_before})
+                }
+            };
+            let report = serde_json::json!({
+                "revoked": target,
+                "revoked_at": revocation.revoked_at,
+                "enforced_until": revocation.expires_at,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Explain {
+            token,
+            service,
+            method,
+            cert,
+        } => {
+            let state = DevState::open(&cli.state_dir);
+            let request = ExplainRequest {
+                token: token.trim(),
+                service: &service,
+                method: &method,
+                cert: cert.as_deref(),
+            };
+            let report = explain(&state, &request).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::HashSecret => {
             let mut secret = String::new();
             std::io::stdin().read_line(&mut secret)?;
@@ -226,21 +335,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     aud,
                     scopes,
                     ttl,
+                    one_time,
                     client_id,
                     secret_file,
                     endpoint,
                 } => {
-                    // The secret is optional when a client certificate is presented.
-                    let default_file = state.secret_file(&client_id);
-                    let secret_file = secret_file.unwrap_or_else(|| default_file.clone());
-                    let credentials = match service_runtime::files::read_to_string(&secret_file) {
-                        Ok(secret) => Some(ClientCredentials::new(&client_id, secret.trim())),
-                        Err(_) if secret_file == default_file => None,
-                        Err(err) => return Err(err.into()),
-                    };
+                    let credentials = client_credentials(&state, &client_id, secret_file)?;
                     let endpoint = endpoint.endpoint(&state, &client_id);
-                    let minted =
-                        token_cli::mint(&endpoint, credentials.as_ref(), &aud, scopes, ttl).await?;
+                    let minted = token_cli::mint(
+                        &endpoint,
+                        credentials.as_ref(),
+                        &aud,
+                        scopes,
+                        ttl,
+                        one_time,
+                    )
+                    .await?;
                     println!("{}", minted.token);
                     Ok(())
                 }
@@ -253,6 +363,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+    }
+}
+
+/// The client's secret from `secret_file`, or from the state's default file
+/// if it exists; none when the client authenticates by certificate alone.
+fn client_credentials(
+    state: &DevState,
+    client_id: &str,
+    secret_file: Option<PathBuf>,
+) -> Result<Option<ClientCredentials>, Box<dyn std::error::Error>> {
+    let default_file = state.secret_file(client_id);
+    let secret_file = secret_file.unwrap_or_else(|| default_file.clone());
+    match service_runtime::files::read_to_string(&secret_file) {
+        Ok(secret) => Ok(Some(ClientCredentials::new(client_id, secret.trim()))),
+        Err(_) if secret_file == default_file => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -134,13 +134,13 @@ pub fn start_token_service(
     clock: SharedClock,
 ) -> Result<RunningServer, MeshError> {
     let config = state.load_token_service()?;
-    let issuer = token_service::prepare(&config, clock)?;
+    let prepared = token_service::prepare(&config, clock)?;
     let addr = local_addr(&listener, "token-service")?;
     Ok(RunningServer::spawn(
         "token-service",
         addr,
         move |rx| async move {
-            token_service::run(listener, config, issuer, signal(rx)).await?;
+            token_service::run(listener, config, prepared, signal(rx)).await?;
             Ok(())
         },
     ))

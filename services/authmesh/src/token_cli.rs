@@ -1,4 +1,4 @@
-//! `authmesh token mint` and `authmesh token inspect`.
+//! `authmesh token mint`, `authmesh token inspect` and `authmesh revoke`.
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +6,8 @@ use auth_interceptor::{
     ClientCredentials, Jwk, JwkSet, Verifier, VerifierConfig, token::split_token,
 };
 use authmesh_proto::authmesh::v1::{
-    GetJwksRequest, IssueTokenRequest, IssueTokenResponse, token_service_client::TokenServiceClient,
+    GetJwksRequest, IssueTokenRequest, IssueTokenResponse, RevokeRequest, RevokeResponse,
+    SubjectRevocation, TokenRevocation, revoke_request, token_service_client::TokenServiceClient,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use service_runtime::{RuntimeError, UpstreamConfig, upstream_channel};
@@ -25,6 +26,9 @@ pub enum TokenCliError {
     /// The input is not a JWT.
     #[error("not a JWT: {0}")]
     NotAToken(String),
+    /// The command cannot run as asked.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Where the token service is and how to trust it.
@@ -61,19 +65,100 @@ pub async fn mint(
     audience: &str,
     scopes: Vec<String>,
     ttl_seconds: Option<i64>,
+    one_time: bool,
 ) -> Result<IssueTokenResponse, TokenCliError> {
     let mut client = TokenServiceClient::new(endpoint.channel()?);
-    let mut request = tonic::Request::new(IssueTokenRequest {
-        audience: audience.to_owned(),
-        scopes,
-        ttl_seconds,
-    });
+    let request = with_credentials(
+        IssueTokenRequest {
+            audience: audience.to_owned(),
+            scopes,
+            ttl_seconds,
+            one_time,
+        },
+        credentials,
+    )?;
+    Ok(client.issue_token(request).await?.into_inner())
+}
+
+fn with_credentials<T>(
+    message: T,
+    credentials: Option<&ClientCredentials>,
+) -> Result<tonic::Request<T>, TokenCliError> {
+    let mut request = tonic::Request::new(message);
     if let Some(credentials) = credentials {
         request
             .metadata_mut()
             .insert("authorization", credentials.basic_authorization()?);
     }
-    Ok(client.issue_token(request).await?.into_inner())
+    Ok(request)
+}
+
+/// What `authmesh revoke` revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// One token by `jti`, with its `exp` when known.
+    Token {
+        /// The token id.
+        jti: String,
+        /// Its expiry, Unix seconds.
+        expires_at: Option<i64>,
+    },
+    /// Every token of `sub` issued at or before a time (default now).
+    Subject {
+        /// The subject.
+        sub: String,
+        /// Unix seconds.
+        issued_before: Option<i64>,
+    },
+}
+
+impl RevokeTarget {
+    /// The `jti` and `exp` of `token`, read without verifying it (the token
+    /// service only needs to know which token, and how long to remember it).
+    ///
+    /// # Errors
+    /// [`TokenCliError::NotAToken`] when they cannot be read.
+    pub fn from_token(token: &str) -> Result<Self, TokenCliError> {
+        let parts = split_token(token).map_err(|e| TokenCliError::NotAToken(e.to_string()))?;
+        let claims = decode_segment(parts.payload, "payload")?;
+        let jti = claims["jti"]
+            .as_str()
+            .ok_or_else(|| TokenCliError::NotAToken("no string jti".into()))?;
+        Ok(Self::Token {
+            jti: jti.to_owned(),
+            expires_at: claims["exp"].as_i64(),
+        })
+    }
+}
+
+/// Revokes `target` at the token service, as `credentials` and/or the
+/// client certificate of `endpoint` (a client with `may_revoke`).
+///
+/// # Errors
+/// [`TokenCliError::Status`] with the token service's answer.
+pub async fn revoke(
+    endpoint: &TokenServiceEndpoint,
+    credentials: Option<&ClientCredentials>,
+    target: RevokeTarget,
+    reason: &str,
+) -> Result<RevokeResponse, TokenCliError> {
+    let target = match target {
+        RevokeTarget::Token { jti, expires_at } => {
+            revoke_request::Target::Token(TokenRevocation { jti, expires_at })
+        }
+        RevokeTarget::Subject { sub, issued_before } => {
+            revoke_request::Target::Subject(SubjectRevocation { sub, issued_before })
+        }
+    };
+    let mut client = TokenServiceClient::new(endpoint.channel()?);
+    let request = with_credentials(
+        RevokeRequest {
+            target: Some(target),
+            reason: reason.to_owned(),
+        },
+        credentials,
+    )?;
+    Ok(client.revoke(request).await?.into_inner())
 }
 
 fn decode_segment(segment: &str, what: &str) -> Result<serde_json::Value, TokenCliError> {
@@ -112,13 +197,7 @@ async fn verify_now(
     iss: &str,
     aud: &str,
 ) -> serde_json::Value {
-    let keys = async {
-        let mut client = TokenServiceClient::new(endpoint.channel()?);
-        let response = client.get_jwks(GetJwksRequest {}).await?.into_inner();
-        Ok::<_, TokenCliError>(JwkSet {
-            keys: response.keys.into_iter().map(Jwk::from).collect(),
-        })
-    };
+    let keys = async { fetch_keys(endpoint.channel()?).await };
     let keys = match keys.await {
         Ok(keys) => keys,
         Err(err) => {
@@ -142,4 +221,16 @@ async fn verify_now(
             }
         },
     }
+}
+
+/// The keys the token service publishes now.
+///
+/// # Errors
+/// [`TokenCliError::Status`] when it cannot be asked.
+pub async fn fetch_keys(channel: Channel) -> Result<JwkSet, TokenCliError> {
+    let mut client = TokenServiceClient::new(channel);
+    let response = client.get_jwks(GetJwksRequest {}).await?.into_inner();
+    Ok(JwkSet {
+        keys: response.keys.into_iter().map(Jwk::from).collect(),
+    })
 }

@@ -129,6 +129,10 @@ pub struct AuthConfig {
     /// Verified tokens remembered.
     #[serde(default = "default_cache_capacity")]
     pub cache_capacity: usize,
+    /// Live one-time tokens remembered (replays are refused); beyond it,
+    /// one-time tokens are refused with UNAVAILABLE until some expire.
+    #[serde(default = "default_replay_cache_capacity")]
+    pub replay_cache_capacity: usize,
     /// Routine key refresh period.
     #[serde(default = "default_key_refresh")]
     pub key_refresh_seconds: u64,
@@ -159,6 +163,9 @@ fn default_max_lifetime() -> u64 {
 fn default_cache_capacity() -> usize {
     10_000
 }
+fn default_replay_cache_capacity() -> usize {
+    100_000
+}
 fn default_key_refresh() -> u64 {
     60
 }
@@ -175,6 +182,7 @@ impl AuthConfig {
             leeway_seconds: default_leeway(),
             max_lifetime_seconds: default_max_lifetime(),
             cache_capacity: default_cache_capacity(),
+            replay_cache_capacity: default_replay_cache_capacity(),
             key_refresh_seconds: default_key_refresh(),
             public_reflection: true,
             require_bound_tokens: false,
@@ -217,6 +225,7 @@ impl AuthConfig {
             max_lifetime_seconds: self.max_lifetime_seconds,
             cache_capacity: self.cache_capacity,
             require_bound_tokens: self.require_bound_tokens,
+            replay_cache_capacity: self.replay_cache_capacity,
         }
     }
 

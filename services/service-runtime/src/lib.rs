@@ -20,8 +20,9 @@ pub use binary::{ServiceArgs, exit_code};
 pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
 pub use error::RuntimeError;
 pub use server::{
-    Health, PolicySource, check_coverage, load_policy, reflection_v1, reflection_v1alpha,
-    serve_authenticated, serve_router, server_builder, service_methods,
+    BackgroundTask, Health, PolicySource, check_coverage, load_policy, reflection_v1,
+    reflection_v1alpha, serve_authenticated, serve_router, server_builder, service_methods,
+    watch_policy_file,
 };
 pub use tls::{
     ClientAuth, ClientTls, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider,

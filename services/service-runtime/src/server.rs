@@ -137,9 +137,9 @@ impl Health {
 
     /// Marks everything SERVING once `ready` resolves, in the background.
     /// The task stops when the returned handle is dropped.
-    pub fn serving_when(&self, ready: impl Future<Output = ()> + Send + 'static) -> ReadinessTask {
+    pub fn serving_when(&self, ready: impl Future<Output = ()> + Send + 'static) -> BackgroundTask {
         let health = self.clone();
-        ReadinessTask(tokio::spawn(async move {
+        BackgroundTask(tokio::spawn(async move {
             ready.await;
             health.set_serving().await;
         }))
@@ -162,11 +162,11 @@ impl Health {
     }
 }
 
-/// The background task of [`Health::serving_when`]; aborted on drop.
+/// A background task of a server (readiness, file watching); aborted on drop.
 #[derive(Debug)]
-pub struct ReadinessTask(tokio::task::JoinHandle<()>);
+pub struct BackgroundTask(tokio::task::JoinHandle<()>);
 
-impl Drop for ReadinessTask {
+impl Drop for BackgroundTask {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -255,16 +255,15 @@ pub fn load_policy(path: &std::path::Path) -> Result<MethodPolicy, RuntimeError>
 const POLICY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Watches `file` and puts each valid new version in force; an invalid one
-/// (does not parse, or leaves a method uncovered in strict mode) is logged
-/// and the policy in force stays. Stops when the returned task is dropped.
-fn watch_policy(
+/// (does not parse, or `validate` refuses it) is logged and the policy in
+/// force stays. Stops when the returned task is dropped.
+pub fn watch_policy_file(
     file: std::path::PathBuf,
     shared: SharedPolicy,
-    service: &'static str,
-    strict: bool,
-) -> ReadinessTask {
+    validate: impl Fn(&MethodPolicy) -> Result<(), RuntimeError> + Send + 'static,
+) -> BackgroundTask {
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    ReadinessTask(tokio::spawn(async move {
+    BackgroundTask(tokio::spawn(async move {
         let mut seen = modified(&file);
         let mut tick = tokio::time::interval(POLICY_RELOAD_INTERVAL);
         loop {
@@ -275,7 +274,7 @@ fn watch_policy(
             }
             seen = now;
             let next = load_policy(&file).and_then(|policy| {
-                check_coverage(&policy, service, strict)?;
+                validate(&policy)?;
                 Ok(policy)
             });
             match next {
@@ -292,7 +291,7 @@ fn watch_policy(
 }
 
 /// Serves `service` on `listener` behind the [`AuthLayer`], with health
-/// (SERVING once the first key set is loaded) and reflection, until
+/// (SERVING once the first key set and revocation list are loaded) and reflection, until
 /// `shutdown` resolves; then reports NOT_SERVING and drains in-flight calls.
 /// This is the whole server of a service that accepts AuthMesh tokens.
 ///
@@ -317,13 +316,21 @@ where
 {
     check_coverage(&policy.policy, S::NAME, policy.strict)?;
     let shared = SharedPolicy::new(policy.policy);
-    let _policy_watch = policy
-        .file
-        .map(|file| watch_policy(file, shared.clone(), S::NAME, policy.strict));
+    let strict = policy.strict;
+    let _policy_watch = policy.file.map(|file| {
+        watch_policy_file(file, shared.clone(), move |policy| {
+            check_coverage(policy, S::NAME, strict)
+        })
+    });
     let (mut health, health_service) = Health::new();
     health.register::<S>().await;
     let verifier = verification.verifier.clone();
-    let _readiness = health.serving_when(async move { verifier.keys_loaded().await });
+    // Ready once keys and the full revocation list are in: serving before
+    // the list arrived would let revoked tokens through.
+    let _readiness = health.serving_when(async move {
+        verifier.keys_loaded().await;
+        verifier.revocations_synced().await;
+    });
     tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
     let router = server_builder()
         .layer(AuthLayer::new(verification.verifier.clone(), shared))

@@ -459,10 +459,12 @@ impl ClientTls {
             .ok_or_else(|| RuntimeError::Tls(format!("upstream {url} is not https://host:port")))?;
         // The connector does TLS itself; tonic sees a plain connection and
         // sends `:scheme https` through the origin.
-        let endpoint = Endpoint::from_shared(format!("http://{authority}"))?
-            .origin(https)
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true);
+        let endpoint = with_keepalive(
+            Endpoint::from_shared(format!("http://{authority}"))?
+                .origin(https)
+                .connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true),
+        );
         Ok(endpoint.connect_with_connector_lazy(RustlsConnector {
             tls: self.connector.clone(),
             _watch: self._watch.clone(),
@@ -547,8 +549,20 @@ pub fn upstream_channel(upstream: &UpstreamConfig, dir: &Path) -> Result<Channel
         return upstream_tls(upstream, dir)?.channel(&upstream.url);
     }
     tracing::warn!(url = %upstream.url, "calling upstream WITHOUT TLS");
-    Ok(Endpoint::from_shared(upstream.url.clone())?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(with_keepalive(
+        Endpoint::from_shared(upstream.url.clone())?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true),
+    )
+    .connect_lazy())
+}
+
+/// HTTP/2 pings, even on an idle connection: a long-lived stream (the
+/// revocation watch) notices a peer that vanished without closing the
+/// connection within 15 s, and reconnects.
+fn with_keepalive(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
 }

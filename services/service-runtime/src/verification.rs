@@ -4,22 +4,26 @@
 
 use std::path::{Path, PathBuf};
 
-use auth_interceptor::{KeyRefreshHandle, SharedClock, Verifier, spawn_key_refresh};
+use auth_interceptor::{
+    KeyRefreshHandle, RevocationWatchHandle, SharedClock, Verifier, spawn_key_refresh,
+    spawn_revocation_watch,
+};
 use tonic::transport::Channel;
 
 use crate::{config::AuthConfig, error::RuntimeError, files::read_to_string};
 
-/// A verifier and the background task that refreshes its keys; the task
-/// stops when this is dropped.
+/// A verifier and the background tasks that keep its keys and revocations
+/// current; they stop when this is dropped.
 #[derive(Debug)]
 pub struct Verification {
     /// Verifies tokens; clone it into the auth layer.
     pub verifier: Verifier,
     _refresh: KeyRefreshHandle,
+    _revocations: RevocationWatchHandle,
 }
 
 impl Verification {
-    /// Starts verifying per `auth`, with keys fetched over `token_service`.
+    /// Starts verifying per `auth`, with keys fetched and revocations watched over `token_service`.
     ///
     /// # Errors
     /// [`RuntimeError::Verifier`] for out-of-range settings,
@@ -31,10 +35,14 @@ impl Verification {
     ) -> Result<Self, RuntimeError> {
         auth_interceptor::self_test()?;
         let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
-        let refresh = spawn_key_refresh(verifier.clone(), token_service, auth.key_refresh());
+        let refresh =
+            spawn_key_refresh(verifier.clone(), token_service.clone(), auth.key_refresh());
+        let revocations =
+            spawn_revocation_watch(verifier.clone(), token_service, Default::default());
         Ok(Self {
             verifier,
             _refresh: refresh,
+            _revocations: revocations,
         })
     }
 }

@@ -48,6 +48,17 @@ pub struct Config {
     /// Registered clients and what each may ask for.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Where revocations are persisted (relative to this file).
+    #[serde(default = "default_revocations_file")]
+    pub revocations_file: PathBuf,
+    /// Audience → the policy file that audience enforces (the very file the
+    /// service reads, relative to this file). Tokens no rule of it would
+    /// accept are not minted; the files are reloaded when they change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audience_policies: BTreeMap<String, PathBuf>,
+    /// Refuse to start unless every audience has a policy in `audience_policies`.
+    #[serde(default)]
+    pub require_audience_policies: bool,
 }
 
 /// One registered client.
@@ -70,9 +81,16 @@ pub struct ClientConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl_seconds: Option<u64>,
     /// Audience → the scopes this client may have for it.
+    #[serde(default)]
     pub audiences: BTreeMap<String, Vec<String>>,
+    /// May revoke tokens (`Revoke`): an operator's client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_revoke: bool,
 }
 
+fn default_revocations_file() -> PathBuf {
+    "revocations.json".into()
+}
 fn default_true() -> bool {
     true
 }

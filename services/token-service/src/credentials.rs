@@ -26,6 +26,8 @@ pub struct RegisteredClient {
     pub audiences: BTreeMap<String, BTreeSet<String>>,
     /// The workload's SPIFFE ID, when it may authenticate by certificate.
     pub spiffe_id: Option<String>,
+    /// May revoke tokens.
+    pub may_revoke: bool,
     /// None for mTLS-only clients.
     secret_hash: Option<String>,
 }
@@ -92,6 +94,7 @@ impl ClientRegistry {
                     .map(|(aud, scopes)| (aud.clone(), scopes.iter().cloned().collect()))
                     .collect(),
                 spiffe_id: client.spiffe_id.clone(),
+                may_revoke: client.may_revoke,
                 secret_hash: client.secret_hash.clone(),
             };
             if registry.insert(client.id.clone(), entry).is_some() {
@@ -191,6 +194,7 @@ mod tests {
             secret_hash: Some(hash_secret(secret).expect("hash")),
             spiffe_id: None,
             max_ttl_seconds: None,
+            may_revoke: false,
             audiences: BTreeMap::from([("inventory".into(), vec!["inventory.read".into()])]),
         };
         ClientRegistry::new(&[client], 3600).expect("registry")
@@ -207,6 +211,7 @@ mod tests {
             secret_hash: Some(hash_secret("s").expect("hash")),
             spiffe_id: None,
             max_ttl_seconds: None,
+            may_revoke: false,
             audiences: BTreeMap::from([(
                 "inventory".into(),
                 vec!["inventory.read inventory.reserve".into()],

@@ -42,6 +42,33 @@ pub enum IssueError {
         /// The first scope outside the client's allowlist.
         scope: String,
     },
+    /// The target's policy has no rule for this caller that asks for these scopes:
+    /// they would only make the token over-broad.
+    #[error("audience {audience}'s policy accepts scope(s) {scopes} from no rule for this caller")]
+    ScopeNotAccepted {
+        /// The requested audience.
+        audience: String,
+        /// Space-separated scopes no rule asks for.
+        scopes: String,
+    },
+    /// No enforced rule of the target's policy would accept this token for any method.
+    #[error("audience {audience}'s policy would accept this token for no method")]
+    PolicyRefused {
+        /// The requested audience.
+        audience: String,
+    },
+    /// The authenticated client may not revoke tokens.
+    #[error("client may not revoke tokens")]
+    RevokeNotAllowed,
+    /// A revocation request that is not well formed.
+    #[error("invalid revocation: {0}")]
+    InvalidRevocation(&'static str),
+    /// The revocation list is full.
+    #[error("too many revocations in force")]
+    TooManyRevocations,
+    /// The revocation could not be written to disk, so it was not made.
+    #[error("revocation could not be persisted; nothing was revoked")]
+    RevocationNotPersisted,
     /// A scope that is empty or contains whitespace.
     #[error("invalid scope value")]
     InvalidScope,
@@ -75,6 +102,12 @@ impl IssueError {
                 "AUDIENCE_NOT_ALLOWED"
             }
             IssueError::ScopeNotAllowed { .. } => "SCOPE_NOT_ALLOWED",
+            IssueError::ScopeNotAccepted { .. } => "SCOPE_NOT_ACCEPTED",
+            IssueError::PolicyRefused { .. } => "POLICY_DENIED",
+            IssueError::RevokeNotAllowed => "REVOKE_NOT_ALLOWED",
+            IssueError::InvalidRevocation(_) => "REVOCATION_INVALID",
+            IssueError::TooManyRevocations => "TOO_MANY_REVOCATIONS",
+            IssueError::RevocationNotPersisted => "REVOCATION_NOT_PERSISTED",
             IssueError::InvalidScope => "SCOPE_INVALID",
             IssueError::TtlOutOfRange { .. } => "TTL_OUT_OF_RANGE",
             IssueError::TooManyAttempts => "TOO_MANY_ATTEMPTS",
@@ -92,12 +125,18 @@ impl IssueError {
             | IssueError::UnknownWorkload => Code::Unauthenticated,
             IssueError::SelfAudience
             | IssueError::AudienceNotAllowed { .. }
-            | IssueError::ScopeNotAllowed { .. } => Code::PermissionDenied,
+            | IssueError::ScopeNotAllowed { .. }
+            | IssueError::ScopeNotAccepted { .. }
+            | IssueError::PolicyRefused { .. }
+            | IssueError::RevokeNotAllowed => Code::PermissionDenied,
             IssueError::UnknownAudience
             | IssueError::InvalidScope
+            | IssueError::InvalidRevocation(_)
             | IssueError::TtlOutOfRange { .. } => Code::InvalidArgument,
-            IssueError::TooManyAttempts | IssueError::Busy => Code::ResourceExhausted,
-            IssueError::Signing => Code::Internal,
+            IssueError::TooManyAttempts | IssueError::Busy | IssueError::TooManyRevocations => {
+                Code::ResourceExhausted
+            }
+            IssueError::Signing | IssueError::RevocationNotPersisted => Code::Internal,
         }
     }
 }
@@ -122,6 +161,12 @@ pub enum StartError {
     /// The signing key is unusable.
     #[error("signing key: {0}")]
     Key(String),
+    /// The revocation file is unreadable or malformed.
+    #[error("revocations: {0}")]
+    Revocations(String),
+    /// An audience's policy file is missing or invalid.
+    #[error("audience policy: {0}")]
+    Policy(String),
     /// The sign-then-verify self-test failed.
     #[error("self-test failed: {0}")]
     SelfTest(String),

@@ -1,11 +1,13 @@
 //! Minting: who may get which audience, scopes and lifetime, and the token itself.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
-use auth_interceptor::{Claims, Confirmation, JwkSet, PeerIdentity, SharedClock};
+use auth_interceptor::{
+    Claims, Confirmation, JwkSet, PeerIdentity, SharedClock, SharedPolicy, policy::MintRefusal,
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
@@ -28,6 +30,8 @@ pub struct MintRequest {
     pub scopes: Vec<String>,
     /// Requested lifetime; `None` means the default.
     pub ttl_seconds: Option<i64>,
+    /// A one-time token: verifiers accept it on one call only.
+    pub one_time: bool,
 }
 
 /// A caller that proved who it is, and how.
@@ -61,14 +65,22 @@ pub struct Issuer {
     limiter: AttemptLimiter,
     keys: KeyStore,
     clock: SharedClock,
+    /// Audience → the policy that audience enforces (kept current by a file watch).
+    policies: HashMap<String, SharedPolicy>,
 }
 
 impl Issuer {
     /// Builds the issuer and checks the configuration is consistent.
+    /// `policies` holds each audience's policy, where the token service knows it.
     ///
     /// # Errors
     /// [`StartError::Config`] naming what is inconsistent.
-    pub fn new(config: &Config, keys: KeyStore, clock: SharedClock) -> Result<Self, StartError> {
+    pub fn new(
+        config: &Config,
+        keys: KeyStore,
+        clock: SharedClock,
+        policies: HashMap<String, SharedPolicy>,
+    ) -> Result<Self, StartError> {
         if config.max_ttl_seconds == 0 || config.max_ttl_seconds > MAX_TTL_CEILING_SECONDS {
             return Err(StartError::Config(format!(
                 "max_ttl_seconds must be between 1 and {MAX_TTL_CEILING_SECONDS}"
@@ -93,7 +105,20 @@ impl Issuer {
                 )));
             }
         }
+        if let Some(unknown) = policies.keys().find(|a| !audiences.contains(*a)) {
+            return Err(StartError::Config(format!(
+                "audience_policies names {unknown}, which is not in `audiences`"
+            )));
+        }
+        if config.require_audience_policies
+            && let Some(missing) = audiences.iter().find(|a| !policies.contains_key(*a))
+        {
+            return Err(StartError::Config(format!(
+                "require_audience_policies: audience {missing} has no entry in audience_policies"
+            )));
+        }
         Ok(Self {
+            policies,
             issuer: config.issuer.clone(),
             audiences,
             default_ttl: config.default_ttl_seconds,
@@ -209,7 +234,7 @@ impl Issuer {
                 .ok_or_else(|| IssueError::AudienceNotAllowed {
                     audience: audience.to_owned(),
                 })?;
-        let granted: BTreeSet<&str> = if request.scopes.is_empty() {
+        let mut granted: BTreeSet<&str> = if request.scopes.is_empty() {
             allowed.iter().map(String::as_str).collect()
         } else {
             let mut granted = BTreeSet::new();
@@ -228,7 +253,7 @@ impl Issuer {
             granted
         };
         let now = self.clock.now();
-        let claims = Claims {
+        let mut claims = Claims {
             iss: self.issuer.clone(),
             sub: caller.subject.clone(),
             aud: audience.to_owned(),
@@ -236,13 +261,34 @@ impl Issuer {
             nbf: Some(now),
             iat: now,
             jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
-            scope: granted.into_iter().collect::<Vec<_>>().join(" "),
+            scope: String::new(),
             client_id: Some(client.id.clone()),
             cnf: caller
                 .binding
                 .clone()
                 .map(|x5t_s256| Confirmation { x5t_s256 }),
+            one_time: request.one_time,
         };
+        let policy = self.policies.get(audience).map(SharedPolicy::current);
+        if let Some(policy) = &policy
+            && request.scopes.is_empty()
+        {
+            // "Everything I may have" narrows to what the target would use.
+            let used = policy.scopes_used_for(&claims);
+            granted.retain(|scope| used.contains(scope));
+        }
+        claims.scope = granted.into_iter().collect::<Vec<_>>().join(" ");
+        if let Some(policy) = &policy {
+            policy.admits(&claims).map_err(|refusal| match refusal {
+                MintRefusal::UnusedScopes(scopes) => IssueError::ScopeNotAccepted {
+                    audience: audience.to_owned(),
+                    scopes: scopes.join(" "),
+                },
+                MintRefusal::NoRule => IssueError::PolicyRefused {
+                    audience: audience.to_owned(),
+                },
+            })?;
+        }
         let token = self
             .keys
             .active()

@@ -9,14 +9,16 @@ pub mod error;
 pub mod issuer;
 pub mod keys;
 pub mod limiter;
+pub mod revocations;
 pub mod service;
 
-use std::{future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc};
 
-use auth_interceptor::SharedClock;
+use auth_interceptor::{SharedClock, SharedPolicy};
 use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
 use service_runtime::{
-    Health, Loaded, Transport, reflection_v1, reflection_v1alpha, serve_router, server_builder,
+    Health, Loaded, Transport, load_policy, reflection_v1, reflection_v1alpha, serve_router,
+    server_builder, watch_policy_file,
 };
 use tokio::net::TcpListener;
 
@@ -26,19 +28,47 @@ pub use error::{IssueError, StartError};
 pub use issuer::Issuer;
 pub use keys::KeyStore;
 pub use limiter::AuthLimits;
+pub use revocations::RevocationStore;
 
-/// Loads keys, checks the configuration and runs the sign/verify self-test.
+/// Everything the token service needs before it listens.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Mints tokens.
+    pub issuer: Arc<Issuer>,
+    /// Revocations in force.
+    pub revocations: Arc<RevocationStore>,
+    /// The audiences' policy files, watched while serving.
+    policy_files: Vec<(PathBuf, SharedPolicy)>,
+}
+
+/// Loads keys, revocations and the audiences' policies, checks the
+/// configuration and runs the sign/verify self-test.
 ///
 /// # Errors
 /// [`StartError`] naming what is wrong.
-pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Arc<Issuer>, StartError> {
+pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, StartError> {
     let keys = KeyStore::load_or_create(
         &config.path(&config.config.key_dir),
         config.config.algorithm,
     )?;
-    let issuer = Issuer::new(&config.config, keys, clock)?;
+    let mut policies = HashMap::new();
+    let mut policy_files = Vec::new();
+    for (audience, file) in &config.config.audience_policies {
+        let file = config.path(file);
+        let policy = load_policy(&file).map_err(|e| StartError::Policy(e.to_string()))?;
+        let shared = SharedPolicy::new(policy);
+        policies.insert(audience.clone(), shared.clone());
+        policy_files.push((file, shared));
+    }
+    let revocations =
+        RevocationStore::load(&config.path(&config.config.revocations_file), clock.clone())?;
+    let issuer = Issuer::new(&config.config, keys, clock, policies)?;
     issuer.self_test()?;
-    Ok(Arc::new(issuer))
+    Ok(Prepared {
+        issuer: Arc::new(issuer),
+        revocations: Arc::new(revocations),
+        policy_files,
+    })
 }
 
 /// Serves the token service on `listener` until `shutdown` resolves, then
@@ -49,9 +79,25 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Arc<Issuer
 pub async fn run(
     listener: TcpListener,
     config: Loaded<Config>,
-    issuer: Arc<Issuer>,
+    prepared: Prepared,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let Prepared {
+        issuer,
+        revocations,
+        policy_files,
+    } = prepared;
+    let _policy_watches: Vec<_> = policy_files
+        .into_iter()
+        .map(|(file, shared)| watch_policy_file(file, shared, |_| Ok(())))
+        .collect();
+    // Revocation streams never end by themselves: they are told to when
+    // shutdown begins, so the server can drain.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        stopping_tx.send_replace(true);
+    };
     let transport = Transport::from_config(
         config.config.tls.as_ref(),
         config.config.insecure_plaintext,
@@ -74,6 +120,8 @@ pub async fn run(
         .add_optional_service(reflection_v1alpha)
         .add_service(TokenServiceServer::new(service::TokenServiceHandler::new(
             issuer,
+            revocations,
+            stopping,
         )));
     serve_router(router, listener, &transport, health.on_shutdown(shutdown)).await?;
     Ok(())

@@ -21,12 +21,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.load::<token_service::Config>()?;
-    let issuer = token_service::prepare(&config, auth_interceptor::clock::system_clock())?;
+    let prepared = token_service::prepare(&config, auth_interceptor::clock::system_clock())?;
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     token_service::run(
         listener,
         config,
-        issuer,
+        prepared,
         service_runtime::shutdown::signal(),
     )
     .await?;

@@ -2,12 +2,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_interceptor::PeerIdentity;
+use auth_interceptor::{PeerIdentity, Revocation};
 use authmesh_proto::authmesh::v1::{
-    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
+    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, RevocationBatch,
+    RevokeRequest, RevokeResponse, WatchRevocationsRequest, revoke_request,
     token_service_server::TokenService,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Request, Response, Status,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
@@ -15,30 +17,82 @@ use tonic::{
 
 use crate::{
     error::IssueError,
-    issuer::{Issuer, MintRequest},
+    issuer::{Authenticated, Issuer, MintRequest},
+    revocations::RevocationStore,
 };
 
 /// Longest a request waits for a credential-check slot before RESOURCE_EXHAUSTED.
 const SLOT_WAIT: Duration = Duration::from_secs(2);
 
+/// Most revocation watches served at once (they need no credentials).
+const MAX_WATCHERS: usize = 1024;
+
+/// Revocations per message when the full list is sent.
+const SNAPSHOT_CHUNK: usize = 5_000;
+
 /// Serves [`Issuer`] over gRPC.
 #[derive(Debug, Clone)]
 pub struct TokenServiceHandler {
     issuer: Arc<Issuer>,
+    revocations: Arc<RevocationStore>,
     /// argon2 costs ~19 MiB and tens of milliseconds per check: at most one
     /// check per core runs at once, so a flood of logins cannot exhaust
     /// memory or starve the executor.
     credential_slots: Arc<Semaphore>,
+    watchers: Arc<Semaphore>,
+    /// Turns true when shutdown begins: revocation streams end then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl TokenServiceHandler {
-    /// A handler minting with `issuer`.
-    pub fn new(issuer: Arc<Issuer>) -> Self {
+    /// A handler minting with `issuer` and revoking into `revocations`;
+    /// its revocation streams end once `stopping` turns true.
+    pub fn new(
+        issuer: Arc<Issuer>,
+        revocations: Arc<RevocationStore>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             issuer,
+            revocations,
             credential_slots: Arc::new(Semaphore::new(cores)),
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            stopping,
         }
+    }
+
+    /// Authenticates the caller of `request` off the executor (argon2 is
+    /// CPU-heavy), then runs `then` with it.
+    async fn authenticated<T, R, F>(&self, request: Request<T>, then: F) -> Result<R, Status>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(&Issuer, &Authenticated<'_>, T) -> Result<R, IssueError> + Send + 'static,
+    {
+        let authorization = optional_authorization(&request);
+        let peer = peer_identity(&request);
+        let source = request.remote_addr().map(|addr| addr.ip());
+        let body = request.into_inner();
+        let issuer = self.issuer.clone();
+        let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| Status::from(IssueError::Busy))?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let caller = issuer
+                .authenticate(authorization?.as_deref(), peer?.as_ref(), source)
+                .inspect_err(|err| {
+                    tracing::info!(reason = err.reason(), "client authentication failed");
+                })?;
+            tracing::debug!(client = %caller.client.id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
+            then(&issuer, &caller, body)
+        })
+        .await
+        .map_err(|_| Status::internal("request failed"))?;
+        outcome.map_err(Status::from)
     }
 }
 
@@ -72,54 +126,81 @@ impl TokenService for TokenServiceHandler {
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
-        let authorization = optional_authorization(&request);
-        let peer = peer_identity(&request);
-        let source = request.remote_addr().map(|addr| addr.ip());
-        let body = request.into_inner();
-        let mint_request = MintRequest {
-            audience: body.audience,
-            scopes: body.scopes,
-            ttl_seconds: body.ttl_seconds,
-        };
-        let issuer = self.issuer.clone();
-        let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| Status::from(IssueError::Busy))?;
-        // argon2 takes tens of milliseconds of CPU: keep it off the executor threads.
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let caller = issuer.authenticate(authorization?.as_deref(), peer?.as_ref(), source)?;
-            let client_id = caller.client.id.clone();
-            tracing::debug!(client = %client_id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
-            issuer
-                .mint(&caller, &mint_request)
-                .map_err(|err| (Some(client_id), mint_request.audience.clone(), err))
-                .map_err(|(client, audience, err)| {
-                    tracing::info!(client = client.as_deref().unwrap_or(""), aud = %audience, reason = err.reason(), detail = %err, "token refused");
-                    err
+        let minted = self
+            .authenticated(request, |issuer, caller, body| {
+                let mint_request = MintRequest {
+                    audience: body.audience,
+                    scopes: body.scopes,
+                    ttl_seconds: body.ttl_seconds,
+                    one_time: body.one_time,
+                };
+                issuer.mint(caller, &mint_request).inspect_err(|err| {
+                    tracing::info!(client = %caller.client.id, aud = %mint_request.audience, reason = err.reason(), detail = %err, "token refused");
                 })
-        })
-        .await
-        .map_err(|_| Status::internal("token minting failed"))?;
-        let minted = outcome.map_err(|err: IssueError| {
-            if matches!(
-                err,
-                IssueError::BadCredentials | IssueError::MalformedCredentials
-            ) {
-                tracing::info!(reason = err.reason(), "client authentication failed");
-            }
-            Status::from(err)
-        })?;
+            })
+            .await?;
         let claims = &minted.claims;
-        tracing::info!(sub = %claims.sub, aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, "token issued");
+        tracing::info!(sub = %claims.sub, aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, one_time = claims.one_time, "token issued");
         Ok(Response::new(IssueTokenResponse {
             token: minted.token,
             expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX),
             scope: claims.scope.clone(),
             token_type: "Bearer".into(),
         }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let store = self.revocations.clone();
+        let revocation = self
+            .authenticated(request, move |_, caller, body| {
+                if !caller.client.may_revoke {
+                    tracing::info!(client = %caller.client.id, "revocation refused: client may not revoke");
+                    return Err(IssueError::RevokeNotAllowed);
+                }
+                let revoked = match body.target {
+                    Some(revoke_request::Target::Token(token)) => {
+                        store.revoke_token(&token.jti, token.expires_at, &body.reason)
+                    }
+                    Some(revoke_request::Target::Subject(subject)) => {
+                        store.revoke_subject(&subject.sub, subject.issued_before, &body.reason)
+                    }
+                    None => Err(IssueError::InvalidRevocation(
+                        "name a token (jti) or a subject (sub)",
+                    )),
+                }?;
+                tracing::info!(by = %caller.client.id, target = ?revoked.target, expires_at = revoked.expires_at, reason = %body.reason, "revoked");
+                Ok(revoked)
+            })
+            .await?;
+        Ok(Response::new(RevokeResponse {
+            revocation: Some(revocation.into()),
+        }))
+    }
+
+    type WatchRevocationsStream = ReceiverStream<Result<RevocationBatch, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let permit =
+            self.watchers.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted("too many revocation watches; retry later")
+            })?;
+        // Subscribed before the snapshot, so nothing revoked in between is missed.
+        let events = self.revocations.subscribe();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(stream_revocations(
+            self.revocations.clone(),
+            events,
+            tx,
+            self.stopping.clone(),
+            permit,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn get_jwks(
@@ -137,4 +218,61 @@ impl TokenService for TokenServiceHandler {
                 .collect(),
         }))
     }
+}
+
+/// Sends the full list, then every new revocation, until the watcher goes
+/// away or shutdown begins. A watcher too slow to keep up gets the full list again.
+async fn stream_revocations(
+    store: Arc<RevocationStore>,
+    mut events: broadcast::Receiver<Arc<[Revocation]>>,
+    tx: mpsc::Sender<Result<RevocationBatch, Status>>,
+    mut stopping: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    if *stopping.borrow_and_update() || !send_snapshot(&store, &tx).await {
+        return;
+    }
+    loop {
+        let batch = tokio::select! {
+            event = events.recv() => match event {
+                Ok(revocations) => RevocationBatch {
+                    revocations: revocations.iter().cloned().map(Into::into).collect(),
+                    snapshot: false,
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if send_snapshot(&store, &tx).await { continue } else { return }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            () = tx.closed() => return,
+            // It only ever turns true (or its sender is gone): either way, stop.
+            _ = stopping.changed() => return,
+        };
+        if tx.send(Ok(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends every revocation in force, in chunks; the last one says the list is complete.
+async fn send_snapshot(
+    store: &RevocationStore,
+    tx: &mpsc::Sender<Result<RevocationBatch, Status>>,
+) -> bool {
+    let all = store.snapshot();
+    let mut chunks: Vec<&[Revocation]> = all.chunks(SNAPSHOT_CHUNK).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let batch = RevocationBatch {
+            revocations: chunk.iter().cloned().map(Into::into).collect(),
+            snapshot: i == last,
+        };
+        if tx.send(Ok(batch)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
