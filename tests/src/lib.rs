@@ -10,12 +10,13 @@ use auth_interceptor::{Claims, ClientCredentials, OffsetClock, RefreshSettings, 
 use service_runtime::ClientTls;
 
 use authmesh::{
-    dev_state::{DEMO_CLIENT, DevState, MeshAddrs, issuer_url},
+    dev_state::{DEMO_CLIENT, DevState, MeshAddrs, OPERATOR_CLIENT, issuer_url},
     mesh::{self, RunningServer},
 };
 use authmesh_proto::{
     authmesh::v1::{
-        IssueTokenRequest, IssueTokenResponse, token_service_client::TokenServiceClient,
+        IssueTokenRequest, IssueTokenResponse, Revocation, RevokeRequest, revoke_request,
+        token_service_client::TokenServiceClient,
     },
     demo::{
         inventory::v1::inventory_client::InventoryClient, orders::v1::orders_client::OrdersClient,
@@ -351,6 +352,32 @@ impl TestMesh {
         let server = self.replace_inventory().await;
         self.inventory = Some(server);
         self.wait_serving(self.addrs.inventory).await;
+    }
+
+    /// Starts a second inventory (its own verifier, same configuration) on
+    /// an ephemeral port and waits until it is SERVING.
+    pub async fn start_second_inventory(&self) -> (RunningServer, SocketAddr) {
+        let listener = ephemeral().await;
+        let addr = listener.local_addr().expect("addr");
+        let (server, _) =
+            mesh::start_inventory(&self.state, listener, self.shared_clock()).expect("inventory");
+        self.wait_serving(addr).await;
+        (server, addr)
+    }
+
+    /// Revokes `target` as the dev operator (its workload certificate; it may revoke).
+    pub async fn revoke(&self, target: revoke_request::Target) -> Result<Revocation, Status> {
+        let response = self
+            .token_client_as(OPERATOR_CLIENT)
+            .revoke(RevokeRequest {
+                target: Some(target),
+                reason: "test".into(),
+            })
+            .await?
+            .into_inner();
+        response
+            .revocation
+            .ok_or_else(|| Status::internal("no revocation in the answer"))
     }
 
     /// Stops every server still running.

@@ -170,6 +170,14 @@ async fn grpcurl_walkthrough() {
         "{}",
         reserve.stderr
     );
+    // The ErrorInfo names the rule and carries the decision id of the server's log line.
+    for field in ["\"rule\":\"reserve-stock\"", "\"decision_id\":\""] {
+        assert!(
+            reserve.stderr.contains(field),
+            "{field} in {}",
+            reserve.stderr
+        );
+    }
     assert!(
         !reserve.stderr.contains(&token),
         "the token never appears in an error"
@@ -220,5 +228,54 @@ async fn grpcurl_walkthrough() {
         .expect("inspect");
     assert_eq!(report["verification"]["verified"], true, "{report}");
     assert_eq!(report["claims"]["aud"], "orders");
+
+    // Revocation with grpcurl alone, as the operator workload: the token
+    // that read stock above is refused with TOKEN_REVOKED from then on.
+    let operator = mesh.state.workload_files("operator");
+    let jti = authmesh_tests::decode_claims(&token).jti;
+    let revoked = grpcurl(
+        &bin,
+        &ca,
+        Some(&operator),
+        ts,
+        &[
+            "-d",
+            &format!(r#"{{"token":{{"jti":"{jti}"}},"reason":"grpcurl walkthrough"}}"#),
+            "authmesh.v1.TokenService/Revoke",
+        ],
+    )
+    .await;
+    assert!(revoked.success, "{}", revoked.stderr);
+    assert!(revoked.stdout.contains(&jti), "{}", revoked.stdout);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let refused = grpcurl(
+            &bin,
+            &ca,
+            cert,
+            inventory,
+            &[
+                "-H",
+                &bearer,
+                "-d",
+                r#"{"sku":"sku-1"}"#,
+                "demo.inventory.v1.Inventory/GetStock",
+            ],
+        )
+        .await;
+        if !refused.success {
+            assert!(
+                refused.stderr.contains("Unauthenticated")
+                    && refused.stderr.contains("TOKEN_REVOKED"),
+                "{}",
+                refused.stderr
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revoked token still accepted"
+        );
+    }
     mesh.stop().await;
 }

@@ -1,7 +1,9 @@
 //! Policy files against real servers: deny before allow, dry-run rules,
 //! default deny with a strict start-up check, and denials that explain
-//! themselves (rule, method and a decision id in `google.rpc.ErrorInfo`).
+//! themselves (rule, method and a decision id in `google.rpc.ErrorInfo`),
+//! and a token service that mints nothing the target's policy would refuse.
 
+use authmesh::dev_state::DEMO_CLIENT;
 use authmesh_proto::demo::inventory::v1::{GetStockRequest, ReserveRequest};
 use authmesh_tests::{TestMesh, bearer, expect_status};
 use tonic::Code;
@@ -233,5 +235,71 @@ methods = ["/demo.inventory.v1.Inventory/*"]
 
     write_policy(&mesh, &format!("{PUBLIC}{READ}{RESERVE}"));
     eventually(std::time::Duration::from_secs(2), Code::Ok, &mut read).await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_refuses_tokens_the_target_policy_never_accepts() {
+    let mesh = TestMesh::start().await;
+    // Reading stock becomes orders' alone, reserving a billing workload's:
+    // demo-cli's inventory.read and orders' inventory.reserve are now useless.
+    let narrowed = r#"
+[[rule]]
+name = "read-stock"
+methods = ["/demo.inventory.v1.Inventory/GetStock"]
+callers = ["spiffe://authmesh.local/orders"]
+scopes = ["inventory.read"]
+
+[[rule]]
+name = "reserve-stock"
+methods = ["/demo.inventory.v1.Inventory/Reserve"]
+callers = ["spiffe://authmesh.local/billing"]
+scopes = ["inventory.reserve"]
+"#;
+    write_policy(&mesh, &format!("{PUBLIC}{narrowed}"));
+    let secret = mesh.secret(DEMO_CLIENT);
+    let mint_read = || {
+        let (mesh, secret) = (&mesh, &secret);
+        async move {
+            mesh.mint_as(DEMO_CLIENT, secret, "inventory", &["inventory.read"], None)
+                .await
+                .map(|_| ())
+        }
+    };
+    // The token service reads the same file and reloads it too.
+    eventually(
+        std::time::Duration::from_secs(3),
+        Code::PermissionDenied,
+        mint_read,
+    )
+    .await;
+    let refused = expect_status(
+        mint_read().await,
+        Code::PermissionDenied,
+        Some("SCOPE_NOT_ACCEPTED"),
+    );
+    assert!(refused.message().contains("inventory.read"), "{refused:?}");
+    // Asking for "everything I may have" leaves nothing any rule accepts.
+    expect_status(
+        mesh.mint_as(DEMO_CLIENT, &secret, "inventory", &[], None)
+            .await,
+        Code::PermissionDenied,
+        Some("POLICY_DENIED"),
+    );
+    // Orders: "everything" narrows to what the policy would use...
+    let narrowed_token = mesh
+        .mint_with_cert("orders", None, "inventory", &[])
+        .await
+        .expect("orders still gets a token");
+    assert_eq!(narrowed_token.scope, "inventory.read");
+    // ...and an explicit over-broad scope is refused.
+    expect_status(
+        mesh.mint_with_cert("orders", None, "inventory", &["inventory.reserve"])
+            .await,
+        Code::PermissionDenied,
+        Some("SCOPE_NOT_ACCEPTED"),
+    );
+    // Other audiences are not affected.
+    mesh.mint("orders", &["orders.write"], None).await;
     mesh.stop().await;
 }

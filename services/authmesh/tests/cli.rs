@@ -140,6 +140,66 @@ async fn up_mint_inspect_and_ctrl_c() {
 
     grpcurl_against_up(&state, addrs, dir.path());
 
+    // `explain` decides offline what inventory would; `revoke` (as the dev
+    // operator) makes inventory refuse the token, and `explain` agrees.
+    let explain = |method: &str| {
+        let output = authmesh(
+            dir.path(),
+            &[
+                "explain",
+                "--token",
+                token,
+                "--service",
+                "inventory",
+                "--method",
+                method,
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json")
+    };
+    let reserve = explain("/demo.inventory.v1.Inventory/Reserve");
+    assert_eq!(reserve["decision"], "deny", "{reserve}");
+    assert_eq!(reserve["reason"], "POLICY_DENIED");
+    assert_eq!(reserve["metadata"]["rule"], "reserve-stock");
+    let get_stock = explain("/demo.inventory.v1.Inventory/GetStock");
+    assert_eq!(get_stock["decision"], "allow", "{get_stock}");
+    let revoked = authmesh(
+        dir.path(),
+        &[
+            "revoke", "--token", token, "--reason", "cli test", "--url", &url,
+        ],
+    );
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let revoked: serde_json::Value = serde_json::from_slice(&revoked.stdout).expect("json");
+    let jti = report["claims"]["jti"].as_str().expect("jti");
+    assert_eq!(revoked["revoked"]["jti"], jti, "{revoked}");
+    let after = explain("/demo.inventory.v1.Inventory/GetStock");
+    assert_eq!(after["reason"], "TOKEN_REVOKED", "{after}");
+    // demo-cli is not an operator.
+    let not_allowed = authmesh(
+        dir.path(),
+        &[
+            "revoke",
+            "--sub",
+            "demo-cli",
+            "--client-id",
+            "demo-cli",
+            "--url",
+            &url,
+        ],
+    );
+    assert!(!not_allowed.status.success());
+    assert!(String::from_utf8_lossy(&not_allowed.stderr).contains("PermissionDenied"));
+
     // Offline policy check: the generated policy covers inventory; one without
     // a Reserve rule does not, and the check names the method.
     let policy = dir.path().join("inventory.policy.toml");
