@@ -52,7 +52,22 @@ walkthrough() {
     echo "GetStock without a token succeeded"; exit 1
   fi
   grep -q Unauthenticated "$work/err"
-  if cat "$work"/*.log | grep -F "$token" >/dev/null; then echo "a token appeared in the logs"; exit 1; fi
+  # Revoke a token that works; inventory refuses it within a second or two.
+  stock=$(cd "$work" && "$root/target/release/authmesh" token mint --aud inventory)
+  mtls -H "authorization: Bearer $stock" -d '{"sku":"sku-1"}' \
+    localhost:50053 demo.inventory.v1.Inventory/GetStock >/dev/null
+  (cd "$work" && "$root/target/release/authmesh" revoke --token "$stock" --reason smoke) >/dev/null
+  for _ in $(seq 1 20); do
+    if ! mtls -H "authorization: Bearer $stock" -d '{"sku":"sku-1"}' \
+        localhost:50053 demo.inventory.v1.Inventory/GetStock >/dev/null 2>"$work/err"; then
+      break
+    fi
+    sleep 0.1
+  done
+  grep TOKEN_REVOKED "$work/err" >/dev/null || { echo "revoked token still accepted"; cat "$work/err"; exit 1; }
+  for t in "$token" "$stock"; do
+    if cat "$work"/*.log | grep -F "$t" >/dev/null; then echo "a token appeared in the logs"; exit 1; fi
+  done
 }
 
 # 1. authmesh up

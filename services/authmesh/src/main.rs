@@ -460,6 +460,9 @@ demo-cli workload certificate (spiffe://authmesh.local/demo-cli):
   grpcurl $M -d '{{"sku":"sku-1"}}' localhost:{inventory} demo.inventory.v1.Inventory/GetStock          # UNAUTHENTICATED
   TOKEN=$(cargo run -q --release --bin authmesh -- token mint --aud inventory)
   grpcurl $M -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1","quantity":1}}' localhost:{inventory} demo.inventory.v1.Inventory/Reserve   # PERMISSION_DENIED
+  cargo run -q --release --bin authmesh -- explain --token "$TOKEN" --service inventory --method /demo.inventory.v1.Inventory/Reserve
+  cargo run -q --release --bin authmesh -- revoke --token "$TOKEN"
+  grpcurl $M -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1"}}' localhost:{inventory} demo.inventory.v1.Inventory/GetStock          # UNAUTHENTICATED: TOKEN_REVOKED
 
 Ctrl-C stops the mesh."#,
         state = state_dir.display()
