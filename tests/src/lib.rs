@@ -19,7 +19,8 @@ use authmesh_proto::{
         token_service_client::TokenServiceClient,
     },
     demo::{
-        inventory::v1::inventory_client::InventoryClient, orders::v1::orders_client::OrdersClient,
+        inventory::v1::{GetStockRequest, ReserveRequest, inventory_client::InventoryClient},
+        orders::v1::orders_client::OrdersClient,
     },
 };
 use inventory::InventoryHandler;
@@ -228,6 +229,20 @@ impl TestMesh {
         self.issue_as(client, secret, request).await
     }
 
+    /// A one-time token for `audience` as `demo-cli`, living `ttl_seconds`.
+    pub async fn mint_one_time(&self, audience: &str, scopes: &[&str], ttl_seconds: i64) -> String {
+        let request = IssueTokenRequest {
+            audience: audience.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl_seconds: Some(ttl_seconds),
+            one_time: true,
+        };
+        self.issue_as(DEMO_CLIENT, &self.secret(DEMO_CLIENT), request)
+            .await
+            .expect("one-time token")
+            .token
+    }
+
     /// Sends `request` to the token service as `client`.
     pub async fn issue_as(
         &self,
@@ -392,6 +407,21 @@ impl TestMesh {
         {
             server.stop().await.expect("clean stop");
         }
+    }
+}
+
+/// `GetStock` for `sku-1`, the request most tests send.
+pub fn get_stock() -> GetStockRequest {
+    GetStockRequest {
+        sku: "sku-1".into(),
+    }
+}
+
+/// `Reserve` of one `sku-1`.
+pub fn reserve_one() -> ReserveRequest {
+    ReserveRequest {
+        sku: "sku-1".into(),
+        quantity: 1,
     }
 }
 

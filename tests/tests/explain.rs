@@ -7,11 +7,8 @@ use authmesh::{
     dev_state::{DEMO_CLIENT, OPERATOR_CLIENT},
     explain::{ExplainRequest, explain},
 };
-use authmesh_proto::{
-    authmesh::v1::{IssueTokenRequest, TokenRevocation, revoke_request},
-    demo::inventory::v1::{GetStockRequest, ReserveRequest},
-};
-use authmesh_tests::{TestMesh, bearer, decode_claims, expect_status};
+use authmesh_proto::authmesh::v1::{TokenRevocation, revoke_request};
+use authmesh_tests::{TestMesh, bearer, decode_claims, expect_status, get_stock, reserve_one};
 use serde_json::Value;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -34,12 +31,6 @@ async fn explained(mesh: &TestMesh, token: &str, method: &str, cert_of: Option<&
     .expect("explain")
 }
 
-fn get_stock() -> GetStockRequest {
-    GetStockRequest {
-        sku: "sku-1".into(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_prints_the_decision_the_service_makes() {
     let mesh = TestMesh::start().await;
@@ -54,13 +45,7 @@ async fn explain_prints_the_decision_the_service_makes() {
     let denied = explained(&mesh, &token, RESERVE, None).await;
     let status = expect_status(
         mesh.inventory_client()
-            .reserve(bearer(
-                ReserveRequest {
-                    sku: "sku-1".into(),
-                    quantity: 1,
-                },
-                &token,
-            ))
+            .reserve(bearer(reserve_one(), &token))
             .await,
         Code::PermissionDenied,
         Some("POLICY_DENIED"),
@@ -134,19 +119,8 @@ async fn explain_checks_binding_when_given_the_certificate_and_uses_nothing_up()
 
     // A one-time token explained twice is still good for its one real call.
     let once = mesh
-        .issue_as(
-            DEMO_CLIENT,
-            &mesh.secret(DEMO_CLIENT),
-            IssueTokenRequest {
-                audience: "inventory".into(),
-                scopes: vec!["inventory.read".into()],
-                ttl_seconds: Some(60),
-                one_time: true,
-            },
-        )
-        .await
-        .expect("one-time token")
-        .token;
+        .mint_one_time("inventory", &["inventory.read"], 60)
+        .await;
     for _ in 0..2 {
         let report = explained(&mesh, &once, GET_STOCK, None).await;
         assert_eq!(report["decision"], "allow", "{report}");

@@ -4,8 +4,8 @@
 //! and a token service that mints nothing the target's policy would refuse.
 
 use authmesh::dev_state::DEMO_CLIENT;
-use authmesh_proto::demo::inventory::v1::{GetStockRequest, ReserveRequest};
-use authmesh_tests::{TestMesh, bearer, expect_status};
+use authmesh_proto::demo::inventory::v1::ReserveRequest;
+use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -25,12 +25,6 @@ name = "reserve-stock"
 methods = ["/demo.inventory.v1.Inventory/Reserve"]
 scopes = ["inventory.reserve"]
 "#;
-
-fn get_stock() -> GetStockRequest {
-    GetStockRequest {
-        sku: "sku-1".into(),
-    }
-}
 
 fn write_policy(mesh: &TestMesh, policy: &str) {
     std::fs::write(mesh.state.dir().join("inventory.policy.toml"), policy).expect("write policy");

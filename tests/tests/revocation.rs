@@ -6,26 +6,20 @@ use std::time::Duration;
 
 use authmesh::dev_state::DEMO_CLIENT;
 use authmesh_proto::{
-    authmesh::v1::{IssueTokenRequest, SubjectRevocation, TokenRevocation, revoke_request},
+    authmesh::v1::{SubjectRevocation, TokenRevocation, revoke_request},
     demo::{
-        inventory::v1::{
-            GetStockRequest, GetStockResponse, ReserveRequest, inventory_client::InventoryClient,
-        },
+        inventory::v1::{GetStockResponse, inventory_client::InventoryClient},
         orders::v1::{PlaceOrderRequest, PlaceOrderResponse, orders_client::OrdersClient},
     },
 };
-use authmesh_tests::{TestMesh, bearer, decode_claims, expect_status, reason};
+use authmesh_tests::{
+    TestMesh, bearer, decode_claims, expect_status, get_stock, reason, reserve_one,
+};
 use tokio::time::Instant;
 use tonic::{Code, transport::Channel};
 
 /// How soon a revocation must be enforced by every verifier.
 const WITHIN: Duration = Duration::from_secs(1);
-
-fn get_stock() -> GetStockRequest {
-    GetStockRequest {
-        sku: "sku-1".into(),
-    }
-}
 
 fn place_order() -> PlaceOrderRequest {
     PlaceOrderRequest {
@@ -288,33 +282,14 @@ async fn only_a_revoking_client_may_revoke_and_bad_requests_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_time_token_is_accepted_once() {
     let mesh = TestMesh::start().await;
-    let minted = mesh
-        .issue_as(
-            DEMO_CLIENT,
-            &mesh.secret(DEMO_CLIENT),
-            IssueTokenRequest {
-                audience: "inventory".into(),
-                scopes: vec!["inventory.read".into()],
-                ttl_seconds: Some(60),
-                one_time: true,
-            },
-        )
-        .await
-        .expect("mint");
-    let token = minted.token;
+    let token = mesh
+        .mint_one_time("inventory", &["inventory.read"], 60)
+        .await;
     assert!(decode_claims(&token).one_time);
     let mut stock = inventory(&mesh, mesh.addrs.inventory);
     // A call the policy denies does not use the token up...
     expect_status(
-        stock
-            .reserve(bearer(
-                ReserveRequest {
-                    sku: "sku-1".into(),
-                    quantity: 1,
-                },
-                &token,
-            ))
-            .await,
+        stock.reserve(bearer(reserve_one(), &token)).await,
         Code::PermissionDenied,
         Some("POLICY_DENIED"),
     );

@@ -5,14 +5,8 @@ use std::time::Duration;
 
 use auth_interceptor::SigningAlgorithm;
 use authmesh_proto::demo::inventory::v1::{GetStockRequest, GetStockResponse, ReserveRequest};
-use authmesh_tests::{SigningKey, TestMesh, bearer, expect_status};
+use authmesh_tests::{SigningKey, TestMesh, bearer, expect_status, get_stock};
 use tonic::{Code, Request, codegen::http::uri::PathAndQuery};
-
-fn get_stock() -> GetStockRequest {
-    GetStockRequest {
-        sku: "sku-1".into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_token_with_the_right_scope_is_served() {

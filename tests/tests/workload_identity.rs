@@ -3,16 +3,10 @@
 //! certificate they were minted for (RFC 8705).
 
 use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
-use authmesh_proto::demo::{inventory::v1::GetStockRequest, orders::v1::PlaceOrderRequest};
-use authmesh_tests::{TestMesh, bearer, decode_claims, expect_status};
+use authmesh_proto::demo::orders::v1::PlaceOrderRequest;
+use authmesh_tests::{TestMesh, bearer, decode_claims, expect_status, get_stock};
 use service_runtime::pki::{DEFAULT_TRUST_DOMAIN, DevPki, WorkloadCert};
 use tonic::Code;
-
-fn get_stock() -> GetStockRequest {
-    GetStockRequest {
-        sku: "sku-1".into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_alone_authenticates_and_binds_the_token() {
