@@ -78,6 +78,9 @@ pub enum AuthError {
     /// No verification keys are loaded yet (startup, or the issuer was never reachable).
     #[error("no verification keys loaded for the issuer")]
     KeysUnavailable,
+    /// The revocation list has not been received yet, so no token can be trusted.
+    #[error("revocation list not loaded yet")]
+    RevocationsUnavailable,
     /// A revocation covers the token (its `jti`, or its `sub` before a cutoff).
     #[error("token revoked")]
     Revoked,
@@ -137,6 +140,7 @@ impl AuthError {
             AuthError::PeerIdentity(_) => "PEER_IDENTITY_INVALID",
             AuthError::KeysUnavailable => "KEYS_UNAVAILABLE",
             AuthError::Revoked => "TOKEN_REVOKED",
+            AuthError::RevocationsUnavailable => "REVOCATIONS_UNAVAILABLE",
             AuthError::Replayed => "TOKEN_REPLAYED",
             AuthError::ReplayCacheFull => "REPLAY_CACHE_FULL",
             AuthError::MissingScopes { .. }
@@ -148,7 +152,9 @@ impl AuthError {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            AuthError::KeysUnavailable | AuthError::ReplayCacheFull => Code::Unavailable,
+            AuthError::KeysUnavailable
+            | AuthError::RevocationsUnavailable
+            | AuthError::ReplayCacheFull => Code::Unavailable,
             AuthError::MissingScopes { .. }
             | AuthError::RuleDenied { .. }
             | AuthError::NoRule { .. } => Code::PermissionDenied,
@@ -171,6 +177,9 @@ impl AuthError {
             }
             AuthError::KeysUnavailable => {
                 "verification keys not loaded yet; the token service has not been reached".into()
+            }
+            AuthError::RevocationsUnavailable => {
+                "revocation list not loaded yet; the token service has not been reached".into()
             }
             AuthError::ReplayCacheFull => {
                 "one-time token cannot be accepted now; retry with a fresh one later".into()

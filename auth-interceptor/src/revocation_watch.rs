@@ -16,7 +16,7 @@ use crate::{revocation::Revocation, verifier::Verifier};
 
 /// Largest single revocation message accepted (the token service sends the
 /// full list in chunks well below this).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// How the watch reconnects and tidies up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,14 @@ impl Drop for RevocationWatchHandle {
 }
 
 /// Starts watching the token service on `channel` for revocations and
-/// applying them to `verifier`.
+/// applying them to `verifier`, which refuses every token (UNAVAILABLE
+/// `REVOCATIONS_UNAVAILABLE`) until the full list has arrived once.
 pub fn spawn_revocation_watch(
     verifier: Verifier,
     channel: Channel,
     settings: RevocationWatchSettings,
 ) -> RevocationWatchHandle {
+    verifier.require_revocation_sync();
     let client = TokenServiceClient::new(channel).max_decoding_message_size(MAX_BATCH_BYTES);
     RevocationWatchHandle(tokio::spawn(watch_loop(verifier, client, settings)))
 }

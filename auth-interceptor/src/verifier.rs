@@ -5,7 +5,14 @@
 //! refresh; a bounded cache keyed by the token's SHA-256 digest means a token
 //! is verified once, then only its expiry is checked on later calls.
 
-use std::{collections::HashMap, ops::Deref, sync::Arc};
+use std::{
+    collections::HashMap,
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use arc_swap::ArcSwap;
 use quick_cache::sync::Cache;
@@ -110,6 +117,9 @@ struct Inner {
     keys_loaded: watch::Sender<bool>,
     revocations: Revocations,
     revocations_synced: watch::Sender<bool>,
+    /// Set while a revocation watch runs but has not delivered the full list:
+    /// until then no token is accepted, since any might be revoked.
+    revocations_pending: AtomicBool,
     replay: ReplayCache,
 }
 
@@ -165,6 +175,7 @@ impl Verifier {
                 keys_loaded: watch::Sender::new(false),
                 revocations: Revocations::default(),
                 revocations_synced: watch::Sender::new(false),
+                revocations_pending: AtomicBool::new(false),
             }),
         })
     }
@@ -256,7 +267,7 @@ impl Verifier {
                 .is_some_and(|key| Arc::ptr_eq(key, &hit.key));
             if still_trusted {
                 self.check_times(&hit.claims, now)?;
-                self.inner.revocations.check(&hit.claims)?;
+                self.check_revocations(&hit.claims)?;
                 return Ok(hit.claims);
             }
         }
@@ -270,7 +281,7 @@ impl Verifier {
                 key,
             },
         );
-        self.inner.revocations.check(&claims)?;
+        self.check_revocations(&claims)?;
         Ok(claims)
     }
 
@@ -321,15 +332,38 @@ impl Verifier {
         self.inner.revocations.len()
     }
 
+    /// Refuses every token (UNAVAILABLE) until [`Verifier::mark_revocations_synced`]:
+    /// called when a revocation watch starts, so a verifier never accepts a
+    /// token it has not yet been able to check against the revocation list.
+    pub fn require_revocation_sync(&self) {
+        if !*self.inner.revocations_synced.borrow() {
+            self.inner
+                .revocations_pending
+                .store(true, Ordering::Release);
+        }
+    }
+
     /// Records that the full revocation list has been received once.
     pub fn mark_revocations_synced(&self) {
         self.inner.revocations_synced.send_replace(true);
+        self.inner
+            .revocations_pending
+            .store(false, Ordering::Release);
     }
 
     /// Resolves once the full revocation list has been received (at once if it was).
     pub async fn revocations_synced(&self) {
         let mut synced = self.inner.revocations_synced.subscribe();
         let _ = synced.wait_for(|synced| *synced).await;
+    }
+
+    /// Refuses a revoked token, and every token while the revocation list
+    /// has not arrived (a token that verified might still be revoked).
+    fn check_revocations(&self, claims: &Claims) -> Result<(), AuthError> {
+        if self.inner.revocations_pending.load(Ordering::Acquire) {
+            return Err(AuthError::RevocationsUnavailable);
+        }
+        self.inner.revocations.check(claims)
     }
 
     /// Tokens that expired before this, leeway included, fail verification anyway.

@@ -208,3 +208,49 @@ fn a_cached_token_counts_only_while_its_exact_key_is_trusted() {
         .expect("new key");
     assert_eq!(verifier.verify(&token), Err(AuthError::BadSignature));
 }
+
+const HEADER: &str = r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#;
+
+#[test]
+fn no_token_passes_until_the_revocation_list_arrived() {
+    let (verifier, key, clock) = setup();
+    let token = sign(&key, HEADER, &claims_json(clock.now(), "inventory", 300));
+    verifier.verify(&token).expect("no watch: no list needed");
+    verifier.require_revocation_sync();
+    // Even a token already in the cache.
+    assert_eq!(
+        verifier.verify(&token),
+        Err(AuthError::RevocationsUnavailable)
+    );
+    verifier.mark_revocations_synced();
+    verifier.verify(&token).expect("list received");
+    // A reconnecting watch does not close the gate again.
+    verifier.require_revocation_sync();
+    verifier.verify(&token).expect("still synced");
+}
+
+#[test]
+fn revocations_apply_to_cached_tokens_and_subject_cutoffs_outlive_their_tokens() {
+    let (verifier, key, clock) = setup();
+    let now = clock.now();
+    let token = sign(&key, HEADER, &claims_json(now, "inventory", 300));
+    verifier.verify(&token).expect("cached");
+    verifier.apply_revocations(&[Revocation {
+        target: RevokedTarget::Subject {
+            sub: "orders".into(),
+            issued_before: now,
+        },
+        // Too short by the issuer's account; the verifier's own maximum lifetime wins.
+        expires_at: now,
+        revoked_at: now,
+    }]);
+    assert_eq!(verifier.verify(&token), Err(AuthError::Revoked));
+    clock.advance(600);
+    assert_eq!(
+        verifier.prune_revocations(),
+        0,
+        "kept for the maximum lifetime"
+    );
+    clock.advance(3600);
+    assert_eq!(verifier.prune_revocations(), 1);
+}

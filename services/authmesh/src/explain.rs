@@ -72,7 +72,8 @@ fn service_view(state: &DevState, service: &str) -> Result<ServiceView, TokenCli
 
 /// The full revocation list, as a verifier receives it first on its watch.
 async fn fetch_revocations(channel: Channel) -> Result<Vec<Revocation>, TokenCliError> {
-    let mut client = TokenServiceClient::new(channel);
+    let mut client = TokenServiceClient::new(channel)
+        .max_decoding_message_size(auth_interceptor::revocation_watch::MAX_BATCH_BYTES);
     let mut stream = client
         .watch_revocations(WatchRevocationsRequest {})
         .await?

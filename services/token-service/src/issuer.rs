@@ -3,6 +3,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use auth_interceptor::{
@@ -16,6 +17,7 @@ use crate::{
     error::{IssueError, StartError},
     keys::KeyStore,
     limiter::AttemptLimiter,
+    revocations::RevocationStore,
 };
 
 /// The name the token service answers to as a service; never a valid audience.
@@ -67,6 +69,8 @@ pub struct Issuer {
     clock: SharedClock,
     /// Audience → the policy that audience enforces (kept current by a file watch).
     policies: HashMap<String, SharedPolicy>,
+    /// Consulted so a token minted right after a subject cutoff is not covered by it.
+    revocations: Arc<RevocationStore>,
 }
 
 impl Issuer {
@@ -80,6 +84,7 @@ impl Issuer {
         keys: KeyStore,
         clock: SharedClock,
         policies: HashMap<String, SharedPolicy>,
+        revocations: Arc<RevocationStore>,
     ) -> Result<Self, StartError> {
         if config.max_ttl_seconds == 0 || config.max_ttl_seconds > MAX_TTL_CEILING_SECONDS {
             return Err(StartError::Config(format!(
@@ -119,6 +124,7 @@ impl Issuer {
         }
         Ok(Self {
             policies,
+            revocations,
             issuer: config.issuer.clone(),
             audiences,
             default_ttl: config.default_ttl_seconds,
@@ -252,7 +258,15 @@ impl Issuer {
             }
             granted
         };
-        let now = self.clock.now();
+        let mut now = self.clock.now();
+        // The cutoff is inclusive and in whole seconds: a token minted in the
+        // second of a subject revocation, after it, starts one second later
+        // so that it is not revoked with the tokens it replaces.
+        if let Some(cutoff) = self.revocations.subject_cutoff(&caller.subject)
+            && cutoff >= now
+        {
+            now = cutoff + 1;
+        }
         let mut claims = Claims {
             iss: self.issuer.clone(),
             sub: caller.subject.clone(),

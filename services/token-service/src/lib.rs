@@ -60,13 +60,15 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
         policies.insert(audience.clone(), shared.clone());
         policy_files.push((file, shared));
     }
-    let revocations =
-        RevocationStore::load(&config.path(&config.config.revocations_file), clock.clone())?;
-    let issuer = Issuer::new(&config.config, keys, clock, policies)?;
+    let revocations = Arc::new(RevocationStore::load(
+        &config.path(&config.config.revocations_file),
+        clock.clone(),
+    )?);
+    let issuer = Issuer::new(&config.config, keys, clock, policies, revocations.clone())?;
     issuer.self_test()?;
     Ok(Prepared {
         issuer: Arc::new(issuer),
-        revocations: Arc::new(revocations),
+        revocations,
         policy_files,
     })
 }

@@ -23,6 +23,18 @@ pub const MAX_REVOCATIONS: usize = 100_000;
 /// Longest `reason` kept with a revocation.
 pub const MAX_REASON_BYTES: usize = 256;
 
+/// Revocations are kept (and sent) this long after their tokens expired:
+/// verifiers accept a token until `exp` plus their leeway, at most this much.
+const RETENTION_GRACE_SECONDS: u64 = auth_interceptor::verifier::MAX_LEEWAY_SECONDS;
+
+/// Whether `revocation` may still matter to some verifier at `now`.
+fn in_force(revocation: &Revocation, now: u64) -> bool {
+    revocation
+        .expires_at
+        .saturating_add(RETENTION_GRACE_SECONDS)
+        >= now
+}
+
 /// A revocation as stored on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,7 +143,7 @@ impl RevocationStore {
             let entry = Entry::from_stored(stored).ok_or_else(|| {
                 invalid("an entry must name a jti, or a sub and issued_before".into())
             })?;
-            if entry.revocation.expires_at >= now {
+            if in_force(&entry.revocation, now) {
                 entries.insert(entry.key(), entry);
             }
         }
@@ -229,7 +241,7 @@ impl RevocationStore {
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = entries.clone();
-        next.retain(|_, e| e.revocation.expires_at >= now);
+        next.retain(|_, e| in_force(&e.revocation, now));
         // A subject's later cutoff covers everything an earlier one did.
         let entry = match next.get(&entry.key()) {
             Some(old) if covers(&old.revocation, &entry.revocation) => old.clone(),
@@ -263,9 +275,22 @@ impl RevocationStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|e| e.revocation.expires_at >= now)
+            .filter(|e| in_force(&e.revocation, now))
             .map(|e| e.revocation.clone())
             .collect()
+    }
+
+    /// The latest `iat` cutoff in force for `sub`, if any.
+    pub fn subject_cutoff(&self, sub: &str) -> Option<u64> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries
+            .get(&RevocationKey::Subject(sub.to_owned()))?
+            .revocation
+            .target
+        {
+            RevokedTarget::Subject { issued_before, .. } => Some(issued_before),
+            RevokedTarget::Token(_) => None,
+        }
     }
 
     /// New revocations from now on. Subscribe before taking the snapshot, so
@@ -331,7 +356,10 @@ mod tests {
         );
         let reloaded = store(dir.path(), &clock);
         assert_eq!(reloaded.snapshot().len(), 2);
-        clock.advance(120);
+        // Kept for the longest verifier leeway after the token expired, then dropped.
+        clock.advance(100);
+        assert_eq!(store(dir.path(), &clock).snapshot().len(), 2);
+        clock.advance(30);
         assert_eq!(store(dir.path(), &clock).snapshot(), vec![subject]);
     }
 

@@ -1,6 +1,11 @@
 //! The `authmesh.v1.TokenService` gRPC service.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use auth_interceptor::{PeerIdentity, Revocation};
 use authmesh_proto::authmesh::v1::{
@@ -27,8 +32,17 @@ const SLOT_WAIT: Duration = Duration::from_secs(2);
 /// Most revocation watches served at once (they need no credentials).
 const MAX_WATCHERS: usize = 1024;
 
-/// Revocations per message when the full list is sent.
-const SNAPSHOT_CHUNK: usize = 5_000;
+/// Most revocation watches from one source address, so no single client
+/// can take every slot and keep new verifiers from getting the list.
+const MAX_WATCHERS_PER_SOURCE: usize = 64;
+
+/// Size budget of one message of the full list, well under the 4 MiB
+/// verifiers accept.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A watcher that does not take a message within this long is dropped, so
+/// a stalled client cannot hold a task (or shutdown) forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves [`Issuer`] over gRPC.
 #[derive(Debug, Clone)]
@@ -40,6 +54,7 @@ pub struct TokenServiceHandler {
     /// memory or starve the executor.
     credential_slots: Arc<Semaphore>,
     watchers: Arc<Semaphore>,
+    watchers_by_source: WatchCounts,
     /// Turns true when shutdown begins: revocation streams end then.
     stopping: watch::Receiver<bool>,
 }
@@ -58,6 +73,7 @@ impl TokenServiceHandler {
             revocations,
             credential_slots: Arc::new(Semaphore::new(cores)),
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            watchers_by_source: Arc::default(),
             stopping,
         }
     }
@@ -184,12 +200,20 @@ impl TokenService for TokenServiceHandler {
 
     async fn watch_revocations(
         &self,
-        _request: Request<WatchRevocationsRequest>,
+        request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let permit =
-            self.watchers.clone().try_acquire_owned().map_err(|_| {
-                Status::resource_exhausted("too many revocation watches; retry later")
-            })?;
+        let busy = || Status::resource_exhausted("too many revocation watches; retry later");
+        let global = self
+            .watchers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let permit = WatchPermit::acquire(
+            global,
+            &self.watchers_by_source,
+            request.remote_addr().map(|a| a.ip()),
+        )
+        .ok_or_else(busy)?;
         // Subscribed before the snapshot, so nothing revoked in between is missed.
         let events = self.revocations.subscribe();
         let (tx, rx) = mpsc::channel(16);
@@ -220,16 +244,61 @@ impl TokenService for TokenServiceHandler {
     }
 }
 
+/// Open revocation watches per source address.
+type WatchCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One open revocation watch: a global slot and one of its source's.
+struct WatchPermit {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    source: Option<(IpAddr, WatchCounts)>,
+}
+
+impl WatchPermit {
+    fn acquire(
+        global: tokio::sync::OwnedSemaphorePermit,
+        by_source: &WatchCounts,
+        source: Option<IpAddr>,
+    ) -> Option<Self> {
+        if let Some(ip) = source {
+            let mut counts = by_source.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.entry(ip).or_default();
+            if *count >= MAX_WATCHERS_PER_SOURCE {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(Self {
+            _global: global,
+            source: source.map(|ip| (ip, by_source.clone())),
+        })
+    }
+}
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        if let Some((ip, by_source)) = &self.source {
+            let mut counts = by_source.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = counts.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(ip);
+                }
+            }
+        }
+    }
+}
+
 /// Sends the full list, then every new revocation, until the watcher goes
-/// away or shutdown begins. A watcher too slow to keep up gets the full list again.
+/// away, stalls, or shutdown begins. A watcher too slow to keep up with the
+/// broadcast gets the full list again.
 async fn stream_revocations(
     store: Arc<RevocationStore>,
     mut events: broadcast::Receiver<Arc<[Revocation]>>,
     tx: mpsc::Sender<Result<RevocationBatch, Status>>,
     mut stopping: watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: WatchPermit,
 ) {
-    if *stopping.borrow_and_update() || !send_snapshot(&store, &tx).await {
+    if *stopping.borrow_and_update() || !send_snapshot(&store, &tx, &mut stopping).await {
         return;
     }
     loop {
@@ -240,7 +309,7 @@ async fn stream_revocations(
                     snapshot: false,
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if send_snapshot(&store, &tx).await { continue } else { return }
+                    if send_snapshot(&store, &tx, &mut stopping).await { continue } else { return }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -248,31 +317,55 @@ async fn stream_revocations(
             // It only ever turns true (or its sender is gone): either way, stop.
             _ = stopping.changed() => return,
         };
-        if tx.send(Ok(batch)).await.is_err() {
+        if !deliver(&tx, batch, &mut stopping).await {
             return;
         }
     }
 }
 
-/// Sends every revocation in force, in chunks; the last one says the list is complete.
+/// Sends one message unless the watcher is gone, stalled or shutdown began.
+async fn deliver(
+    tx: &mpsc::Sender<Result<RevocationBatch, Status>>,
+    batch: RevocationBatch,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send_timeout(Ok(batch), SEND_TIMEOUT) => sent.is_ok(),
+        _ = stopping.changed() => false,
+    }
+}
+
+/// Sends every revocation in force, in messages of at most about
+/// [`SNAPSHOT_CHUNK_BYTES`]; the last one says the list is complete.
 async fn send_snapshot(
     store: &RevocationStore,
     tx: &mpsc::Sender<Result<RevocationBatch, Status>>,
+    stopping: &mut watch::Receiver<bool>,
 ) -> bool {
-    let all = store.snapshot();
-    let mut chunks: Vec<&[Revocation]> = all.chunks(SNAPSHOT_CHUNK).collect();
-    if chunks.is_empty() {
-        chunks.push(&[]);
-    }
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let batch = RevocationBatch {
-            revocations: chunk.iter().cloned().map(Into::into).collect(),
-            snapshot: i == last,
-        };
-        if tx.send(Ok(batch)).await.is_err() {
-            return false;
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for revocation in store.snapshot() {
+        // The id dominates; the rest (three varints, tags) is under 40 bytes.
+        let size = match &revocation.target {
+            auth_interceptor::RevokedTarget::Token(jti) => jti.len(),
+            auth_interceptor::RevokedTarget::Subject { sub, .. } => sub.len(),
+        } + 40;
+        if bytes + size > SNAPSHOT_CHUNK_BYTES && !chunk.is_empty() {
+            let batch = RevocationBatch {
+                revocations: std::mem::take(&mut chunk),
+                snapshot: false,
+            };
+            if !deliver(tx, batch, stopping).await {
+                return false;
+            }
+            bytes = 0;
         }
+        bytes += size;
+        chunk.push(revocation.into());
     }
-    true
+    let last = RevocationBatch {
+        revocations: chunk,
+        snapshot: true,
+    };
+    deliver(tx, last, stopping).await
 }
