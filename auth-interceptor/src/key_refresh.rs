@@ -78,11 +78,13 @@ async fn refresh_loop(
                     settings.interval
                 }
                 Err(err) => {
+                    verifier.metrics().key_refresh_failed();
                     tracing::error!(error = %err, "token service published a key set that was refused; keeping the previous keys");
                     next_backoff(&mut backoff, settings.max_backoff)
                 }
             },
             Err(err) => {
+                verifier.metrics().key_refresh_failed();
                 tracing::warn!(error = %err, keys = verifier.key_ids().len(), "key fetch failed; keeping the last good keys");
                 next_backoff(&mut backoff, settings.max_backoff)
             }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod jwk;
 pub mod key_refresh;
 pub mod layer;
+mod observe;
 pub mod peer;
 pub mod policy;
 mod replay;
@@ -44,7 +45,7 @@ pub use revocation::{Revocation, RevokedTarget};
 pub use revocation_watch::{
     RevocationWatchHandle, RevocationWatchSettings, spawn_revocation_watch,
 };
-pub use service::{AuthService, Decision, Denial, decide};
+pub use service::{AuthService, Decision, Denial, REQUEST_ID_HEADER, RequestId, decide};
 pub use signing::{SigningError, SigningKey, self_test};
 pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};
 pub use token_source::{

@@ -142,6 +142,8 @@ pub trait CallerExt {
     fn verified_claims(&self) -> Option<&crate::VerifiedClaims>;
     /// The verified client certificate's identity, on mTLS connections.
     fn peer_identity(&self) -> Option<&PeerIdentity>;
+    /// The call's request id, to pass on to the calls the handler makes.
+    fn request_id(&self) -> Option<&crate::RequestId>;
 }
 
 impl<T> CallerExt for tonic::Request<T> {
@@ -150,6 +152,10 @@ impl<T> CallerExt for tonic::Request<T> {
     }
 
     fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.extensions().get()
+    }
+
+    fn request_id(&self) -> Option<&crate::RequestId> {
         self.extensions().get()
     }
 }

@@ -434,7 +434,7 @@ impl MethodPolicy {
         for rule in deny {
             if rule.applies_to(claims) && rule.missing_scopes(claims).is_empty() {
                 if rule.dry_run {
-                    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = "would-deny", "dry-run rule");
+                    dry_run_seen(path, claims, rule, "would-deny");
                     continue;
                 }
                 return Err(AuthError::RuleDenied {
@@ -451,7 +451,7 @@ impl MethodPolicy {
             let missing = rule.missing_scopes(claims);
             if missing.is_empty() {
                 if rule.dry_run {
-                    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = "would-allow", "dry-run rule");
+                    dry_run_seen(path, claims, rule, "would-allow");
                     continue;
                 }
                 return Ok(Allowed {
@@ -477,6 +477,19 @@ impl MethodPolicy {
             }),
         }
     }
+}
+
+/// Logs and counts what a dry-run rule would have decided.
+fn dry_run_seen(path: &str, claims: &Claims, rule: &Rule, outcome: &'static str) {
+    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = outcome, "dry-run rule");
+    // Labelled by rule, not by method: a wildcard rule would otherwise let
+    // callers mint label values with made-up method names.
+    metrics::counter!(
+        "authmesh_policy_dry_run_total",
+        "rule" => rule.name.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// The policy in force, replaceable while the server runs (hot reload):

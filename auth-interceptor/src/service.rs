@@ -3,11 +3,12 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
-use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
+use http::{HeaderMap, HeaderValue, Request, Response, header::AUTHORIZATION};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::{Instrument, instrument::Instrumented};
@@ -20,6 +21,50 @@ use crate::{
     policy::{MethodPolicy, SharedPolicy},
     verifier::{VerifiedClaims, Verifier},
 };
+
+/// The metadata key of the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of one call, for logs across services: the caller's `x-request-id`
+/// when it sent a sane one (1 to 128 of `A-Z a-z 0-9 - _ .`), else a fresh
+/// one. Handlers find it in the request extensions, pass it on to the calls
+/// they make, and it comes back to the caller in the response metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// The id of a call with `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let sent = headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| {
+                (1..=128).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            });
+        match sent {
+            Some(id) => Self(Arc::from(id)),
+            None => Self(Arc::from(format!("{:016x}", rand::random::<u64>()))),
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.0).ok()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A call that may go through: who calls, and the rule that allowed it.
 #[derive(Debug, Clone)]
@@ -151,10 +196,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
         let policy = self.policy.current();
+        let request_id = RequestId::from_headers(request.headers());
         if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);
             let future = span.in_scope(|| inner.call(request));
-            return ResponseFuture::forward(future.instrument(span), None);
+            return ResponseFuture::forward(future.instrument(span), None, None);
         }
         let peer = request
             .extensions()
@@ -178,16 +224,28 @@ where
             });
         let (claims, peer) = match decided {
             Ok(decided) => decided,
-            Err(denial) => return deny(path, denial.error, denial.claims.as_ref(), started),
+            Err(denial) => {
+                self.verifier.metrics().denied(denial.error.reason());
+                return deny(
+                    path,
+                    denial.error,
+                    denial.claims.as_ref(),
+                    &request_id,
+                    started,
+                );
+            }
         };
+        self.verifier.metrics().allowed();
         // One span per call: whatever the handler logs carries the caller.
-        let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti);
+        let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
         request.extensions_mut().insert(claims);
         if let Some(peer) = peer {
             request.extensions_mut().insert(peer);
         }
+        let echo = request_id.header_value();
+        request.extensions_mut().insert(request_id);
         let future = span.in_scope(|| inner.call(request));
-        ResponseFuture::forward(future.instrument(span), Some(started))
+        ResponseFuture::forward(future.instrument(span), Some(started), echo)
     }
 }
 
@@ -197,6 +255,7 @@ fn deny<F>(
     path: &str,
     err: AuthError,
     claims: Option<&VerifiedClaims>,
+    request_id: &RequestId,
     started: Instant,
 ) -> ResponseFuture<F> {
     let latency_us = started.elapsed().as_micros() as u64;
@@ -206,11 +265,15 @@ fn deny<F>(
     let aud = claims.map(|c| c.aud.as_str()).unwrap_or("");
     let jti = claims.map(|c| c.jti.as_str()).unwrap_or("");
     if err.code() == tonic::Code::Unavailable {
-        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request refused: the verifier cannot decide now");
+        tracing::warn!(rpc = %path, decision = "deny", reason = err.reason(), detail = %err, %decision_id, %request_id, latency_us, "request refused: the verifier cannot decide now");
     } else {
-        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, %decision_id, latency_us, "request denied");
+        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = err.reason(), detail = %err, %decision_id, %request_id, latency_us, "request denied");
     }
-    ResponseFuture::deny(err.into_status(Some(&decision_id)).into_http())
+    let mut response = err.into_status(Some(&decision_id)).into_http();
+    if let Some(value) = request_id.header_value() {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    ResponseFuture::deny(response)
 }
 
 pin_project! {
@@ -224,15 +287,23 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Forward { #[pin] future: Instrumented<F>, started: Option<Instant> },
+        Forward { #[pin] future: Instrumented<F>, started: Option<Instant>, request_id: Option<HeaderValue> },
         Deny { response: Option<Response<tonic::body::Body>> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn forward(future: Instrumented<F>, started: Option<Instant>) -> Self {
+    fn forward(
+        future: Instrumented<F>,
+        started: Option<Instant>,
+        request_id: Option<HeaderValue>,
+    ) -> Self {
         Self {
-            state: State::Forward { future, started },
+            state: State::Forward {
+                future,
+                started,
+                request_id,
+            },
         }
     }
 
@@ -256,8 +327,12 @@ where
             StateProj::Forward {
                 mut future,
                 started,
+                request_id,
             } => {
-                let output = std::task::ready!(future.as_mut().poll(cx));
+                let mut output = std::task::ready!(future.as_mut().poll(cx));
+                if let (Ok(response), Some(id)) = (output.as_mut(), request_id.take()) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+                }
                 if let Some(started) = started.take() {
                     let grpc_status = output.as_ref().ok().and_then(|r| {
                         r.headers()

@@ -23,6 +23,7 @@ use crate::{
     clock::{SharedClock, system_clock},
     error::AuthError,
     jwk::{JwkSet, KeyError, VerificationKey},
+    observe::VerifierMetrics,
     peer::PeerIdentity,
     replay::ReplayCache,
     revocation::{Revocation, Revocations, RevokedTarget},
@@ -50,6 +51,9 @@ pub struct VerifierConfig {
     pub require_bound_tokens: bool,
     /// How many live one-time tokens to remember; beyond it they are refused.
     pub replay_cache_capacity: usize,
+    /// Record metrics (labelled `service` = `audience`); off for throwaway
+    /// verifiers such as the start-up self-test.
+    pub record_metrics: bool,
 }
 
 impl VerifierConfig {
@@ -64,6 +68,7 @@ impl VerifierConfig {
             cache_capacity: 10_000,
             require_bound_tokens: false,
             replay_cache_capacity: 100_000,
+            record_metrics: true,
         }
     }
 }
@@ -121,6 +126,7 @@ struct Inner {
     /// until then no token is accepted, since any might be revoked.
     revocations_pending: AtomicBool,
     replay: ReplayCache,
+    metrics: VerifierMetrics,
 }
 
 /// Verifies tokens of one issuer for one audience. Cheap to clone.
@@ -168,6 +174,11 @@ impl Verifier {
             inner: Arc::new(Inner {
                 cache: Cache::new(config.cache_capacity),
                 replay: ReplayCache::new(config.replay_cache_capacity),
+                metrics: if config.record_metrics {
+                    VerifierMetrics::new(&config.audience)
+                } else {
+                    VerifierMetrics::disabled()
+                },
                 config,
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 clock,
@@ -226,6 +237,9 @@ impl Verifier {
             self.inner.cache.clear();
         }
         self.inner.keys_loaded.send_replace(true);
+        self.inner
+            .metrics
+            .keys_installed(current.keys.len(), self.inner.clock.now());
         tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
         Ok(())
     }
@@ -250,6 +264,18 @@ impl Verifier {
     /// [`AuthError::KeysUnavailable`] when no keys are loaded; another
     /// [`AuthError`] naming the first check the token failed.
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        let started = std::time::Instant::now();
+        let mut cache_hit = false;
+        let verified = self.verify_recording(token, &mut cache_hit);
+        self.inner.metrics.verified(cache_hit, started.elapsed());
+        verified
+    }
+
+    fn verify_recording(
+        &self,
+        token: &str,
+        cache_hit: &mut bool,
+    ) -> Result<VerifiedClaims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge {
                 max: MAX_TOKEN_BYTES,
@@ -266,6 +292,7 @@ impl Verifier {
                 .get(&hit.key.kid)
                 .is_some_and(|key| Arc::ptr_eq(key, &hit.key));
             if still_trusted {
+                *cache_hit = true;
                 self.check_times(&hit.claims, now)?;
                 self.check_revocations(&hit.claims)?;
                 return Ok(hit.claims);
@@ -319,12 +346,25 @@ impl Verifier {
                 entry
             })
             .collect();
-        self.inner.revocations.apply(&entries, self.forget_before())
+        let added = self.inner.revocations.apply(&entries, self.forget_before());
+        self.inner
+            .metrics
+            .revocations(added, self.inner.revocations.len());
+        added
     }
 
     /// Forgets revocations whose tokens have all expired; returns how many.
     pub fn prune_revocations(&self) -> usize {
-        self.inner.revocations.prune(self.forget_before())
+        let dropped = self.inner.revocations.prune(self.forget_before());
+        self.inner
+            .metrics
+            .revocations(0, self.inner.revocations.len());
+        dropped
+    }
+
+    /// This verifier's metric handles.
+    pub(crate) fn metrics(&self) -> &VerifierMetrics {
+        &self.inner.metrics
     }
 
     /// How many revocations are enforced now.

@@ -38,6 +38,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Installs the crypto provider and a test log subscriber (once).
 pub fn init() {
     service_runtime::install_crypto_provider();
+    // Before any server registers its metric handles, so they record.
+    service_runtime::metrics::install();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("AUTHMESH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()

@@ -155,6 +155,7 @@ impl DevState {
                 listen: addrs.token_service.to_string(),
                 issuer: issuer.clone(),
                 insecure_plaintext: false,
+                metrics_listen: None,
                 // Optional: workloads authenticate by certificate, grpcurl users may use a secret.
                 tls: Some(tls("token-service", ClientAuth::Optional)),
                 key_dir: "keys".into(),
@@ -222,6 +223,7 @@ impl DevState {
             let config = inventory::Config {
                 listen: addrs.inventory.to_string(),
                 insecure_plaintext: false,
+                metrics_listen: None,
                 tls: Some(tls("inventory", ClientAuth::Required)),
                 token_service: upstream(issuer.clone(), "inventory"),
                 auth: AuthConfig {
@@ -236,6 +238,7 @@ impl DevState {
             let config = orders::Config {
                 listen: addrs.orders.to_string(),
                 insecure_plaintext: false,
+                metrics_listen: None,
                 tls: Some(tls("orders", ClientAuth::Required)),
                 token_service: upstream(issuer.clone(), "orders"),
                 auth: AuthConfig {

@@ -122,8 +122,11 @@ pub async fn explain(
         }));
     }
     let channel = upstream_channel(&view.token_service, &view.dir)?;
-    let verifier = Verifier::new(view.auth.verifier_config())
-        .map_err(|e| TokenCliError::Usage(e.to_string()))?;
+    let verifier = Verifier::new(auth_interceptor::VerifierConfig {
+        record_metrics: false,
+        ..view.auth.verifier_config()
+    })
+    .map_err(|e| TokenCliError::Usage(e.to_string()))?;
     verifier
         .install_keys(&fetch_keys(channel.clone()).await?)
         .map_err(|e| TokenCliError::Usage(format!("the issuer's keys were refused: {e}")))?;

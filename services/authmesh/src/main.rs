@@ -30,7 +30,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run token-service (:50051), orders (:50052) and inventory (:50053) on 127.0.0.1 over TLS.
-    Up,
+    Up {
+        /// Where to serve Prometheus /metrics for the whole mesh (plain HTTP); "off" for none.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
+    },
     /// Mint and inspect tokens.
     Token {
         #[command(subcommand)]
@@ -208,7 +212,7 @@ impl EndpointArgs {
 async fn main() -> ExitCode {
     service_runtime::install_crypto_provider();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Up) {
+    if matches!(cli.command, Command::Up { .. }) {
         service_runtime::telemetry::init_tracing();
     }
     match run(cli).await {
@@ -222,7 +226,10 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Up => up(&cli.state_dir).await,
+        Command::Up { metrics_listen } => {
+            let metrics = (metrics_listen != "off").then_some(metrics_listen.as_str());
+            up(&cli.state_dir, metrics).await
+        }
         Command::Revoke {
             jti,
             expires_at,
@@ -382,8 +389,12 @@ fn client_credentials(
     }
 }
 
-async fn up(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+async fn up(
+    state_dir: &std::path::Path,
+    metrics_listen: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let state = DevState::ensure(state_dir, DEFAULT_PORTS)?;
+    let metrics = service_runtime::metrics::start(metrics_listen).await?;
     let mesh = Mesh::start(&state, system_clock()).await?;
     // 24 h workload certificates are renewed at half-life while the mesh
     // runs; servers and clients pick the new files up without a restart.
@@ -403,7 +414,7 @@ async fn up(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
             }
         })
     };
-    print_walkthrough(state_dir, &mesh);
+    print_walkthrough(state_dir, &mesh, metrics.as_ref().map(|m| m.addr));
     tokio::select! {
         () = service_runtime::shutdown::signal() => {
             tracing::info!("stopping the mesh");
@@ -430,7 +441,11 @@ async fn wait_for_failure(mesh: &Mesh) {
     }
 }
 
-fn print_walkthrough(state_dir: &std::path::Path, mesh: &Mesh) {
+fn print_walkthrough(
+    state_dir: &std::path::Path,
+    mesh: &Mesh,
+    metrics: Option<std::net::SocketAddr>,
+) {
     let tls = state_dir.join("tls");
     let mtls = format!(
         "-cacert {ca} -cert {cert} -key {key}",
@@ -467,4 +482,7 @@ demo-cli workload certificate (spiffe://authmesh.local/demo-cli):
 Ctrl-C stops the mesh."#,
         state = state_dir.display()
     );
+    if let Some(addr) = metrics {
+        println!("Metrics of all three servers: curl http://{addr}/metrics");
+    }
 }

@@ -76,6 +76,8 @@ async fn up_mint_inspect_and_ctrl_c() {
         .arg("--state-dir")
         .arg(dir.path())
         .arg("up")
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0")
         .stdout(std::fs::File::create(&log).expect("log"))
         .stderr(Stdio::null())
         .spawn()
@@ -139,6 +141,7 @@ async fn up_mint_inspect_and_ctrl_c() {
     assert_eq!(report["header"]["typ"], "at+jwt");
 
     grpcurl_against_up(&state, addrs, dir.path());
+    metrics_of_up(&log);
 
     // `explain` decides offline what inventory would; `revoke` (as the dev
     // operator) makes inventory refuse the token, and `explain` agrees.
@@ -377,4 +380,44 @@ fn grpcurl_against_up(state: &DevState, addrs: MeshAddrs, dir: &Path) {
         ],
     );
     assert!(!ok && err.contains("Unauthenticated"), "{err}");
+}
+
+/// The `/metrics` endpoint `up` printed: real HTTP, with the calls just made counted.
+fn metrics_of_up(log: &Path) {
+    use std::io::{Read, Write};
+    let printed = std::fs::read_to_string(log).expect("log");
+    let url = printed
+        .lines()
+        .find_map(|line| line.split("curl http://").nth(1))
+        .expect("up prints the metrics URL");
+    let addr = url.trim_end_matches("/metrics").trim();
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let has = |name: &str, labels: &[&str]| {
+        response.lines().any(|line| {
+            line.starts_with(&format!("{name}{{"))
+                && labels.iter().all(|label| line.contains(label))
+        })
+    };
+    assert!(has(
+        "authmesh_decisions_total",
+        &[r#"service="inventory""#, r#"decision="allow""#]
+    ));
+    assert!(has(
+        "authmesh_decisions_total",
+        &[r#"service="inventory""#, r#"reason="TOKEN_MISSING""#]
+    ));
+    assert!(has(
+        "authmesh_tokens_issued_total",
+        &[r#"client="demo-cli""#, r#"aud="orders""#]
+    ));
+    assert!(has(
+        "authmesh_verification_seconds_bucket",
+        &[r#"service="orders""#]
+    ));
 }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Server certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsFiles>,
+    /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Where the verification keys come from.
     pub token_service: UpstreamConfig,
     /// What tokens must satisfy.
@@ -82,6 +85,8 @@ pub struct Reservation {
     pub peer: Option<String>,
     /// The certificate thumbprint the caller's token was bound to (`cnf`), if any.
     pub token_binding: Option<String>,
+    /// The call's request id (the caller's `x-request-id`, or one the auth layer made up).
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,7 @@ impl Inventory for InventoryHandler {
             .peer_identity()
             .and_then(|peer| peer.spiffe_id())
             .map(str::to_owned);
+        let request_id = request.request_id().map(|id| id.as_str().to_owned());
         let ReserveRequest { sku, quantity } = request.into_inner();
         if quantity == 0 {
             return Err(Status::invalid_argument("quantity must be at least 1"));
@@ -176,6 +182,7 @@ impl Inventory for InventoryHandler {
             jti: claims.jti.clone(),
             peer,
             token_binding: claims.cnf.as_ref().map(|cnf| cnf.x5t_s256.clone()),
+            request_id,
         };
         tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
         let id = reservation.id.clone();

@@ -21,6 +21,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.load::<inventory::Config>()?;
+    let _metrics = service_runtime::metrics::start(config.config.metrics_listen.as_deref()).await?;
     let handler = inventory::InventoryHandler::new(&config.config.stock);
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     let clock = auth_interceptor::clock::system_clock();

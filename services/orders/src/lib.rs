@@ -15,8 +15,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use auth_interceptor::{
-    BearerInterceptor, ClientCredentials, MethodPolicy, RefreshSettings, SharedClock,
-    TokenRefreshHandle, TokenRequest, TokenSource, VerifiedClaims,
+    BearerInterceptor, CallerExt, ClientCredentials, MethodPolicy, REQUEST_ID_HEADER,
+    RefreshSettings, SharedClock, TokenRefreshHandle, TokenRequest, TokenSource, VerifiedClaims,
 };
 use authmesh_proto::demo::{
     inventory::v1::{GetStockRequest, ReserveRequest, inventory_client::InventoryClient},
@@ -54,6 +54,9 @@ pub struct Config {
     /// Server certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsFiles>,
+    /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The token service: keys to verify callers, and tokens for calling inventory.
     pub token_service: UpstreamConfig,
     /// What callers' tokens must satisfy.
@@ -245,6 +248,12 @@ impl Orders for OrdersHandler {
             .get::<VerifiedClaims>()
             .map(|c| c.sub.clone())
             .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))?;
+        // The caller's request id goes on to inventory, so both logs tell one story.
+        let request_id = request.request_id().and_then(|id| {
+            id.as_str()
+                .parse::<tonic::metadata::AsciiMetadataValue>()
+                .ok()
+        });
         let PlaceOrderRequest { sku, quantity } = request.into_inner();
         if sku.is_empty() || quantity == 0 {
             return Err(Status::invalid_argument(
@@ -254,7 +263,10 @@ impl Orders for OrdersHandler {
         // One pair for the whole order: connections and token match.
         let mut inventory = self.calls.load().inventory.clone();
         let stock = inventory
-            .get_stock(GetStockRequest { sku: sku.clone() })
+            .get_stock(onward(
+                GetStockRequest { sku: sku.clone() },
+                request_id.as_ref(),
+            ))
             .await
             .map_err(from_inventory)?
             .into_inner();
@@ -265,10 +277,13 @@ impl Orders for OrdersHandler {
             )));
         }
         let reservation = inventory
-            .reserve(ReserveRequest {
-                sku: sku.clone(),
-                quantity,
-            })
+            .reserve(onward(
+                ReserveRequest {
+                    sku: sku.clone(),
+                    quantity,
+                },
+                request_id.as_ref(),
+            ))
             .await
             .map_err(from_inventory)?
             .into_inner();
@@ -282,6 +297,17 @@ impl Orders for OrdersHandler {
             reserved_by: reservation.reserved_by,
         }))
     }
+}
+
+/// A call to inventory carrying the incoming call's request id.
+fn onward<T>(message: T, request_id: Option<&tonic::metadata::AsciiMetadataValue>) -> Request<T> {
+    let mut outgoing = Request::new(message);
+    if let Some(id) = request_id {
+        outgoing
+            .metadata_mut()
+            .insert(REQUEST_ID_HEADER, id.clone());
+    }
+    outgoing
 }
 
 /// Serves orders on `listener` until `shutdown` resolves.

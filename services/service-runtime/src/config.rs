@@ -226,6 +226,7 @@ impl AuthConfig {
             cache_capacity: self.cache_capacity,
             require_bound_tokens: self.require_bound_tokens,
             replay_cache_capacity: self.replay_cache_capacity,
+            record_metrics: true,
         }
     }
 

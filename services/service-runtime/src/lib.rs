@@ -9,6 +9,8 @@ pub mod binary;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod http_endpoint;
+pub mod metrics;
 pub mod pki;
 pub mod server;
 pub mod shutdown;

@@ -166,6 +166,13 @@ impl Health {
 #[derive(Debug)]
 pub struct BackgroundTask(tokio::task::JoinHandle<()>);
 
+impl BackgroundTask {
+    /// Runs `task` until it ends or this is dropped.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(task))
+    }
+}
+
 impl Drop for BackgroundTask {
     fn drop(&mut self) {
         self.0.abort();

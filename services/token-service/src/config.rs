@@ -23,6 +23,9 @@ pub struct Config {
     /// Serve without TLS (logged as a warning).
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Server certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsFiles>,

@@ -21,6 +21,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.load::<token_service::Config>()?;
+    let _metrics = service_runtime::metrics::start(config.config.metrics_listen.as_deref()).await?;
     let prepared = token_service::prepare(&config, auth_interceptor::clock::system_clock())?;
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     token_service::run(

@@ -101,6 +101,7 @@ impl TokenServiceHandler {
             let caller = issuer
                 .authenticate(authorization?.as_deref(), peer?.as_ref(), source)
                 .inspect_err(|err| {
+                    metrics::counter!("authmesh_client_auth_failures_total", "service" => "token-service", "reason" => err.reason()).increment(1);
                     tracing::info!(reason = err.reason(), "client authentication failed");
                 })?;
             tracing::debug!(client = %caller.client.id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
@@ -151,11 +152,20 @@ impl TokenService for TokenServiceHandler {
                     one_time: body.one_time,
                 };
                 issuer.mint(caller, &mint_request).inspect_err(|err| {
+                    metrics::counter!("authmesh_tokens_refused_total", "service" => "token-service", "reason" => err.reason()).increment(1);
                     tracing::info!(client = %caller.client.id, aud = %mint_request.audience, reason = err.reason(), detail = %err, "token refused");
                 })
             })
             .await?;
         let claims = &minted.claims;
+        // Both labels come from the configuration (registered clients, allowed audiences): bounded.
+        metrics::counter!(
+            "authmesh_tokens_issued_total",
+            "service" => "token-service",
+            "client" => claims.client_id.clone().unwrap_or_default(),
+            "aud" => claims.aud.clone()
+        )
+        .increment(1);
         tracing::info!(sub = %claims.sub, aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, one_time = claims.one_time, "token issued");
         Ok(Response::new(IssueTokenResponse {
             token: minted.token,
@@ -187,6 +197,11 @@ impl TokenService for TokenServiceHandler {
                         "name a token (jti) or a subject (sub)",
                     )),
                 }?;
+                let kind = match revoked.target {
+                    auth_interceptor::RevokedTarget::Token(_) => "jti",
+                    auth_interceptor::RevokedTarget::Subject { .. } => "subject",
+                };
+                metrics::counter!("authmesh_revocations_made_total", "service" => "token-service", "kind" => kind).increment(1);
                 tracing::info!(by = %caller.client.id, target = ?revoked.target, expires_at = revoked.expires_at, reason = %body.reason, "revoked");
                 Ok(revoked)
             })

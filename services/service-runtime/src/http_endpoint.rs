@@ -1,0 +1,82 @@
+//! A small HTTP/1.1 endpoint beside a server's gRPC port, for what HTTP
+//! clients scrape or fetch: Prometheus `/metrics`. GET only, fixed routes,
+//! bounded header read time; anything else is 404 or 405.
+
+use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use http::{Method, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http_body_util::Full;
+use hyper::{body::Bytes, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a route answers: content type and body.
+pub type Page = (&'static str, Bytes);
+
+/// Answers a path (`/metrics`), or `None` for 404. Called per request.
+pub type Routes = Arc<dyn Fn(&str) -> Option<Page> + Send + Sync>;
+
+/// A client that sends no complete request head within this long is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `routes` on every connection `incoming` yields (plain TCP, or TLS
+/// streams) until `shutdown` resolves; connections in progress finish.
+pub async fn serve_http<S, IO>(incoming: S, routes: Routes, shutdown: impl Future<Output = ()>)
+where
+    S: Stream<Item = Result<IO, io::Error>> + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut incoming = incoming;
+    tokio::pin!(shutdown);
+    loop {
+        let connection = tokio::select! {
+            () = &mut shutdown => return,
+            next = incoming.next() => match next {
+                Some(Ok(connection)) => connection,
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "http endpoint: connection refused");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let response = answer(&routes, request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(connection), service)
+                .await;
+            if let Err(err) = served {
+                tracing::debug!(error = %err, "http endpoint: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn answer(routes: &Routes, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, routes(path)) {
+        (&Method::GET, Some((content_type, body))) => (StatusCode::OK, content_type, body),
+        (_, Some(_)) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            Bytes::from_static(b"GET only\n"),
+        ),
+        (_, None) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"not found\n"),
+        ),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
