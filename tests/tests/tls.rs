@@ -42,7 +42,7 @@ async fn serve(files: &ServerTlsFiles) -> Server {
     let router = server_builder().add_service(service);
     let served = transport.clone();
     tokio::spawn(async move {
-        let _ = serve_router(router, listener, &served, async {
+        let _ = serve_router(router, listener, &served, false, async {
             let _ = signal.await;
         })
         .await;

@@ -1,13 +1,26 @@
-//! A small HTTP/1.1 endpoint beside a server's gRPC port, for what HTTP
-//! clients scrape or fetch: Prometheus `/metrics`. GET only, fixed routes,
-//! bounded header read time; anything else is 404 or 405.
+//! Plain HTTP for what HTTP clients scrape or fetch, GET only, fixed routes:
+//! - [`serve_http`]: a small HTTP/1.1 endpoint on its own port (Prometheus
+//!   `/metrics`), with a bounded header read time; anything else is 404 or 405;
+//! - [`HttpRoutesLayer`]: the same routes answered on a gRPC server's own
+//!   port (the token service's `/.well-known/*`), before gRPC routing.
 
-use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{
+    Stream, StreamExt,
+    future::{Either, Ready, ready},
+};
 use http::{Method, Request, Response, StatusCode, header::CONTENT_TYPE};
 use http_body_util::Full;
-use hyper::{body::Bytes, service::service_fn};
+pub use hyper::body::Bytes;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -79,4 +92,68 @@ fn answer(routes: &Routes, method: &Method, path: &str) -> Response<Full<Bytes>>
         .headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     response
+}
+
+/// Answers GET requests for `routes` on a gRPC server's port; every other
+/// request goes on to gRPC. Add it with `Server::builder().layer(..)`.
+#[derive(Clone)]
+pub struct HttpRoutesLayer(Routes);
+
+impl HttpRoutesLayer {
+    /// A layer answering `routes`.
+    pub fn new(routes: Routes) -> Self {
+        Self(routes)
+    }
+}
+
+impl std::fmt::Debug for HttpRoutesLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpRoutesLayer")
+    }
+}
+
+impl<S> tower::Layer<S> for HttpRoutesLayer {
+    type Service = HttpRoutes<S>;
+
+    fn layer(&self, inner: S) -> HttpRoutes<S> {
+        HttpRoutes {
+            inner,
+            routes: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`HttpRoutesLayer`] makes.
+#[derive(Clone)]
+pub struct HttpRoutes<S> {
+    inner: S,
+    routes: Routes,
+}
+
+impl<S> std::fmt::Debug for HttpRoutes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpRoutes")
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for HttpRoutes<S>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Self::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // gRPC is always POST: a GET for a known path is ours.
+        if request.method() == Method::GET && (self.routes)(request.uri().path()).is_some() {
+            let response = answer(&self.routes, request.method(), request.uri().path());
+            return Either::Left(ready(Ok(response.map(tonic::body::Body::new))));
+        }
+        Either::Right(self.inner.call(request))
+    }
 }

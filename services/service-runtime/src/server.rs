@@ -2,9 +2,10 @@
 //! TLS, `grpc.health.v1.Health`, reflection (v1 and v1alpha, since grpcurl
 //! 1.8 speaks only v1alpha) and graceful shutdown.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, sync::Arc};
 
 use auth_interceptor::{AuthLayer, MethodPolicy, SharedPolicy};
+use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, transport::Server};
@@ -34,12 +35,17 @@ pub fn server_builder() -> Server {
 /// Serves `router` on `listener` with `transport` until `shutdown`
 /// resolves, then stops accepting and drains in-flight calls.
 ///
+/// With `http1`, TLS also offers HTTP/1.1 in ALPN, for the plain HTTP
+/// routes a router may carry ([`crate::http_endpoint::HttpRoutesLayer`];
+/// the router must be built with `accept_http1(true)`).
+///
 /// # Errors
 /// [`RuntimeError::Transport`] when serving fails.
 pub async fn serve_router<L, ResBody>(
     router: tonic::transport::server::Router<L>,
     listener: TcpListener,
     transport: &Transport,
+    http1: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError>
 where
@@ -56,8 +62,16 @@ where
 {
     match transport {
         Transport::Tls { config, .. } => {
+            let config = if http1 {
+                // HTTP/1.1 clients (JWKS fetchers) negotiate it; gRPC clients pick h2.
+                let mut both = ServerConfig::clone(config);
+                both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Arc::new(both)
+            } else {
+                config.clone()
+            };
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, config.clone()), shutdown)
+                .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
                 .await?
         }
         Transport::Plaintext => {
@@ -345,5 +359,12 @@ where
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)
         .add_service(service);
-    serve_router(router, listener, transport, health.on_shutdown(shutdown)).await
+    serve_router(
+        router,
+        listener,
+        transport,
+        false,
+        health.on_shutdown(shutdown),
+    )
+    .await
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod discovery;
 pub mod error;
 pub mod issuer;
 pub mod keys;
@@ -17,8 +18,8 @@ use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc};
 use auth_interceptor::{SharedClock, SharedPolicy};
 use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
 use service_runtime::{
-    Health, Loaded, Transport, load_policy, reflection_v1, reflection_v1alpha, serve_router,
-    server_builder, watch_policy_file,
+    Health, Loaded, Transport, http_endpoint::HttpRoutesLayer, load_policy, reflection_v1,
+    reflection_v1alpha, serve_router, server_builder, watch_policy_file,
 };
 use tokio::net::TcpListener;
 
@@ -116,7 +117,10 @@ pub async fn run(
     } else {
         (None, None)
     };
+    // Discovery on the gRPC port: HTTP/1.1 or h2 GETs, answered before gRPC routing.
     let router = server_builder()
+        .accept_http1(true)
+        .layer(HttpRoutesLayer::new(discovery::routes(issuer.clone())))
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
@@ -125,6 +129,13 @@ pub async fn run(
             revocations,
             stopping,
         )));
-    serve_router(router, listener, &transport, health.on_shutdown(shutdown)).await?;
+    serve_router(
+        router,
+        listener,
+        &transport,
+        true,
+        health.on_shutdown(shutdown),
+    )
+    .await?;
     Ok(())
 }

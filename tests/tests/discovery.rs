@@ -1,0 +1,140 @@
+//! Standards-based key discovery: an independent JWT library (PyJWT with
+//! PyJWKClient) verifies an AuthMesh token knowing only the issuer URL and
+//! the CA, through `/.well-known/openid-configuration` and the JWK Set it
+//! points to, served over HTTPS on the token service's gRPC port.
+
+use std::process::Command;
+
+use authmesh_tests::TestMesh;
+
+/// Fetches the discovery document, then the keys through PyJWKClient, and
+/// verifies the token with them (signature, `iss`, `aud`, `exp`). Prints the
+/// claims as JSON on success; exits non-zero on any failure.
+const VERIFY_WITH_PYJWT: &str = r#"
+import json, ssl, sys, urllib.request
+import jwt
+
+issuer, ca, token, audience = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+with urllib.request.urlopen(issuer + "/.well-known/openid-configuration", context=ctx, timeout=10) as r:
+    doc = json.load(r)
+assert doc["issuer"] == issuer, doc
+keys = jwt.PyJWKClient(doc["jwks_uri"], ssl_context=ctx, timeout=10)
+key = keys.get_signing_key_from_jwt(token)
+claims = jwt.decode(token, key.key, algorithms=doc["id_token_signing_alg_values_supported"],
+                    audience=audience, issuer=doc["issuer"])
+print(json.dumps(claims))
+"#;
+
+/// Prints the body of an HTTPS GET.
+const FETCH: &str = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10) as r:
+    assert r.headers["Content-Type"].startswith("application/"), r.headers
+    sys.stdout.write(r.read().decode())
+"#;
+
+/// `python3` with PyJWT and cryptography, or `None` after printing why the
+/// test is skipped; `AUTHMESH_TEST_REQUIRE_TOOLS=1` (CI) makes that a failure.
+fn python_with_pyjwt() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "python3 with PyJWT not found and AUTHMESH_TEST_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED: python3 with PyJWT not found (pip install 'pyjwt[crypto]')");
+        return None;
+    }
+    Some("python3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyjwt_verifies_an_authmesh_token_from_discovery_alone() {
+    let Some(python) = python_with_pyjwt() else {
+        return;
+    };
+    let mesh = TestMesh::start().await;
+    let token = mesh.mint("inventory", &["inventory.read"], None).await;
+    let (issuer, ca) = (mesh.issuer(), mesh.ca_path());
+    let run = |token: String, audience: &'static str| {
+        let (issuer, ca) = (issuer.clone(), ca.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(python)
+                .args(["-c", VERIFY_WITH_PYJWT, &issuer])
+                .arg(&ca)
+                .args([&token, audience])
+                .output()
+                .expect("python3 runs")
+        })
+    };
+    let verified = run(token.clone(), "inventory").await.expect("join");
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("claims");
+    assert_eq!(claims["aud"], "inventory");
+    assert_eq!(claims["sub"], "demo-cli");
+    assert_eq!(claims["iss"], mesh.issuer());
+
+    // The same library refuses what it should: another audience, a forged signature.
+    let wrong_audience = run(token.clone(), "orders").await.expect("join");
+    assert!(!wrong_audience.status.success());
+    assert!(String::from_utf8_lossy(&wrong_audience.stderr).contains("Audience"));
+    let mut forged = token.clone();
+    let last = forged
+        .pop()
+        .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
+    forged.push(last);
+    let tampered = run(forged, "inventory").await.expect("join");
+    assert!(!tampered.status.success(), "a tampered signature verifies");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_publishes_the_keys_grpc_publishes() {
+    let Some(python) = python_with_pyjwt() else {
+        return;
+    };
+    let mesh = TestMesh::start().await;
+    let (url, ca) = (
+        format!("{}/.well-known/jwks.json", mesh.issuer()),
+        mesh.ca_path(),
+    );
+    // A plain HTTP/1.1 client (urllib offers no ALPN), as JWKS fetchers are.
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", FETCH, &url])
+            .arg(ca)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let published: auth_interceptor::JwkSet =
+        serde_json::from_slice(&output.stdout).expect("a JWK Set");
+    let grpc = mesh
+        .token_client()
+        .get_jwks(authmesh_proto::authmesh::v1::GetJwksRequest {})
+        .await
+        .expect("GetJwks")
+        .into_inner();
+    let kids: Vec<&str> = published.keys.iter().map(|k| k.kid.as_str()).collect();
+    let grpc_kids: Vec<&str> = grpc.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, grpc_kids);
+    // The verifier's own key checks pass: public keys only, well formed.
+    published.to_verification_keys().expect("valid public keys");
+    mesh.stop().await;
+}
