@@ -59,19 +59,43 @@ pub fn spawn_key_refresh(
     settings: KeyRefreshSettings,
 ) -> KeyRefreshHandle {
     let client = TokenServiceClient::new(channel).max_decoding_message_size(MAX_JWKS_BYTES);
-    KeyRefreshHandle(tokio::spawn(refresh_loop(verifier, client, settings)))
+    let timeout = settings.timeout;
+    spawn_key_source(
+        verifier,
+        move || {
+            let mut client = client.clone();
+            async move { fetch(&mut client, timeout).await }
+        },
+        settings,
+    )
 }
 
-async fn refresh_loop(
+/// Starts keeping `verifier`'s keys current from any source: `fetch` is
+/// called at once, then on the same schedule as [`spawn_key_refresh`]
+/// (interval, unknown-`kid` wake-ups after the cooldown, backoff on failure).
+/// It must bound its own time (`settings.timeout`).
+pub fn spawn_key_source<F, Fut>(
     verifier: Verifier,
-    mut client: TokenServiceClient<Channel>,
+    fetch: F,
     settings: KeyRefreshSettings,
-) {
+) -> KeyRefreshHandle
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<JwkSet, String>> + Send + 'static,
+{
+    KeyRefreshHandle(tokio::spawn(refresh_loop(verifier, fetch, settings)))
+}
+
+async fn refresh_loop<F, Fut>(verifier: Verifier, mut fetch: F, settings: KeyRefreshSettings)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<JwkSet, String>>,
+{
     let min_backoff = Duration::from_millis(250);
     let mut backoff = min_backoff;
     loop {
         let fetched_at = Instant::now();
-        let wait = match fetch(&mut client, settings.timeout).await {
+        let wait = match fetch().await {
             Ok(set) => match verifier.install_keys(&set) {
                 Ok(()) => {
                     backoff = min_backoff;

@@ -37,7 +37,7 @@ pub mod verifier;
 pub use clock::{Clock, OffsetClock, SharedClock, SystemClock};
 pub use error::{AuthError, ERROR_DOMAIN, TokenSourceError};
 pub use jwk::{Jwk, JwkSet, KeyError};
-pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh};
+pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh, spawn_key_source};
 pub use layer::AuthLayer;
 pub use peer::{CallerExt, PeerCache, PeerError, PeerIdentity};
 pub use policy::{MethodPolicy, PolicyError, SharedPolicy};

@@ -5,7 +5,8 @@
 
 use std::process::Command;
 
-use authmesh_tests::TestMesh;
+use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
+use tonic::Code;
 
 /// Fetches the discovery document, then the keys through PyJWKClient, and
 /// verifies the token with them (signature, `iss`, `aud`, `exp`). Prints the
@@ -136,5 +137,130 @@ async fn discovery_publishes_the_keys_grpc_publishes() {
     assert_eq!(kids, grpc_kids);
     // The verifier's own key checks pass: public keys only, well formed.
     published.to_verification_keys().expect("valid public keys");
+    mesh.stop().await;
+}
+
+/// Sets `auth.jwks_url` (and nothing else) in inventory's config file.
+fn point_inventory_at(mesh: &TestMesh, jwks_url: &str) {
+    let path = mesh.state.inventory_config();
+    let text = std::fs::read_to_string(&path).expect("inventory.toml");
+    let text: String = text
+        .lines()
+        .filter(|line| !line.starts_with("jwks_url"))
+        .map(|line| {
+            if line == "[auth]" {
+                format!("[auth]\njwks_url = \"{jwks_url}\"\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&path, text).expect("write inventory.toml");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_can_take_its_keys_from_the_https_jwks_url() {
+    let mut mesh = TestMesh::start().await;
+    let token = mesh.mint("inventory", &["inventory.read"], None).await;
+
+    // A URL that serves no keys: inventory has none, and says so.
+    point_inventory_at(
+        &mesh,
+        &format!("{}/.well-known/missing.json", mesh.issuer()),
+    );
+    let server = mesh.replace_inventory().await;
+    expect_status(
+        mesh.inventory_client()
+            .get_stock(bearer(get_stock(), &token))
+            .await,
+        Code::Unavailable,
+        Some("KEYS_UNAVAILABLE"),
+    );
+    server.stop().await.expect("stop");
+
+    // The token service's own JWK Set over HTTPS.
+    point_inventory_at(&mesh, &format!("{}/.well-known/jwks.json", mesh.issuer()));
+    mesh.restart_inventory().await;
+    let fresh = mesh.mint("inventory", &["inventory.read"], None).await;
+    let mut inventory = mesh.inventory_client();
+    inventory
+        .get_stock(bearer(get_stock(), &token))
+        .await
+        .expect("verified with keys from the URL");
+    // The issuer goes away: the last good keys stay in force.
+    mesh.stop_token_service().await;
+    inventory
+        .get_stock(bearer(get_stock(), &fresh))
+        .await
+        .expect("a token never seen before still verifies");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_jwks_servers_are_refused() {
+    use service_runtime::{
+        ClientAuth, ServerTlsFiles, Transport,
+        http_endpoint::{Bytes, Routes, serve_http},
+        jwks_url::{MAX_JWKS_BYTES, fetch_jwks},
+        tls::{ClientTls, tls_incoming},
+    };
+
+    let mesh = TestMesh::start().await;
+    let (cert, key) = mesh.state.workload_files("token-service");
+    let Transport::Tls { config, .. } = Transport::from_config(
+        Some(&ServerTlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+        }),
+        false,
+        mesh.state.dir(),
+    )
+    .expect("tls") else {
+        panic!("TLS transport expected");
+    };
+    let mut http1 = tokio_rustls::rustls::ServerConfig::clone(&config);
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let good = serde_json::to_vec(&auth_interceptor::JwkSet::default()).expect("json");
+    let routes: Routes = std::sync::Arc::new(move |path: &str| match path {
+        "/huge" => Some((
+            "application/json",
+            Bytes::from(vec![b' '; MAX_JWKS_BYTES + 1]),
+        )),
+        "/garbage" => Some(("application/json", Bytes::from_static(b"{\"keys\": 42}"))),
+        "/good" => Some(("application/json", Bytes::from(good.clone()))),
+        _ => None,
+    });
+    let server = tokio::spawn(serve_http(
+        Box::pin(tls_incoming(listener, std::sync::Arc::new(http1))),
+        routes,
+        std::future::pending(),
+    ));
+    let tls = ClientTls::new(&mesh.ca_path(), None, std::time::Duration::from_secs(60))
+        .expect("client tls");
+    let connector = tls.http1_connector();
+    let url = |path: &str| {
+        format!("https://localhost:{port}{path}")
+            .parse::<tonic::codegen::http::Uri>()
+            .expect("uri")
+    };
+    let fetched = fetch_jwks(&url("/good"), &connector).await;
+    assert_eq!(fetched, Ok(auth_interceptor::JwkSet::default()));
+    for (path, expected) in [
+        ("/huge", "at most"),
+        ("/garbage", "not a JWK Set"),
+        ("/missing", "status 404"),
+    ] {
+        let refused = fetch_jwks(&url(path), &connector)
+            .await
+            .expect_err("refused");
+        assert!(refused.contains(expected), "{path}: {refused}");
+    }
+    server.abort();
     mesh.stop().await;
 }

@@ -216,7 +216,13 @@ pub async fn run(
         &config.dir,
     )?;
     let channel = upstream_channel(&settings.token_service, &config.dir)?;
-    let verification = Verification::start(&settings.auth, channel, clock)?;
+    let verification = Verification::start(
+        &settings.auth,
+        &settings.token_service,
+        channel,
+        &config.dir,
+        clock,
+    )?;
     let policy = settings.auth.policy(&config.dir, policy())?;
     let service = InventoryServer::new(handler);
     serve_authenticated(

@@ -328,7 +328,13 @@ pub async fn run(
         &config.dir,
     )?;
     let token_service = upstream_channel(&settings.token_service, &config.dir)?;
-    let verification = Verification::start(&settings.auth, token_service, clock.clone())?;
+    let verification = Verification::start(
+        &settings.auth,
+        &settings.token_service,
+        token_service,
+        &config.dir,
+        clock.clone(),
+    )?;
     let secret = client_secret(settings.client.secret_file.as_ref(), &config.dir)?;
     let token_upstream = Upstream::new(&settings.token_service, &config.dir, None)?;
     // One client identity for both upstreams, so a renewed certificate moves

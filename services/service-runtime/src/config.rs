@@ -136,6 +136,13 @@ pub struct AuthConfig {
     /// Routine key refresh period.
     #[serde(default = "default_key_refresh")]
     pub key_refresh_seconds: u64,
+    /// Take keys from this HTTPS JWK Set URL (e.g. the token service's
+    /// `/.well-known/jwks.json`) instead of its gRPC `GetJwks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// CA for `jwks_url` (default: the token service upstream's TLS settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca: Option<PathBuf>,
     /// Whether server reflection needs no token.
     #[serde(default = "default_true")]
     pub public_reflection: bool,
@@ -184,6 +191,8 @@ impl AuthConfig {
             cache_capacity: default_cache_capacity(),
             replay_cache_capacity: default_replay_cache_capacity(),
             key_refresh_seconds: default_key_refresh(),
+            jwks_url: None,
+            jwks_ca: None,
             public_reflection: true,
             require_bound_tokens: false,
             policy_file: None,

@@ -434,6 +434,13 @@ impl ClientTls {
         })
     }
 
+    /// The same TLS settings for HTTP/1.1 (ALPN `http/1.1` instead of `h2`).
+    pub fn http1_connector(&self) -> TlsConnector {
+        let mut config = rustls::ClientConfig::clone(self.connector.config());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+    }
+
     /// Changes each time the client certificate is reloaded (never, without one).
     pub fn identity_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.identity.as_ref().map(|identity| identity.changes())

@@ -10,7 +10,13 @@ use auth_interceptor::{
 };
 use tonic::transport::Channel;
 
-use crate::{config::AuthConfig, error::RuntimeError, files::read_to_string};
+use crate::{
+    config::{AuthConfig, UpstreamConfig},
+    error::RuntimeError,
+    files::read_to_string,
+    jwks_url::spawn_jwks_url_refresh,
+    tls::{ClientTls, RELOAD_INTERVAL, upstream_tls},
+};
 
 /// A verifier and the background tasks that keep its keys and revocations
 /// current; they stop when this is dropped.
@@ -23,20 +29,35 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// Starts verifying per `auth`, with keys fetched and revocations watched over `token_service`.
+    /// Starts verifying per `auth`: revocations watched over `token_service`
+    /// (the channel to `upstream`), keys from its `GetJwks`, or from
+    /// `auth.jwks_url` over HTTPS when one is set (trusting `auth.jwks_ca`, or
+    /// else the upstream's TLS settings; paths relative to `dir`).
     ///
     /// # Errors
     /// [`RuntimeError::Verifier`] for out-of-range settings,
-    /// [`RuntimeError::SelfTest`] when the crypto backend fails its self-test.
+    /// [`RuntimeError::SelfTest`] when the crypto backend fails its self-test,
+    /// [`RuntimeError::Tls`] for an unusable JWKS URL or CA.
     pub fn start(
         auth: &AuthConfig,
+        upstream: &UpstreamConfig,
         token_service: Channel,
+        dir: &Path,
         clock: SharedClock,
     ) -> Result<Self, RuntimeError> {
         auth_interceptor::self_test()?;
         let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
-        let refresh =
-            spawn_key_refresh(verifier.clone(), token_service.clone(), auth.key_refresh());
+        let refresh = match &auth.jwks_url {
+            None => spawn_key_refresh(verifier.clone(), token_service.clone(), auth.key_refresh()),
+            Some(url) => {
+                let tls = match &auth.jwks_ca {
+                    Some(ca) => ClientTls::new(&dir.join(ca), None, RELOAD_INTERVAL)?,
+                    None => upstream_tls(upstream, dir)?,
+                };
+                tracing::info!(%url, "verification keys from a JWKS URL");
+                spawn_jwks_url_refresh(verifier.clone(), url, &tls, auth.key_refresh())?
+            }
+        };
         let revocations =
             spawn_revocation_watch(verifier.clone(), token_service, Default::default());
         Ok(Self {
