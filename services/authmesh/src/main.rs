@@ -98,9 +98,39 @@ enum Command {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
+    /// The issuer's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
     HashSecret,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Schedule a key rotation in the token service's key directory: a new
+    /// key is published at once and signs after the overlap; the old one is
+    /// published until every token it signed has expired. Running token
+    /// services (every replica sharing the directory) pick it up within a second.
+    Rotate {
+        /// Seconds between publishing the new key and signing with it: longer
+        /// than the verifiers' key refresh interval (`auth.key_refresh_seconds`, default 60).
+        #[arg(long, default_value_t = 150)]
+        overlap_seconds: u64,
+        /// Algorithm of the new key (default: the configured one).
+        #[arg(long, value_parser = parse_algorithm)]
+        algorithm: Option<auth_interceptor::SigningAlgorithm>,
+        /// The token service's configuration (default: <state-dir>/token-service.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_algorithm(name: &str) -> Result<auth_interceptor::SigningAlgorithm, String> {
+    auth_interceptor::SigningAlgorithm::from_name(name)
+        .ok_or_else(|| format!("{name:?}: expected EdDSA or ES256"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,6 +314,39 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 cert: cert.as_deref(),
             };
             let report = explain(&state, &request).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    overlap_seconds,
+                    algorithm,
+                    config,
+                },
+        } => {
+            let path =
+                config.unwrap_or_else(|| DevState::open(&cli.state_dir).token_service_config());
+            let loaded: service_runtime::Loaded<token_service::Config> =
+                service_runtime::load_config(&path, std::iter::empty())?;
+            let settings = &loaded.config;
+            let now = auth_interceptor::Clock::now(&auth_interceptor::SystemClock);
+            let rotation = token_service::keys::rotate(
+                &loaded.path(&settings.key_dir),
+                settings.algorithm,
+                algorithm.unwrap_or(settings.algorithm),
+                overlap_seconds,
+                settings.max_ttl_seconds,
+                now,
+            )?;
+            let report = serde_json::json!({
+                "next_kid": rotation.next_kid,
+                "published_from": now,
+                "signs_from": rotation.signs_from,
+                "retiring": rotation.retiring.iter()
+                    .map(|(kid, until)| serde_json::json!({"kid": kid, "published_until": until}))
+                    .collect::<Vec<_>>(),
+            });
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -272,6 +272,21 @@ async fn up_mint_inspect_and_ctrl_c() {
     let bad = authmesh(dir.path(), &["certs", "issue", "--name", "../evil"]);
     assert!(!bad.status.success(), "path-like names are refused");
 
+    // A key rotation scheduled by the CLI on the running mesh's key directory.
+    let rotated = authmesh(dir.path(), &["keys", "rotate", "--overlap-seconds", "300"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let rotation: serde_json::Value = serde_json::from_slice(&rotated.stdout).expect("json");
+    assert_eq!(
+        rotation["signs_from"].as_u64(),
+        rotation["published_from"].as_u64().map(|t| t + 300),
+        "{rotation}"
+    );
+    assert!(dir.path().join("keys/keyring.json").exists());
+
     let interrupted = Command::new("kill")
         .args(["-INT", &up.id().to_string()])
         .status()

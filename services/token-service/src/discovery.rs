@@ -18,18 +18,11 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// The HTTP routes: the discovery document (fixed) and the JWK Set (read on
 /// each request, so it follows key changes).
 pub fn routes(issuer: Arc<Issuer>) -> Routes {
-    let mut algorithms: Vec<&str> = issuer
-        .jwks()
-        .keys
-        .iter()
-        .filter_map(|key| key.alg.as_deref())
-        .collect();
-    algorithms.sort_unstable();
-    algorithms.dedup();
     let document = serde_json::json!({
         "issuer": issuer.issuer(),
         "jwks_uri": format!("{}{JWKS_PATH}", issuer.issuer().trim_end_matches('/')),
-        "id_token_signing_alg_values_supported": algorithms,
+        // Every algorithm AuthMesh signs with; each key names its own `alg`.
+        "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "grant_types_supported": ["client_credentials"],
@@ -38,7 +31,7 @@ pub fn routes(issuer: Arc<Issuer>) -> Routes {
     let document = Bytes::from(document.to_string());
     Arc::new(move |path: &str| match path {
         DISCOVERY_PATH => Some(("application/json", document.clone())),
-        JWKS_PATH => serde_json::to_vec(issuer.jwks())
+        JWKS_PATH => serde_json::to_vec(&issuer.jwks())
             .ok()
             .map(|jwks| ("application/jwk-set+json", Bytes::from(jwks))),
         _ => None,

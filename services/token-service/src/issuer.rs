@@ -141,9 +141,14 @@ impl Issuer {
         &self.issuer
     }
 
-    /// The public keys to publish.
-    pub fn jwks(&self) -> &JwkSet {
+    /// The public keys to publish now.
+    pub fn jwks(&self) -> JwkSet {
         self.keys.published()
+    }
+
+    /// The signing keys, to reload when the ring changes.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
     }
 
     /// Establishes who the caller is, from its verified client certificate
@@ -305,7 +310,8 @@ impl Issuer {
         }
         let token = self
             .keys
-            .active()
+            .signing()
+            .ok_or(IssueError::Signing)?
             .sign(&claims)
             .map_err(|_| IssueError::Signing)?;
         Ok(Minted { token, claims })
@@ -317,7 +323,11 @@ impl Issuer {
     /// # Errors
     /// [`StartError::SelfTest`] when the round trip fails.
     pub fn self_test(&self) -> Result<(), StartError> {
-        auth_interceptor::signing::check_round_trip(self.keys.active())
+        let key = self
+            .keys
+            .signing()
+            .ok_or_else(|| StartError::SelfTest("no signing key".into()))?;
+        auth_interceptor::signing::check_round_trip(&key)
             .map_err(|e| StartError::SelfTest(e.to_string()))
     }
 }

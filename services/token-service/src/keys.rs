@@ -1,108 +1,416 @@
 //! The issuer's signing keys: generated on first start, persisted with 0600
 //! permissions, reloaded after a restart so tokens minted before it still
-//! verify. Every key file in the key directory is published; the one
-//! matching the configured algorithm signs. `kid` is the RFC 7638 thumbprint
-//! of the public key, so it is stable across restarts without metadata.
+//! verify. `kid` is the RFC 7638 thumbprint of the public key, so it is
+//! stable across restarts without metadata.
+//!
+//! Rotation is driven by `keyring.json` in the key directory, written by
+//! [`rotate`] (`authmesh keys rotate`): each key has the time it starts
+//! signing and, once replaced, the time it is retired. At any moment the
+//! newest key whose start has come signs, and every key not yet retired is
+//! published, so a next key is published well before it signs (verifiers
+//! fetch it meanwhile) and an old key stays published until every token it
+//! signed has expired. Replicas sharing the directory see the same ring.
+//! Without a `keyring.json`, `eddsa.pem` / `es256.pem` are used as before.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
-use auth_interceptor::{JwkSet, SigningAlgorithm, SigningKey};
+use arc_swap::ArcSwap;
+use auth_interceptor::{JwkSet, SharedClock, SigningAlgorithm, SigningKey};
+use serde::{Deserialize, Serialize};
 
 use crate::error::StartError;
 
-/// The issuer's keys: one active for signing, all published.
+/// The ring file's name in the key directory.
+pub const KEYRING_FILE: &str = "keyring.json";
+
+/// The largest leeway any verifier allows past `exp`.
+const MAX_LEEWAY_SECONDS: u64 = auth_interceptor::verifier::MAX_LEEWAY_SECONDS;
+
+/// One key of the ring, as written in `keyring.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingEntry {
+    /// PKCS#8 PEM file, relative to the key directory.
+    file: String,
+    /// Unix seconds from which it signs (if it is the newest started key).
+    activate_at: u64,
+    /// Unix seconds from which it is no longer published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire_at: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingFile {
+    keys: Vec<RingEntry>,
+}
+
+/// A loaded key and its schedule.
+#[derive(Debug)]
+struct RingKey {
+    key: Arc<SigningKey>,
+    activate_at: u64,
+    retire_at: Option<u64>,
+}
+
+impl RingKey {
+    fn published_at(&self, now: u64) -> bool {
+        self.retire_at.is_none_or(|retire| now < retire)
+    }
+}
+
+/// The issuer's keys and their schedule; cheap to read on every mint.
 #[derive(Debug)]
 pub struct KeyStore {
-    active: SigningKey,
-    published: JwkSet,
+    dir: PathBuf,
+    ring: ArcSwap<Vec<RingKey>>,
+    clock: SharedClock,
+    ring_modified: Mutex<Option<SystemTime>>,
 }
 
 impl KeyStore {
-    /// Loads every key in `dir` (`eddsa.pem`, `es256.pem`), creating the one
-    /// for `algorithm` if it is missing.
+    /// Loads the keys of `dir`: the ring when `keyring.json` exists, else
+    /// `eddsa.pem` / `es256.pem` (creating the one for `algorithm`, which signs).
     ///
     /// # Errors
-    /// [`StartError`] when a key file is unreadable or cannot be written.
-    pub fn load_or_create(dir: &Path, algorithm: SigningAlgorithm) -> Result<Self, StartError> {
-        let mut active = None;
-        let mut published = Vec::new();
-        for candidate in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
-            let path = key_path(dir, candidate);
-            let key = if path.exists() {
-                let pem = service_runtime::files::read_to_string(&path)?;
-                let key =
-                    SigningKey::from_pkcs8_pem(&pem).map_err(|e| StartError::Key(e.to_string()))?;
-                if key.algorithm() != candidate {
-                    return Err(StartError::Key(format!(
-                        "{} does not hold a {candidate} key",
-                        path.display()
-                    )));
-                }
-                key
-            } else if candidate == algorithm {
-                let (key, pem) =
-                    SigningKey::generate(algorithm).map_err(|e| StartError::Key(e.to_string()))?;
-                service_runtime::files::write_private(&path, pem.as_bytes())?;
-                tracing::info!(kid = key.kid(), alg = %algorithm, path = %path.display(), "generated signing key");
-                key
-            } else {
-                continue;
-            };
-            published.push(key.jwk().clone());
-            if candidate == algorithm {
-                active = Some(key);
-            }
-        }
-        let active = active.ok_or_else(|| StartError::Key("no active signing key".into()))?;
-        Ok(Self {
-            active,
-            published: JwkSet { keys: published },
-        })
+    /// [`StartError::Key`] when a key file or the ring is unusable or no key can sign now.
+    pub fn load_or_create(
+        dir: &Path,
+        algorithm: SigningAlgorithm,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
+        let store = Self {
+            dir: dir.to_path_buf(),
+            ring: ArcSwap::from_pointee(Vec::new()),
+            clock,
+            ring_modified: Mutex::new(modified(&dir.join(KEYRING_FILE))),
+        };
+        let ring = load_ring(dir, Some(algorithm))?;
+        store.install(ring)?;
+        Ok(store)
     }
 
     /// A store around one in-memory key (tests, drills).
-    pub fn from_key(key: SigningKey) -> Self {
-        let published = JwkSet {
-            keys: vec![key.jwk().clone()],
-        };
+    pub fn from_key(key: SigningKey, clock: SharedClock) -> Self {
         Self {
-            active: key,
-            published,
+            dir: PathBuf::new(),
+            ring: ArcSwap::from_pointee(vec![RingKey {
+                key: Arc::new(key),
+                activate_at: 0,
+                retire_at: None,
+            }]),
+            clock,
+            ring_modified: Mutex::new(None),
         }
     }
 
-    /// The key that signs new tokens.
-    pub fn active(&self) -> &SigningKey {
-        &self.active
+    fn install(&self, ring: Vec<RingKey>) -> Result<(), StartError> {
+        let now = self.clock.now();
+        if signing_key(&ring, now).is_none() {
+            return Err(StartError::Key(
+                "no key in the ring can sign now (none has started, or all are retired)".into(),
+            ));
+        }
+        self.ring.store(Arc::new(ring));
+        Ok(())
     }
 
-    /// Every key verifiers should trust.
-    pub fn published(&self) -> &JwkSet {
-        &self.published
+    /// Re-reads `keyring.json` if it changed since the last load (what
+    /// `authmesh keys rotate` writes); an unusable new ring is refused and the
+    /// current one stays.
+    ///
+    /// # Errors
+    /// [`StartError::Key`] naming what is wrong with the new ring.
+    pub fn reload_if_changed(&self) -> Result<bool, StartError> {
+        let path = self.dir.join(KEYRING_FILE);
+        let now_modified = modified(&path);
+        let mut seen = self.ring_modified.lock().unwrap_or_else(|e| e.into_inner());
+        if now_modified.is_none() || now_modified == *seen {
+            return Ok(false);
+        }
+        *seen = now_modified;
+        drop(seen);
+        let ring = load_ring(&self.dir, None)?;
+        self.install(ring)?;
+        Ok(true)
+    }
+
+    /// The key that signs now: the newest whose start has come and that is
+    /// not retired. `None` only when every key has been retired (the ring
+    /// was not rotated for longer than a key's retirement period).
+    pub fn signing(&self) -> Option<Arc<SigningKey>> {
+        signing_key(&self.ring.load(), self.clock.now()).map(|k| k.key.clone())
+    }
+
+    /// Every key verifiers should trust now: all not yet retired.
+    pub fn published(&self) -> JwkSet {
+        let now = self.clock.now();
+        JwkSet {
+            keys: self
+                .ring
+                .load()
+                .iter()
+                .filter(|k| k.published_at(now))
+                .map(|k| k.key.jwk().clone())
+                .collect(),
+        }
     }
 }
 
-fn key_path(dir: &Path, algorithm: SigningAlgorithm) -> PathBuf {
-    dir.join(format!("{}.pem", algorithm.name().to_ascii_lowercase()))
+fn signing_key(ring: &[RingKey], now: u64) -> Option<&RingKey> {
+    ring.iter()
+        .filter(|k| k.activate_at <= now && k.published_at(now))
+        .max_by_key(|k| k.activate_at)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_key(dir: &Path, file: &str) -> Result<SigningKey, StartError> {
+    if file.contains('/') || file.contains("..") {
+        return Err(StartError::Key(format!(
+            "key file {file:?} must be a plain name"
+        )));
+    }
+    let pem = service_runtime::files::read_to_string(&dir.join(file))?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| StartError::Key(format!("{file}: {e}")))
+}
+
+/// The ring of `dir`: from `keyring.json`, or the legacy files (creating
+/// the key for `create` when it is given and missing).
+fn load_ring(dir: &Path, create: Option<SigningAlgorithm>) -> Result<Vec<RingKey>, StartError> {
+    let entries = ring_entries(dir, create)?;
+    let mut ring = Vec::with_capacity(entries.len());
+    for entry in entries {
+        ring.push(RingKey {
+            key: Arc::new(read_key(dir, &entry.file)?),
+            activate_at: entry.activate_at,
+            retire_at: entry.retire_at,
+        });
+    }
+    let mut kids: Vec<&str> = ring.iter().map(|k| k.key.kid()).collect();
+    kids.sort_unstable();
+    if kids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(StartError::Key("the same key is in the ring twice".into()));
+    }
+    Ok(ring)
+}
+
+fn ring_entries(
+    dir: &Path,
+    create: Option<SigningAlgorithm>,
+) -> Result<Vec<RingEntry>, StartError> {
+    let ring_path = dir.join(KEYRING_FILE);
+    if ring_path.exists() {
+        let text = service_runtime::files::read_to_string(&ring_path)?;
+        let file: RingFile = serde_json::from_str(&text)
+            .map_err(|e| StartError::Key(format!("{}: {e}", ring_path.display())))?;
+        return Ok(file.keys);
+    }
+    // Legacy layout: the configured algorithm's key signs, the other is only published.
+    let mut entries = Vec::new();
+    for candidate in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let file = legacy_file(candidate);
+        let path = dir.join(&file);
+        if !path.exists() {
+            if create != Some(candidate) {
+                continue;
+            }
+            let (key, pem) =
+                SigningKey::generate(candidate).map_err(|e| StartError::Key(e.to_string()))?;
+            service_runtime::files::write_private(&path, pem.as_bytes())?;
+            tracing::info!(kid = key.kid(), alg = %candidate, path = %path.display(), "generated signing key");
+        }
+        let key = read_key(dir, &file)?;
+        if key.algorithm() != candidate {
+            return Err(StartError::Key(format!(
+                "{} does not hold a {candidate} key",
+                path.display()
+            )));
+        }
+        entries.push(RingEntry {
+            file,
+            activate_at: u64::from(create == Some(candidate)),
+            retire_at: None,
+        });
+    }
+    Ok(entries)
+}
+
+fn legacy_file(algorithm: SigningAlgorithm) -> String {
+    format!("{}.pem", algorithm.name().to_ascii_lowercase())
+}
+
+/// What [`rotate`] scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    /// The new key's `kid`.
+    pub next_kid: String,
+    /// When it starts signing (Unix seconds); published from now on.
+    pub signs_from: u64,
+    /// Keys being replaced, and when each stops being published.
+    pub retiring: Vec<(String, u64)>,
+}
+
+/// Schedules a key rotation in `dir`: a new `algorithm` key, published at
+/// once and signing `overlap_seconds` from `now`; every older key retires
+/// `max_ttl_seconds` (plus the largest verifier leeway) after that, when no
+/// token it signed can still be valid. Retired keys past their time leave
+/// the ring and their files are removed. Running token services pick the
+/// new ring up within a second.
+///
+/// # Errors
+/// [`StartError::Key`] when the ring or a key is unusable or cannot be written.
+pub fn rotate(
+    dir: &Path,
+    current: SigningAlgorithm,
+    algorithm: SigningAlgorithm,
+    overlap_seconds: u64,
+    max_ttl_seconds: u64,
+    now: u64,
+) -> Result<Rotation, StartError> {
+    let mut entries = ring_entries(dir, Some(current))?;
+    let (key, pem) = SigningKey::generate(algorithm).map_err(|e| StartError::Key(e.to_string()))?;
+    let mut file = format!("key-{now}-{}.pem", algorithm.name().to_ascii_lowercase());
+    let mut n = 1;
+    while dir.join(&file).exists() {
+        n += 1;
+        file = format!(
+            "key-{now}-{}-{n}.pem",
+            algorithm.name().to_ascii_lowercase()
+        );
+    }
+    service_runtime::files::write_private(&dir.join(&file), pem.as_bytes())?;
+    let signs_from = now + overlap_seconds;
+    let retire_at = signs_from + max_ttl_seconds + MAX_LEEWAY_SECONDS;
+    let mut retiring = Vec::new();
+    let mut kept = Vec::new();
+    for mut entry in entries.drain(..) {
+        if entry.retire_at.is_some_and(|t| t <= now) {
+            // Gone from every verifier's key set already: forget it.
+            let _ = std::fs::remove_file(dir.join(&entry.file));
+            continue;
+        }
+        let until = *entry.retire_at.get_or_insert(retire_at);
+        retiring.push((read_key(dir, &entry.file)?.kid().to_owned(), until));
+        kept.push(entry);
+    }
+    kept.push(RingEntry {
+        file,
+        activate_at: signs_from,
+        retire_at: None,
+    });
+    let text = serde_json::to_vec_pretty(&RingFile { keys: kept })
+        .map_err(|e| StartError::Key(e.to_string()))?;
+    service_runtime::files::write_public(&dir.join(KEYRING_FILE), &text)?;
+    tracing::info!(kid = key.kid(), signs_from, "key rotation scheduled");
+    Ok(Rotation {
+        next_kid: key.kid().to_owned(),
+        signs_from,
+        retiring,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use auth_interceptor::{Clock, OffsetClock};
+
     use super::*;
+
+    fn kid(keys: &KeyStore) -> String {
+        keys.signing()
+            .map(|k| k.kid().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn store(dir: &Path, clock: &OffsetClock) -> KeyStore {
+        KeyStore::load_or_create(dir, SigningAlgorithm::EdDSA, Arc::new(clock.clone()))
+            .expect("keys")
+    }
 
     #[test]
     fn keys_persist_and_publish_every_algorithm_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = KeyStore::load_or_create(dir.path(), SigningAlgorithm::EdDSA).expect("create");
-        let again = KeyStore::load_or_create(dir.path(), SigningAlgorithm::EdDSA).expect("reload");
-        assert_eq!(first.active().kid(), again.active().kid());
+        let clock = OffsetClock::new();
+        let first = store(dir.path(), &clock);
+        let again = store(dir.path(), &clock);
+        assert_eq!(kid(&first), kid(&again));
         let switched =
-            KeyStore::load_or_create(dir.path(), SigningAlgorithm::ES256).expect("switch");
-        assert_eq!(switched.active().algorithm(), SigningAlgorithm::ES256);
+            KeyStore::load_or_create(dir.path(), SigningAlgorithm::ES256, Arc::new(clock))
+                .expect("switch");
+        assert_eq!(
+            switched.signing().map(|k| k.algorithm()),
+            Some(SigningAlgorithm::ES256)
+        );
         assert_eq!(
             switched.published().keys.len(),
             2,
             "old key stays published"
         );
+    }
+
+    #[test]
+    fn a_rotation_publishes_first_signs_later_and_retires_the_old_key_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = OffsetClock::new();
+        let keys = store(dir.path(), &clock);
+        let old = kid(&keys);
+        let now = clock.now();
+        let rotation = rotate(
+            dir.path(),
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::EdDSA,
+            120,
+            300,
+            now,
+        )
+        .expect("rotate");
+        assert_eq!(rotation.signs_from, now + 120);
+        assert_eq!(rotation.retiring, vec![(old.clone(), now + 120 + 300 + 60)]);
+        // A running store picks the ring up.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(keys.reload_if_changed().expect("reload"));
+        let published = |keys: &KeyStore| -> Vec<String> {
+            keys.published().keys.into_iter().map(|k| k.kid).collect()
+        };
+        assert_eq!(kid(&keys), old, "the old key signs during the overlap");
+        assert!(
+            published(&keys).contains(&rotation.next_kid),
+            "next key published at once"
+        );
+        clock.advance(120);
+        assert_eq!(kid(&keys), rotation.next_kid);
+        assert!(
+            published(&keys).contains(&old),
+            "old key published while its tokens live"
+        );
+        clock.advance(360);
+        assert_eq!(published(&keys), vec![rotation.next_kid.clone()]);
+        // A restart reads the same ring.
+        assert_eq!(kid(&store(dir.path(), &clock)), rotation.next_kid);
+    }
+
+    #[test]
+    fn a_broken_ring_is_refused_and_the_current_one_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = OffsetClock::new();
+        let keys = store(dir.path(), &clock);
+        let before = kid(&keys);
+        for broken in [
+            "not json",
+            r#"{"keys":[{"file":"../eddsa.pem","activate_at":0}]}"#,
+            r#"{"keys":[{"file":"eddsa.pem","activate_at":99999999999}]}"#,
+            r#"{"keys":[]}"#,
+        ] {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::write(dir.path().join(KEYRING_FILE), broken).expect("write");
+            assert!(keys.reload_if_changed().is_err(), "{broken}");
+            assert_eq!(kid(&keys), before);
+        }
     }
 }

@@ -18,8 +18,8 @@ use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc};
 use auth_interceptor::{SharedClock, SharedPolicy};
 use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
 use service_runtime::{
-    Health, Loaded, Transport, http_endpoint::HttpRoutesLayer, load_policy, reflection_v1,
-    reflection_v1alpha, serve_router, server_builder, watch_policy_file,
+    BackgroundTask, Health, Loaded, Transport, http_endpoint::HttpRoutesLayer, load_policy,
+    reflection_v1, reflection_v1alpha, serve_router, server_builder, watch_policy_file,
 };
 use tokio::net::TcpListener;
 
@@ -51,6 +51,7 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
     let keys = KeyStore::load_or_create(
         &config.path(&config.config.key_dir),
         config.config.algorithm,
+        clock.clone(),
     )?;
     let mut policies = HashMap::new();
     let mut policy_files = Vec::new();
@@ -90,6 +91,25 @@ pub async fn run(
         revocations,
         policy_files,
     } = prepared;
+    // `authmesh keys rotate` rewrites the ring on disk; pick it up within a second.
+    let keys_watch = {
+        let issuer = issuer.clone();
+        BackgroundTask::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match issuer.keys().reload_if_changed() {
+                    Ok(true) => {
+                        tracing::info!(keys = issuer.jwks().keys.len(), "key ring reloaded")
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::error!(error = %err, "key ring rejected; the current keys stay")
+                    }
+                }
+            }
+        })
+    };
     let _policy_watches: Vec<_> = policy_files
         .into_iter()
         .map(|(file, shared)| watch_policy_file(file, shared, |_| Ok(())))
@@ -137,5 +157,6 @@ pub async fn run(
         health.on_shutdown(shutdown),
     )
     .await?;
+    drop(keys_watch);
     Ok(())
 }

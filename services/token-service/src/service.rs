@@ -251,8 +251,7 @@ impl TokenService for TokenServiceHandler {
                 .issuer
                 .jwks()
                 .keys
-                .iter()
-                .cloned()
+                .into_iter()
                 .map(Into::into)
                 .collect(),
         }))
