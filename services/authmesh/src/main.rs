@@ -331,6 +331,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 service_runtime::load_config(&path, std::iter::empty())?;
             let settings = &loaded.config;
             let now = auth_interceptor::Clock::now(&auth_interceptor::SystemClock);
+            if overlap_seconds < 60 {
+                eprintln!(
+                    "warning: an overlap of {overlap_seconds} s is shorter than the default key refresh interval (60 s): verifiers refreshing less often will refuse new tokens until they fetch the key"
+                );
+            }
             let rotation = token_service::keys::rotate(
                 &loaded.path(&settings.key_dir),
                 settings.algorithm,

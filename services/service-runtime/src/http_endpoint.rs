@@ -33,6 +33,9 @@ pub type Routes = Arc<dyn Fn(&str) -> Option<Page> + Send + Sync>;
 /// A client that sends no complete request head within this long is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+
 /// Serves `routes` on every connection `incoming` yields (plain TCP, or TLS
 /// streams) until `shutdown` resolves; connections in progress finish.
 pub async fn serve_http<S, IO>(incoming: S, routes: Routes, shutdown: impl Future<Output = ()>)
@@ -41,6 +44,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut incoming = incoming;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let connection = tokio::select! {
@@ -48,14 +52,21 @@ where
             next = incoming.next() => match next {
                 Some(Ok(connection)) => connection,
                 Some(Err(err)) => {
-                    tracing::debug!(error = %err, "http endpoint: connection refused");
+                    // e.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %err, "http endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 None => return,
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http endpoint: too many connections; closing a new one");
+            continue;
+        };
         let routes = routes.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = answer(&routes, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }

@@ -18,14 +18,15 @@ use crate::{error::RuntimeError, tls::ClientTls};
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 
 /// Starts keeping `verifier`'s keys current from `url` (`https://...`),
-/// trusting the server per `tls`.
+/// trusting the server per `tls` (kept for as long as the refresh runs, so a
+/// client certificate it presents keeps being reloaded).
 ///
 /// # Errors
 /// [`RuntimeError::Tls`] for a URL that is not `https://host[:port]/path`.
 pub fn spawn_jwks_url_refresh(
     verifier: Verifier,
     url: &str,
-    tls: &ClientTls,
+    tls: ClientTls,
     settings: KeyRefreshSettings,
 ) -> Result<KeyRefreshHandle, RuntimeError> {
     let uri: Uri = url
@@ -38,6 +39,7 @@ pub fn spawn_jwks_url_refresh(
     Ok(spawn_key_source(
         verifier,
         move || {
+            let _keep_reloading = &tls;
             let (uri, connector) = (uri.clone(), connector.clone());
             async move {
                 tokio::time::timeout(timeout, fetch_jwks(&uri, &connector))

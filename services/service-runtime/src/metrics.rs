@@ -85,6 +85,8 @@ pub async fn start(listen: Option<&str>) -> Result<Option<MetricsEndpoint>, Runt
     let Some(listen) = listen else {
         return Ok(None);
     };
+    // Now, not in the task: handles registered before the recorder exists never record.
+    install();
     let bind_error = |e| RuntimeError::io("binding the metrics port", listen, e);
     let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;

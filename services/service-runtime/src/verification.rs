@@ -55,7 +55,7 @@ impl Verification {
                     None => upstream_tls(upstream, dir)?,
                 };
                 tracing::info!(%url, "verification keys from a JWKS URL");
-                spawn_jwks_url_refresh(verifier.clone(), url, &tls, auth.key_refresh())?
+                spawn_jwks_url_refresh(verifier.clone(), url, tls, auth.key_refresh())?
             }
         };
         let revocations =

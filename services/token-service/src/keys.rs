@@ -132,10 +132,10 @@ impl KeyStore {
         if now_modified.is_none() || now_modified == *seen {
             return Ok(false);
         }
-        *seen = now_modified;
-        drop(seen);
+        // Recorded only once loaded: a failed read is retried on the next check.
         let ring = load_ring(&self.dir, None)?;
         self.install(ring)?;
+        *seen = now_modified;
         Ok(true)
     }
 
@@ -171,12 +171,19 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn read_key(dir: &Path, file: &str) -> Result<SigningKey, StartError> {
-    if file.contains('/') || file.contains("..") {
-        return Err(StartError::Key(format!(
+/// Refuses anything but a plain file name inside the key directory.
+fn plain_name(file: &str) -> Result<&str, StartError> {
+    let mut parts = Path::new(file).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(_)), None) => Ok(file),
+        _ => Err(StartError::Key(format!(
             "key file {file:?} must be a plain name"
-        )));
+        ))),
     }
+}
+
+fn read_key(dir: &Path, file: &str) -> Result<SigningKey, StartError> {
+    let file = plain_name(file)?;
     let pem = service_runtime::files::read_to_string(&dir.join(file))?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|e| StartError::Key(format!("{file}: {e}")))
 }
@@ -210,6 +217,9 @@ fn ring_entries(
         let text = service_runtime::files::read_to_string(&ring_path)?;
         let file: RingFile = serde_json::from_str(&text)
             .map_err(|e| StartError::Key(format!("{}: {e}", ring_path.display())))?;
+        for entry in &file.keys {
+            plain_name(&entry.file)?;
+        }
         return Ok(file.keys);
     }
     // Legacy layout: the configured algorithm's key signs, the other is only published.
@@ -275,6 +285,30 @@ pub fn rotate(
     now: u64,
 ) -> Result<Rotation, StartError> {
     let mut entries = ring_entries(dir, Some(current))?;
+    if overlap_seconds == 0 {
+        return Err(StartError::Key(
+            "the overlap must be positive (longer than the verifiers' key refresh interval)".into(),
+        ));
+    }
+    if let Some(pending) = entries
+        .iter()
+        .map(|e| e.activate_at)
+        .filter(|t| *t > now)
+        .max()
+    {
+        // Another next key is still waiting: stacking a second one would let
+        // the first sign after its own retirement was scheduled.
+        return Err(StartError::Key(format!(
+            "a rotation is already pending: its key signs from {pending}; rotate again after that"
+        )));
+    }
+    let signs_from = now
+        .checked_add(overlap_seconds)
+        .filter(|t| {
+            t.checked_add(max_ttl_seconds + MAX_LEEWAY_SECONDS)
+                .is_some()
+        })
+        .ok_or_else(|| StartError::Key("overlap too large".into()))?;
     let (key, pem) = SigningKey::generate(algorithm).map_err(|e| StartError::Key(e.to_string()))?;
     let mut file = format!("key-{now}-{}.pem", algorithm.name().to_ascii_lowercase());
     let mut n = 1;
@@ -286,7 +320,6 @@ pub fn rotate(
         );
     }
     service_runtime::files::write_private(&dir.join(&file), pem.as_bytes())?;
-    let signs_from = now + overlap_seconds;
     let retire_at = signs_from + max_ttl_seconds + MAX_LEEWAY_SECONDS;
     let mut retiring = Vec::new();
     let mut kept = Vec::new();
@@ -393,6 +426,41 @@ mod tests {
         assert_eq!(published(&keys), vec![rotation.next_kid.clone()]);
         // A restart reads the same ring.
         assert_eq!(kid(&store(dir.path(), &clock)), rotation.next_kid);
+    }
+
+    #[test]
+    fn rotations_do_not_stack_and_ring_paths_stay_inside_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = OffsetClock::new();
+        store(dir.path(), &clock);
+        let now = clock.now();
+        let alg = SigningAlgorithm::EdDSA;
+        rotate(dir.path(), alg, alg, 120, 300, now).expect("first");
+        assert!(
+            rotate(dir.path(), alg, alg, 10, 300, now + 5).is_err(),
+            "pending"
+        );
+        assert!(
+            rotate(dir.path(), alg, alg, 10, 300, now + 121).is_ok(),
+            "after it signs"
+        );
+        assert!(
+            rotate(dir.path(), alg, alg, 0, 300, now + 300).is_err(),
+            "zero overlap"
+        );
+        assert!(rotate(dir.path(), alg, alg, u64::MAX, 300, now + 300).is_err());
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "keep").expect("write");
+        let ring = format!(
+            r#"{{"keys":[{{"file":"{}","activate_at":0,"retire_at":1}}]}}"#,
+            outside.display()
+        );
+        std::fs::write(dir.path().join(KEYRING_FILE), ring).expect("ring");
+        assert!(rotate(dir.path(), alg, alg, 10, 300, now + 400).is_err());
+        assert!(
+            outside.exists(),
+            "nothing outside the key directory is touched"
+        );
     }
 
     #[test]

@@ -96,15 +96,22 @@ pub async fn run(
         let issuer = issuer.clone();
         BackgroundTask::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            // A bad ring is retried every second; say so once, not every second.
+            let mut last_error = None;
             loop {
                 tick.tick().await;
                 match issuer.keys().reload_if_changed() {
                     Ok(true) => {
+                        last_error = None;
                         tracing::info!(keys = issuer.jwks().keys.len(), "key ring reloaded")
                     }
                     Ok(false) => {}
                     Err(err) => {
-                        tracing::error!(error = %err, "key ring rejected; the current keys stay")
+                        let err = err.to_string();
+                        if last_error.as_ref() != Some(&err) {
+                            tracing::error!(error = %err, "key ring rejected; the current keys stay");
+                            last_error = Some(err);
+                        }
                     }
                 }
             }
