@@ -382,6 +382,17 @@ impl TestMesh {
         (server, addr)
     }
 
+    /// Starts a second token service on the same state (shared keys and
+    /// revocations file) on an ephemeral port, and waits until it is SERVING.
+    pub async fn start_token_service_replica(&self) -> (RunningServer, SocketAddr) {
+        let listener = ephemeral().await;
+        let addr = listener.local_addr().expect("addr");
+        let server = mesh::start_token_service(&self.state, listener, self.shared_clock())
+            .expect("token service replica");
+        self.wait_serving(addr).await;
+        (server, addr)
+    }
+
     /// Revokes `target` as the dev operator (its workload certificate; it may revoke).
     pub async fn revoke(&self, target: revoke_request::Target) -> Result<Revocation, Status> {
         let response = self

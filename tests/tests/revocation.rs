@@ -313,3 +313,32 @@ async fn a_one_time_token_is_accepted_once() {
     }
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_at_one_replica_reaches_verifiers_of_the_other() {
+    let mesh = TestMesh::start().await;
+    let (replica, replica_addr) = mesh.start_token_service_replica().await;
+    // Inventory watches the first replica; the revocation is made at the second.
+    let token = mesh.mint("inventory", &["inventory.read"], None).await;
+    let stock = inventory(&mesh, mesh.addrs.inventory);
+    stock_with(&stock, &token).await.expect("accepted before");
+    let mut at_replica =
+        authmesh_proto::authmesh::v1::token_service_client::TokenServiceClient::new(
+            mesh.channel_as(replica_addr, Some("operator")),
+        );
+    at_replica
+        .revoke(authmesh_proto::authmesh::v1::RevokeRequest {
+            target: Some(revoke_jti(&token)),
+            reason: "at the other replica".into(),
+        })
+        .await
+        .expect("revoke at the replica");
+    // The first replica reads the shared file every 0.5 s, then pushes.
+    let took = revoked_after(Instant::now(), Duration::from_secs(3), "inventory", || {
+        stock_with(&stock, &token)
+    })
+    .await;
+    eprintln!("revocation made at the replica enforced after {took:?}");
+    replica.stop().await.expect("stop");
+    mesh.stop().await;
+}

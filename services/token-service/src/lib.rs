@@ -117,6 +117,33 @@ pub async fn run(
             }
         })
     };
+    // Replicas sharing the revocations file: what another one revoked reaches
+    // this one's watchers within half a second.
+    let revocations_watch = {
+        let store = revocations.clone();
+        BackgroundTask::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            let mut seen = store.file_modified();
+            loop {
+                tick.tick().await;
+                let now = store.file_modified();
+                if now == seen {
+                    continue;
+                }
+                match store.sync_from_disk() {
+                    Ok(learned) => {
+                        seen = now;
+                        if learned > 0 {
+                            tracing::info!(learned, "revocations taken from the shared file");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "revocations file unreadable; retrying")
+                    }
+                }
+            }
+        })
+    };
     let _policy_watches: Vec<_> = policy_files
         .into_iter()
         .map(|(file, shared)| watch_policy_file(file, shared, |_| Ok(())))
@@ -165,5 +192,6 @@ pub async fn run(
     )
     .await?;
     drop(keys_watch);
+    drop(revocations_watch);
     Ok(())
 }

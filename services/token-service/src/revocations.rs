@@ -239,9 +239,24 @@ impl RevocationStore {
             revocation,
             reason: reason.to_owned(),
         };
+        // Replicas sharing the file take turns: each writes the union of
+        // what is on disk (another replica's revocations) and its own.
+        let _turn = self.lock_file().map_err(|err| {
+            tracing::error!(error = %err, "revocation file lock unavailable; nothing was revoked");
+            IssueError::RevocationNotPersisted
+        })?;
+        let on_disk = self.read_disk().map_err(|err| {
+            tracing::error!(error = %err, "revocation file unreadable; nothing was revoked");
+            IssueError::RevocationNotPersisted
+        })?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = entries.clone();
         next.retain(|_, e| in_force(&e.revocation, now));
+        let mut learned: Vec<Revocation> = on_disk
+            .into_iter()
+            .filter(|e| in_force(&e.revocation, now))
+            .filter_map(|e| merge(&mut next, e))
+            .collect();
         // A subject's later cutoff covers everything an earlier one did.
         let entry = match next.get(&entry.key()) {
             Some(old) if covers(&old.revocation, &entry.revocation) => old.clone(),
@@ -263,9 +278,68 @@ impl RevocationStore {
         })?;
         *entries = next;
         drop(entries);
+        learned.push(entry.revocation.clone());
         // No receiver is fine: nobody watches yet.
-        let _ = self.events.send(Arc::from([entry.revocation.clone()]));
+        let _ = self.events.send(Arc::from(learned));
         Ok(entry.revocation)
+    }
+
+    /// Takes in what another replica sharing the file revoked, and tells
+    /// this replica's watchers; returns how many revocations were new.
+    ///
+    /// # Errors
+    /// A description when the file cannot be read (nothing changes then).
+    pub fn sync_from_disk(&self) -> Result<usize, String> {
+        let now = self.clock.now();
+        let on_disk = self.read_disk()?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let learned: Vec<Revocation> = on_disk
+            .into_iter()
+            .filter(|e| in_force(&e.revocation, now))
+            .filter_map(|e| merge(&mut entries, e))
+            .collect();
+        drop(entries);
+        let count = learned.len();
+        if count > 0 {
+            let _ = self.events.send(Arc::from(learned));
+        }
+        Ok(count)
+    }
+
+    /// When the file last changed (replicas poll it).
+    pub fn file_modified(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(&self.file)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn read_disk(&self) -> Result<Vec<Entry>, String> {
+        let stored: StoredFile = match std::fs::read_to_string(&self.file) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| e.to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredFile::default(),
+            Err(e) => return Err(e.to_string()),
+        };
+        stored
+            .revocations
+            .into_iter()
+            .map(|s| Entry::from_stored(s).ok_or_else(|| "malformed entry".to_owned()))
+            .collect()
+    }
+
+    /// An exclusive lock on `<file>.lock`, held while writing.
+    fn lock_file(&self) -> std::io::Result<std::fs::File> {
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut path = self.file.clone().into_os_string();
+        path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        lock.lock()?;
+        Ok(lock)
     }
 
     /// Every revocation in force now.
@@ -298,6 +372,19 @@ impl RevocationStore {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Revocation]>> {
         self.events.subscribe()
     }
+}
+
+/// Adds `entry` unless what is held already covers it; returns it when it was new.
+fn merge(into: &mut HashMap<RevocationKey, Entry>, entry: Entry) -> Option<Revocation> {
+    if into
+        .get(&entry.key())
+        .is_some_and(|held| covers(&held.revocation, &entry.revocation))
+    {
+        return None;
+    }
+    let revocation = entry.revocation.clone();
+    into.insert(entry.key(), entry);
+    Some(revocation)
 }
 
 /// Whether `old` already revokes everything `new` does, for as long.
@@ -361,6 +448,22 @@ mod tests {
         assert_eq!(store(dir.path(), &clock).snapshot().len(), 2);
         clock.advance(30);
         assert_eq!(store(dir.path(), &clock).snapshot(), vec![subject]);
+    }
+
+    #[test]
+    fn replicas_sharing_the_file_keep_each_others_revocations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = OffsetClock::default();
+        let (a, b) = (store(dir.path(), &clock), store(dir.path(), &clock));
+        let mut b_events = b.subscribe();
+        a.revoke_token("from-a", None, "").expect("revoke at a");
+        assert_eq!(b.sync_from_disk(), Ok(1));
+        assert_eq!(b.sync_from_disk(), Ok(0), "nothing new the second time");
+        assert!(b_events.try_recv().is_ok(), "b's watchers hear of it");
+        // b writes the union: a's revocation is not lost.
+        b.revoke_token("from-b", None, "").expect("revoke at b");
+        assert_eq!(a.sync_from_disk(), Ok(1));
+        assert_eq!(store(dir.path(), &clock).snapshot().len(), 2);
     }
 
     #[test]
