@@ -98,6 +98,22 @@ enum Command {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
+    /// Check a server's gRPC health (exit 0 only when SERVING): for container
+    /// health checks and scripts. `--url` names the server; the client
+    /// certificate defaults to <state-dir>/tls/<client-id>.pem when it exists.
+    Health {
+        /// The health service name to ask about ("" for the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Present this workload's certificate.
+        #[arg(long, default_value = DEMO_CLIENT)]
+        client_id: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
     /// The issuer's signing keys.
     Keys {
         #[command(subcommand)]
@@ -316,6 +332,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let report = explain(&state, &request).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
+        }
+        Command::Health {
+            service,
+            client_id,
+            timeout,
+            endpoint,
+        } => {
+            let state = DevState::open(&cli.state_dir);
+            let endpoint = endpoint.endpoint(&state, &client_id);
+            let status = token_cli::health(
+                &endpoint,
+                &service,
+                std::time::Duration::from_secs(timeout.max(1)),
+            )
+            .await?;
+            println!("{status}");
+            if status == "SERVING" {
+                Ok(())
+            } else {
+                Err(format!("{} is {status}", endpoint.url).into())
+            }
         }
         Command::Keys {
             command:

@@ -43,7 +43,11 @@ pub struct TokenServiceEndpoint {
 }
 
 impl TokenServiceEndpoint {
-    fn channel(&self) -> Result<Channel, RuntimeError> {
+    /// A channel to the endpoint with its TLS settings.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] for unusable TLS files or URL.
+    pub fn channel(&self) -> Result<Channel, RuntimeError> {
         let upstream = UpstreamConfig {
             url: self.url.clone(),
             ca: Some(self.ca.clone()),
@@ -236,4 +240,29 @@ pub async fn fetch_keys(channel: Channel) -> Result<JwkSet, TokenCliError> {
     Ok(JwkSet {
         keys: response.keys.into_iter().map(Jwk::from).collect(),
     })
+}
+
+/// `grpc.health.v1.Health/Check` for `service` ("" for the whole server) at
+/// the endpoint, within `timeout`; the serving status's name.
+///
+/// # Errors
+/// [`TokenCliError`] when the server cannot be reached in time or answers an error.
+pub async fn health(
+    endpoint: &TokenServiceEndpoint,
+    service: &str,
+    timeout: std::time::Duration,
+) -> Result<String, TokenCliError> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(endpoint.channel()?);
+    let check = client.check(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    let response = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| TokenCliError::Usage(format!("no answer within {timeout:?}")))??;
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(
+        response.into_inner().status,
+    )
+    .map_or("UNKNOWN", |s| s.as_str_name());
+    Ok(status.to_owned())
 }

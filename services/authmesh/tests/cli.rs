@@ -272,6 +272,18 @@ async fn up_mint_inspect_and_ctrl_c() {
     let bad = authmesh(dir.path(), &["certs", "issue", "--name", "../evil"]);
     assert!(!bad.status.success(), "path-like names are refused");
 
+    // Health checks as a container would run them: SERVING exits 0, nothing listening fails.
+    let inventory_url = format!("https://localhost:{}", addrs.inventory.port());
+    let healthy = authmesh(dir.path(), &["health", "--url", &inventory_url]);
+    assert!(
+        healthy.status.success() && String::from_utf8_lossy(&healthy.stdout).trim() == "SERVING",
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let closed = format!("https://localhost:{}", free_addr().port());
+    let down = authmesh(dir.path(), &["health", "--url", &closed, "--timeout", "2"]);
+    assert!(!down.status.success());
+
     // A key rotation scheduled by the CLI on the running mesh's key directory.
     let rotated = authmesh(dir.path(), &["keys", "rotate", "--overlap-seconds", "300"]);
     assert!(
