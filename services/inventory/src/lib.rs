@@ -16,7 +16,7 @@ use authmesh_proto::demo::inventory::v1::{
 use serde::{Deserialize, Serialize};
 use service_runtime::{
     AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
-    serve_authenticated, upstream_channel,
+    serve_authenticated,
 };
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -215,14 +215,8 @@ pub async fn run(
         settings.insecure_plaintext,
         &config.dir,
     )?;
-    let channel = upstream_channel(&settings.token_service, &config.dir)?;
-    let verification = Verification::start(
-        &settings.auth,
-        &settings.token_service,
-        channel,
-        &config.dir,
-        clock,
-    )?;
+    let verification =
+        Verification::start(&settings.auth, &settings.token_service, &config.dir, clock)?;
     let policy = settings.auth.policy(&config.dir, policy())?;
     let service = InventoryServer::new(handler);
     serve_authenticated(

@@ -327,11 +327,9 @@ pub async fn run(
         settings.insecure_plaintext,
         &config.dir,
     )?;
-    let token_service = upstream_channel(&settings.token_service, &config.dir)?;
     let verification = Verification::start(
         &settings.auth,
         &settings.token_service,
-        token_service,
         &config.dir,
         clock.clone(),
     )?;

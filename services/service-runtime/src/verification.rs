@@ -8,14 +8,13 @@ use auth_interceptor::{
     KeyRefreshHandle, RevocationWatchHandle, SharedClock, Verifier, spawn_key_refresh,
     spawn_revocation_watch,
 };
-use tonic::transport::Channel;
 
 use crate::{
     config::{AuthConfig, UpstreamConfig},
     error::RuntimeError,
     files::read_to_string,
     jwks_url::spawn_jwks_url_refresh,
-    tls::{ClientTls, RELOAD_INTERVAL, upstream_tls},
+    tls::{ClientTls, RELOAD_INTERVAL, upstream_channel, upstream_tls},
 };
 
 /// A verifier and the background tasks that keep its keys and revocations
@@ -29,8 +28,8 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// Starts verifying per `auth`: revocations watched over `token_service`
-    /// (the channel to `upstream`), keys from its `GetJwks`, or from
+    /// Starts verifying per `auth`: revocations watched over a channel to the
+    /// token service at `upstream`, keys from its `GetJwks`, or from
     /// `auth.jwks_url` over HTTPS when one is set (trusting `auth.jwks_ca`, or
     /// else the upstream's TLS settings; paths relative to `dir`).
     ///
@@ -41,11 +40,11 @@ impl Verification {
     pub fn start(
         auth: &AuthConfig,
         upstream: &UpstreamConfig,
-        token_service: Channel,
         dir: &Path,
         clock: SharedClock,
     ) -> Result<Self, RuntimeError> {
         auth_interceptor::self_test()?;
+        let token_service = upstream_channel(upstream, dir)?;
         let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
         let refresh = match &auth.jwks_url {
             None => spawn_key_refresh(verifier.clone(), token_service.clone(), auth.key_refresh()),
