@@ -10,6 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 use service_runtime::{
@@ -32,7 +33,10 @@ pub const WORKLOAD_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const WORKLOADS: [(&str, &[&str]); 5] = [
     ("token-service", &["localhost", "token-service"]),
     ("orders", &["localhost", "orders"]),
-    ("inventory", &["localhost", "inventory"]),
+    // `inventory.mesh`: the name orders uses in the compose cluster, an
+    // alias on the service network only, so that cutting inventory off the
+    // issuer's network never moves orders' connections.
+    ("inventory", &["localhost", "inventory", "inventory.mesh"]),
     (DEMO_CLIENT, &[]),
     (OPERATOR_CLIENT, &[]),
 ];
@@ -81,6 +85,67 @@ methods = ["/demo.orders.v1.Orders/PlaceOrder"]
 scopes = ["orders.write"]
 "#;
 
+/// How the token service replicas are reached in the compose cluster
+/// (docker-compose.yml): one name for both.
+pub const COMPOSE_TOKEN_SERVICE_URL: &str = "https://token-service:50051";
+/// How orders reaches inventory in the compose cluster.
+pub const COMPOSE_INVENTORY_URL: &str = "https://inventory.mesh:50053";
+
+/// How the generated configurations place the servers: where each listens,
+/// how the others reach it, and what the demo inventory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshLayout {
+    /// Listen addresses.
+    pub listen: MeshAddrs,
+    /// `iss` of the tokens, and the base of the discovery URLs.
+    pub issuer: String,
+    /// How orders and inventory reach the token service.
+    pub token_service_url: String,
+    /// How orders reaches inventory.
+    pub inventory_url: String,
+    /// Where each server serves `/metrics` (each in its own process), if anywhere.
+    pub metrics_listen: Option<String>,
+    /// Inventory's starting stock.
+    pub stock: BTreeMap<String, u32>,
+}
+
+impl MeshLayout {
+    /// One host: everything on `addrs`, reached through `localhost` (`authmesh up`, tests).
+    pub fn local(addrs: MeshAddrs) -> Self {
+        let issuer = issuer_url(addrs.token_service);
+        Self {
+            token_service_url: issuer.clone(),
+            inventory_url: format!("https://localhost:{}", addrs.inventory.port()),
+            issuer,
+            listen: addrs,
+            metrics_listen: None,
+            stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
+        }
+    }
+
+    /// The compose cluster: each server in its own container, listening on
+    /// all interfaces at its default port and reached by service name. The
+    /// issuer stays `https://localhost:50051`, the published port, so the
+    /// discovery URLs work from the host. Stock is deep enough for the
+    /// steady traffic of the fault drills.
+    pub fn compose() -> Self {
+        let any =
+            |port| SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        Self {
+            listen: MeshAddrs {
+                token_service: any(DEFAULT_PORTS.token_service.port()),
+                orders: any(DEFAULT_PORTS.orders.port()),
+                inventory: any(DEFAULT_PORTS.inventory.port()),
+            },
+            issuer: issuer_url(DEFAULT_PORTS.token_service),
+            token_service_url: COMPOSE_TOKEN_SERVICE_URL.into(),
+            inventory_url: COMPOSE_INVENTORY_URL.into(),
+            metrics_listen: Some("0.0.0.0:9464".into()),
+            stock: BTreeMap::from([("sku-1".into(), 100_000_000), ("sku-2".into(), 5)]),
+        }
+    }
+}
+
 /// Where each server of the mesh listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshAddrs {
@@ -105,6 +170,9 @@ pub enum StateError {
     /// Hashing a client secret failed.
     #[error("{0}")]
     Secret(String),
+    /// The issuer's signing key could not be created or loaded.
+    #[error(transparent)]
+    Keys(#[from] token_service::StartError),
 }
 
 /// The dev state directory and the configurations in it.
@@ -120,6 +188,16 @@ impl DevState {
     /// # Errors
     /// [`StateError`] when files cannot be created.
     pub fn ensure(dir: &Path, addrs: MeshAddrs) -> Result<Self, StateError> {
+        Self::ensure_layout(dir, &MeshLayout::local(addrs))
+    }
+
+    /// Creates whatever is missing under `dir` for `layout`, keeping what
+    /// exists, including the issuer's signing key: token service replicas
+    /// sharing the directory then never race to create it.
+    ///
+    /// # Errors
+    /// [`StateError`] when files cannot be created.
+    pub fn ensure_layout(dir: &Path, layout: &MeshLayout) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Io {
             action: "creating",
             path: dir.to_path_buf(),
@@ -133,7 +211,7 @@ impl DevState {
         let state = Self { dir };
         state.renew_due_certificates()?;
         let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
-        let issuer = issuer_url(addrs.token_service);
+        let issuer = &layout.issuer;
         // Every hop is mutual TLS: each service presents its own workload certificate.
         let upstream = |url: String, workload: &str| UpstreamConfig {
             url,
@@ -152,10 +230,10 @@ impl DevState {
                 token_service::credentials::hash_secret(secret).map_err(StateError::Secret)
             };
             let config = token_service::Config {
-                listen: addrs.token_service.to_string(),
+                listen: layout.listen.token_service.to_string(),
                 issuer: issuer.clone(),
                 insecure_plaintext: false,
-                metrics_listen: None,
+                metrics_listen: layout.metrics_listen.clone(),
                 // Optional: workloads authenticate by certificate, grpcurl users may use a secret.
                 tls: Some(tls("token-service", ClientAuth::Optional)),
                 key_dir: "keys".into(),
@@ -221,34 +299,31 @@ impl DevState {
         })?;
         write_if_missing(&state.inventory_config(), || {
             let config = inventory::Config {
-                listen: addrs.inventory.to_string(),
+                listen: layout.listen.inventory.to_string(),
                 insecure_plaintext: false,
-                metrics_listen: None,
+                metrics_listen: layout.metrics_listen.clone(),
                 tls: Some(tls("inventory", ClientAuth::Required)),
-                token_service: upstream(issuer.clone(), "inventory"),
+                token_service: upstream(layout.token_service_url.clone(), "inventory"),
                 auth: AuthConfig {
                     policy_file: Some("inventory.policy.toml".into()),
-                    ..AuthConfig::new(&issuer, "inventory")
+                    ..AuthConfig::new(issuer, "inventory")
                 },
-                stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
+                stock: layout.stock.clone(),
             };
             Ok(toml::to_string(&config)?)
         })?;
         write_if_missing(&state.orders_config(), || {
             let config = orders::Config {
-                listen: addrs.orders.to_string(),
+                listen: layout.listen.orders.to_string(),
                 insecure_plaintext: false,
-                metrics_listen: None,
+                metrics_listen: layout.metrics_listen.clone(),
                 tls: Some(tls("orders", ClientAuth::Required)),
-                token_service: upstream(issuer.clone(), "orders"),
+                token_service: upstream(layout.token_service_url.clone(), "orders"),
                 auth: AuthConfig {
                     policy_file: Some("orders.policy.toml".into()),
-                    ..AuthConfig::new(&issuer, "orders")
+                    ..AuthConfig::new(issuer, "orders")
                 },
-                inventory: upstream(
-                    format!("https://localhost:{}", addrs.inventory.port()),
-                    "orders",
-                ),
+                inventory: upstream(layout.inventory_url.clone(), "orders"),
                 client: orders::ClientConfig {
                     id: "orders".into(),
                     secret_file: None,
@@ -256,6 +331,14 @@ impl DevState {
             };
             Ok(toml::to_string(&config)?)
         })?;
+        // The key the token service would create on first start, created
+        // here so that replicas starting together share one.
+        let token_service = state.load_token_service()?;
+        token_service::KeyStore::load_or_create(
+            &token_service.path(&token_service.config.key_dir),
+            token_service.config.algorithm,
+            auth_interceptor::clock::system_clock(),
+        )?;
         Ok(state)
     }
 
@@ -296,6 +379,49 @@ impl DevState {
             tls.join(format!("{name}.pem")),
             tls.join(format!("{name}-key.pem")),
         )
+    }
+
+    /// Gives the whole state directory to `uid:gid`, so servers running as
+    /// that user can read their keys and write revocations and key rings.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Io`] naming the path that could not be changed.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), RuntimeError> {
+        chown_tree(&self.dir, uid, gid)
+    }
+
+    /// Copies what a client on the host needs into `kit`, laid out like a
+    /// state directory (so `--state-dir <kit>` works for minting, revoking
+    /// and health checks): the CA certificate, the demo-cli and operator
+    /// certificates and keys, and demo-cli's secret. Never the CA key, the
+    /// issuer's keys or any server key. The files are given to the owner of
+    /// `kit`, the user who created it on the host.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Io`] when a file cannot be read or written.
+    pub fn export_client_kit(&self, kit: &Path) -> Result<(), RuntimeError> {
+        let mut public = vec![PathBuf::from("tls/ca.pem")];
+        let mut private = vec![PathBuf::from(format!("clients/{DEMO_CLIENT}.secret"))];
+        for client in [DEMO_CLIENT, OPERATOR_CLIENT] {
+            public.push(format!("tls/{client}.pem").into());
+            private.push(format!("tls/{client}-key.pem").into());
+        }
+        for (files, write) in [
+            (
+                &public,
+                write_public as fn(&Path, &[u8]) -> Result<(), RuntimeError>,
+            ),
+            (&private, write_private),
+        ] {
+            for file in files {
+                let from = self.dir.join(file);
+                let contents =
+                    std::fs::read(&from).map_err(|e| RuntimeError::io("reading", &from, e))?;
+                write(&kit.join(file), &contents)?;
+            }
+        }
+        let owner = std::fs::metadata(kit).map_err(|e| RuntimeError::io("reading", kit, e))?;
+        chown_tree(kit, owner.uid(), owner.gid())
     }
 
     /// An existing state directory, without creating anything.
@@ -378,6 +504,20 @@ fn write_if_missing(
 ) -> Result<(), StateError> {
     if !path.exists() {
         write_public(path, contents()?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Changes the owner of `dir` and everything under it (symbolic links are not followed).
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+        .map_err(|e| RuntimeError::io("changing the owner of", dir, e))?;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io("listing", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| RuntimeError::io("listing", dir, e))?;
+            chown_tree(&entry.path(), uid, gid)?;
+        }
     }
     Ok(())
 }

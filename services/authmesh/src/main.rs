@@ -4,12 +4,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use auth_interceptor::{ClientCredentials, clock::system_clock};
 use authmesh::{
-    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, OPERATOR_CLIENT},
+    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, MeshLayout, OPERATOR_CLIENT},
     explain::{ExplainRequest, explain},
     mesh::Mesh,
     token_cli::{self, RevokeTarget, TokenServiceEndpoint},
 };
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 /// AuthMesh operator CLI.
 #[derive(Debug, Parser)]
@@ -34,6 +34,25 @@ enum Command {
         /// Where to serve Prometheus /metrics for the whole mesh (plain HTTP); "off" for none.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_listen: String,
+    },
+    /// Create the mesh's state in <state-dir> without starting anything
+    /// (CA, workload certificates, the issuer's signing key, client secrets,
+    /// service configurations), keeping what exists and renewing
+    /// certificates past half their life. The compose cluster's init service.
+    Init {
+        /// `local`: what `up` uses (127.0.0.1, localhost). `compose`: each
+        /// server on all interfaces, reached by its docker-compose.yml name.
+        #[arg(long, value_enum, default_value_t = Layout::Local)]
+        layout: Layout,
+        /// Also copy what a client on the host needs (the CA certificate, the
+        /// demo-cli and operator certificates and keys, demo-cli's secret)
+        /// into this directory, laid out like a state directory and owned by
+        /// the directory's owner.
+        #[arg(long)]
+        client_kit: Option<PathBuf>,
+        /// Hand the state to this user, `UID[:GID]`, so servers can run unprivileged.
+        #[arg(long, value_parser = parse_owner)]
+        owner: Option<(u32, u32)>,
     },
     /// Mint and inspect tokens.
     Token {
@@ -142,6 +161,21 @@ enum KeysCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Where the servers of a generated state listen and find each other.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Layout {
+    Local,
+    Compose,
+}
+
+fn parse_owner(owner: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = owner.split_once(':').unwrap_or((owner, owner));
+    match (uid.parse(), gid.parse()) {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(format!("{owner:?}: expected UID or UID:GID (numbers)")),
+    }
 }
 
 fn parse_algorithm(name: &str) -> Result<auth_interceptor::SigningAlgorithm, String> {
@@ -275,6 +309,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Up { metrics_listen } => {
             let metrics = (metrics_listen != "off").then_some(metrics_listen.as_str());
             up(&cli.state_dir, metrics).await
+        }
+        Command::Init {
+            layout,
+            client_kit,
+            owner,
+        } => {
+            let layout = match layout {
+                Layout::Local => MeshLayout::local(DEFAULT_PORTS),
+                Layout::Compose => MeshLayout::compose(),
+            };
+            let state = DevState::ensure_layout(&cli.state_dir, &layout)?;
+            if let Some((uid, gid)) = owner {
+                state.hand_over(uid, gid)?;
+            }
+            println!("state ready in {}", state.dir().display());
+            if let Some(kit) = client_kit {
+                state.export_client_kit(&kit)?;
+                println!("client kit in {} (use it as --state-dir)", kit.display());
+            }
+            Ok(())
         }
         Command::Revoke {
             jti,

@@ -448,3 +448,108 @@ fn metrics_of_up(log: &Path) {
         &[r#"service="orders""#]
     ));
 }
+
+/// `authmesh init --layout compose`: what the compose cluster's init
+/// service runs. Servers listen on all interfaces and reach each other by
+/// service name, the issuer's key exists before any replica starts, the
+/// client kit holds exactly the client files, and a second run keeps
+/// everything (the secret, the key) as it was.
+#[test]
+fn init_prepares_compose_state_and_client_kit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (state, kit) = (dir.path().join("state"), dir.path().join("kit"));
+    std::fs::create_dir(&kit).expect("kit dir");
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir.path()).expect("metadata");
+        format!("{}:{}", meta.uid(), meta.gid())
+    };
+    let init = || {
+        let out = authmesh(
+            &state,
+            &[
+                "init",
+                "--layout",
+                "compose",
+                "--client-kit",
+                kit.to_str().expect("utf-8 path"),
+                "--owner",
+                &owner,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    init();
+
+    let loaded = DevState::open(&state);
+    let token_service = loaded.load_token_service().expect("token-service.toml");
+    assert_eq!(token_service.config.listen, "0.0.0.0:50051");
+    assert_eq!(token_service.config.issuer, "https://localhost:50051");
+    assert_eq!(
+        token_service.config.metrics_listen.as_deref(),
+        Some("0.0.0.0:9464")
+    );
+    let orders = loaded.load_orders().expect("orders.toml");
+    assert_eq!(orders.config.listen, "0.0.0.0:50052");
+    assert_eq!(
+        orders.config.token_service.url,
+        "https://token-service:50051"
+    );
+    assert_eq!(orders.config.inventory.url, "https://inventory.mesh:50053");
+    let inventory = loaded.load_inventory().expect("inventory.toml");
+    assert_eq!(
+        inventory.config.token_service.url,
+        "https://token-service:50051"
+    );
+    let key = state.join("keys/eddsa.pem");
+    let key_before = std::fs::read(&key).expect("the issuer's key exists before any replica");
+
+    let mut kit_files: Vec<String> = ["tls", "clients"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(kit.join(sub)).expect("kit subdir"))
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            path.strip_prefix(&kit)
+                .expect("inside the kit")
+                .display()
+                .to_string()
+        })
+        .collect();
+    kit_files.sort();
+    assert_eq!(
+        kit_files,
+        [
+            "clients/demo-cli.secret",
+            "tls/ca.pem",
+            "tls/demo-cli-key.pem",
+            "tls/demo-cli.pem",
+            "tls/operator-key.pem",
+            "tls/operator.pem",
+        ]
+    );
+    let secret = std::fs::read(kit.join("clients/demo-cli.secret")).expect("secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kit.join("tls/demo-cli-key.pem"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "private files stay private in the kit");
+    }
+
+    init();
+    assert_eq!(std::fs::read(&key).expect("key"), key_before, "key kept");
+    assert_eq!(
+        std::fs::read(kit.join("clients/demo-cli.secret")).expect("secret"),
+        secret,
+        "secret kept"
+    );
+
+    let refused = authmesh(&state, &["init", "--owner", "nobody"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UID"));
+}

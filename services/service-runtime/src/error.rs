@@ -48,11 +48,8 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    /// An I/O failure while `action`ing `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RuntimeError::Io {
             action,
             path: path.into(),
