@@ -240,7 +240,13 @@ impl Verifier {
         self.inner
             .metrics
             .keys_installed(current.keys.len(), self.inner.clock.now());
-        tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
+        // A refresh that changed nothing is not news (it runs every interval).
+        let changed = key_left || current.keys.len() != previous.keys.len();
+        if changed {
+            tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
+        } else {
+            tracing::debug!(keys = current.keys.len(), "verification keys unchanged");
+        }
         Ok(())
     }
 
