@@ -1,0 +1,777 @@
+//! The compose cluster end to end, on the machine's real Docker engine:
+//! builds the image with the documented command (`compose/build-images.sh`),
+//! starts `docker-compose.yml` under a project of its own, runs the grpcurl
+//! walkthrough against the published ports, then each fault drill under
+//! steady orders -> inventory traffic, asserting the stated outcome and no
+//! unexpected failure. Containers, networks and volumes are removed even
+//! when a step fails.
+//!
+//! Skipped, with the reason printed, only where no Docker engine or Compose
+//! answers; with `AUTHMESH_TEST_REQUIRE_TOOLS=1` (CI) it never skips.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use auth_interceptor::ClientCredentials;
+use authmesh::token_cli::{self, TokenServiceEndpoint};
+use authmesh_proto::demo::orders::v1::{PlaceOrderRequest, orders_client::OrdersClient};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use service_runtime::UpstreamConfig;
+use tonic::{Code, transport::Channel};
+
+/// Lifetime of orders' own tokens in the drills: short, so "until they
+/// expire" fits in a test; orders refreshes at 80% of it.
+const ORDERS_TOKEN_TTL: u64 = 30;
+/// How often verifiers refresh keys in the drills (60 s by default).
+const KEY_REFRESH_SECONDS: u64 = 2;
+/// Pause between two calls of the steady traffic (about 20 calls a second).
+const CALL_INTERVAL: Duration = Duration::from_millis(50);
+/// The most one call may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on any traffic run, whatever a drill does.
+const MAX_TRAFFIC: Duration = Duration::from_secs(180);
+
+/// The `docker compose` (v2 plugin) or `docker-compose` (v1) command line.
+fn compose_tool() -> Option<Vec<String>> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if !works("docker", &["info", "--format", "{{.ServerVersion}}"]) {
+        return skip("no Docker engine answers `docker info`");
+    }
+    if works("docker", &["compose", "version"]) {
+        return Some(vec!["docker".into(), "compose".into()]);
+    }
+    if works("docker-compose", &["version"]) {
+        return Some(vec!["docker-compose".into()]);
+    }
+    skip("neither `docker compose` nor `docker-compose` is installed")
+}
+
+fn skip<T>(reason: &str) -> Option<T> {
+    let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+    assert!(!required, "{reason}, and AUTHMESH_TEST_REQUIRE_TOOLS=1");
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+/// Output of a finished command.
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("command starts");
+    Output {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// One compose project: every command names it, and dropping it removes
+/// its containers, networks and volumes.
+struct Cluster {
+    tool: Vec<String>,
+    project: String,
+    root: PathBuf,
+    kit: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.tool[0]);
+        command
+            .args(&self.tool[1..])
+            .arg("--project-name")
+            .arg(&self.project)
+            .arg("--file")
+            .arg(self.root.join("docker-compose.yml"))
+            .args(args)
+            .current_dir(&self.root)
+            .env("AUTHMESH_CLIENT_KIT", self.kit.path())
+            .env("AUTHMESH_DEFAULT_TTL_SECONDS", ORDERS_TOKEN_TTL.to_string())
+            .env(
+                "AUTHMESH_KEY_REFRESH_SECONDS",
+                KEY_REFRESH_SECONDS.to_string(),
+            );
+        command
+    }
+
+    /// Runs a compose command that must succeed.
+    async fn compose(&self, args: &[&str]) -> String {
+        let mut command = self.command(args);
+        let what = args.join(" ");
+        let out = tokio::task::spawn_blocking(move || run(&mut command))
+            .await
+            .expect("join");
+        assert!(out.success, "compose {what} failed:\n{}", out.stderr);
+        out.stdout
+    }
+
+    /// The container id of `service`.
+    async fn container(&self, service: &str) -> String {
+        let id = self.compose(&["ps", "-q", service]).await;
+        let id = id.trim().to_owned();
+        assert!(!id.is_empty(), "no container for {service}");
+        id
+    }
+
+    /// `docker inspect --format` of a service's container.
+    async fn inspect(&self, service: &str, format: &str) -> String {
+        let id = self.container(service).await;
+        let out = run(Command::new("docker").args(["inspect", "--format", format, &id]));
+        assert!(out.success, "docker inspect {service}: {}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
+    /// Waits until the health check of each of `services` passes.
+    async fn wait_healthy(&self, services: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for service in services {
+            loop {
+                let health = self.inspect(service, "{{.State.Health.Status}}").await;
+                if health == "healthy" {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{service} is still {health:?} after 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Runs `docker` itself (network changes) and requires success.
+    async fn docker(&self, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let out = tokio::task::spawn_blocking(move || run(Command::new("docker").args(&args)))
+            .await
+            .expect("join");
+        assert!(out.success, "docker failed:\n{}", out.stderr);
+    }
+
+    /// The full name of one of the compose file's networks.
+    fn network(&self, name: &str) -> String {
+        format!("{}_{name}", self.project)
+    }
+
+    fn kit(&self, file: &str) -> PathBuf {
+        self.kit.path().join(file)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = run(&mut self.command(&["logs", "--no-color", "--tail", "60"]));
+            eprintln!(
+                "--- cluster logs (last lines per service) ---\n{}",
+                logs.stdout
+            );
+        }
+        let down =
+            run(&mut self.command(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]));
+        if !down.success {
+            eprintln!("compose down failed: {}", down.stderr);
+        }
+    }
+}
+
+/// The outcome of one call of the steady traffic.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    at: Instant,
+    code: Code,
+}
+
+/// Steady PlaceOrder traffic through orders (and so orders -> inventory),
+/// one call every [`CALL_INTERVAL`], until finished or [`MAX_TRAFFIC`].
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(orders: &OrdersClient<Channel>, token: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let bearer: tonic::metadata::AsciiMetadataValue =
+            format!("Bearer {token}").parse().expect("metadata");
+        let task = tokio::spawn({
+            let (stop, calls, orders) = (stop.clone(), calls.clone(), orders.clone());
+            async move {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_TRAFFIC {
+                    let code = place_order(&orders, &bearer).await;
+                    calls.lock().expect("log").push(Call {
+                        at: Instant::now(),
+                        code,
+                    });
+                    tokio::time::sleep(CALL_INTERVAL).await;
+                }
+            }
+        });
+        Self { stop, calls, task }
+    }
+
+    /// Waits until the calls made so far satisfy `done`, at most `within`.
+    async fn wait_until(&self, what: &str, within: Duration, done: impl Fn(&[Call]) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            if done(&self.calls.lock().expect("log")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the traffic and returns every call's outcome.
+    async fn finish(self) -> Vec<Call> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("traffic task");
+        std::mem::take(&mut *self.calls.lock().expect("log"))
+    }
+}
+
+/// One PlaceOrder of one unit, bounded by [`CALL_TIMEOUT`].
+async fn place_order(
+    orders: &OrdersClient<Channel>,
+    bearer: &tonic::metadata::AsciiMetadataValue,
+) -> Code {
+    let mut request = tonic::Request::new(PlaceOrderRequest {
+        sku: "sku-1".into(),
+        quantity: 1,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request.set_timeout(CALL_TIMEOUT);
+    let mut client = orders.clone();
+    match tokio::time::timeout(CALL_TIMEOUT, client.place_order(request)).await {
+        Ok(Ok(_)) => Code::Ok,
+        Ok(Err(status)) => status.code(),
+        Err(_) => Code::DeadlineExceeded,
+    }
+}
+
+fn failures(calls: &[Call]) -> Vec<Call> {
+    calls
+        .iter()
+        .filter(|c| c.code != Code::Ok)
+        .copied()
+        .collect()
+}
+
+fn codes(calls: &[Call]) -> Vec<Code> {
+    calls.iter().map(|c| c.code).collect()
+}
+
+fn assert_no_failures(drill: &str, calls: &[Call]) {
+    eprintln!("{drill}: {} calls", calls.len());
+    let failed = failures(calls);
+    assert!(
+        failed.is_empty(),
+        "{drill}: {} of {} calls failed: {:?}",
+        failed.len(),
+        calls.len(),
+        codes(&failed)
+    );
+    assert!(calls.len() > 20, "{drill}: only {} calls made", calls.len());
+}
+
+/// grpcurl against a published port, with the client kit's CA and demo-cli certificate.
+fn grpcurl(bin: &Path, cluster: &Cluster, port: u16, args: &[&str]) -> Output {
+    let mut command = Command::new(bin);
+    command
+        .arg("-cacert")
+        .arg(cluster.kit("tls/ca.pem"))
+        .arg("-cert")
+        .arg(cluster.kit("tls/demo-cli.pem"))
+        .arg("-key")
+        .arg(cluster.kit("tls/demo-cli-key.pem"))
+        .args(&args[..args.len() - 1])
+        .arg(format!("localhost:{port}"))
+        .arg(args[args.len() - 1]);
+    run(&mut command)
+}
+
+/// Where the traffic and the walkthrough reach the cluster from the host.
+struct Host {
+    endpoint: TokenServiceEndpoint,
+    credentials: ClientCredentials,
+    orders: OrdersClient<Channel>,
+}
+
+impl Host {
+    fn new(cluster: &Cluster) -> Self {
+        let identity = (
+            cluster.kit("tls/demo-cli.pem"),
+            cluster.kit("tls/demo-cli-key.pem"),
+        );
+        let secret = std::fs::read_to_string(cluster.kit("clients/demo-cli.secret"))
+            .expect("the client kit holds demo-cli's secret");
+        let orders = service_runtime::upstream_channel(
+            &UpstreamConfig {
+                url: "https://localhost:50052".into(),
+                ca: Some(cluster.kit("tls/ca.pem")),
+                cert: Some(identity.0.clone()),
+                key: Some(identity.1.clone()),
+            },
+            cluster.kit.path(),
+        )
+        .expect("orders channel");
+        Self {
+            endpoint: TokenServiceEndpoint {
+                url: "https://localhost:50051".into(),
+                ca: cluster.kit("tls/ca.pem"),
+                identity: Some(identity),
+            },
+            credentials: ClientCredentials::new("demo-cli", secret.trim()),
+            orders: OrdersClient::new(orders),
+        }
+    }
+
+    /// A token for orders from the token service replica published on `url`.
+    async fn mint(&self, url: &str, ttl: i64) -> String {
+        let endpoint = TokenServiceEndpoint {
+            url: url.into(),
+            ..self.endpoint.clone()
+        };
+        token_cli::mint(
+            &endpoint,
+            Some(&self.credentials),
+            "orders",
+            vec!["orders.write".into()],
+            Some(ttl),
+            false,
+        )
+        .await
+        .expect("mint a token for orders")
+        .token
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_serves_and_survives_faults() {
+    let Some(tool) = compose_tool() else {
+        return;
+    };
+    let Some(grpcurl_bin) = authmesh_tests::grpcurl() else {
+        return;
+    };
+    authmesh_tests::init();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+
+    // The documented command: static binaries, FROM scratch image.
+    let build = {
+        let script = root.join("compose/build-images.sh");
+        tokio::task::spawn_blocking(move || run(&mut Command::new(script)))
+            .await
+            .expect("join")
+    };
+    assert!(
+        build.success,
+        "compose/build-images.sh failed:\n{}",
+        build.stderr
+    );
+
+    let cluster = Cluster {
+        tool,
+        project: format!("authmesh-e2e-{}", std::process::id()),
+        root,
+        kit: tempfile::tempdir().expect("kit dir"),
+    };
+    cluster.compose(&["up", "-d"]).await;
+    cluster
+        .wait_healthy(&["token-service-1", "token-service-2", "orders", "inventory"])
+        .await;
+
+    walkthrough(&grpcurl_bin, &cluster);
+    let host = Host::new(&cluster);
+    // The caller's own token outlives every drill; orders' tokens (30 s) do not.
+    let token = host.mint("https://localhost:50051", 3600).await;
+
+    rotation_under_traffic(&cluster, &host, &token).await;
+    one_replica_down(&cluster, &host, &token).await;
+    inventory_cut_off_from_issuer(&cluster, &host, &token).await;
+    inventory_killed(&cluster, &host, &token).await;
+    both_replicas_down(&cluster, &host, &token).await;
+}
+
+/// The README's grpcurl walkthrough against the published ports.
+fn walkthrough(bin: &Path, cluster: &Cluster) {
+    let list = grpcurl(bin, cluster, 50053, &["list"]);
+    assert!(list.success, "{}", list.stderr);
+    assert!(
+        list.stdout.contains("demo.inventory.v1.Inventory"),
+        "{}",
+        list.stdout
+    );
+
+    let health = grpcurl(bin, cluster, 50052, &["grpc.health.v1.Health/Check"]);
+    assert!(
+        health.stdout.contains("SERVING"),
+        "{}{}",
+        health.stdout,
+        health.stderr
+    );
+
+    let secret = std::fs::read_to_string(cluster.kit("clients/demo-cli.secret")).expect("secret");
+    let basic = format!(
+        "authorization: Basic {}",
+        STANDARD.encode(format!("demo-cli:{}", secret.trim()))
+    );
+    let minted = grpcurl(
+        bin,
+        cluster,
+        50051,
+        &[
+            "-H",
+            &basic,
+            "-d",
+            r#"{"audience":"orders","scopes":["orders.write"]}"#,
+            "authmesh.v1.TokenService/IssueToken",
+        ],
+    );
+    assert!(minted.success, "{}", minted.stderr);
+    let minted: serde_json::Value = serde_json::from_str(&minted.stdout).expect("json");
+    let token = minted["token"].as_str().expect("token");
+    let bearer = format!("authorization: Bearer {token}");
+
+    let order = grpcurl(
+        bin,
+        cluster,
+        50052,
+        &[
+            "-H",
+            &bearer,
+            "-d",
+            r#"{"sku":"sku-1","quantity":2}"#,
+            "demo.orders.v1.Orders/PlaceOrder",
+        ],
+    );
+    assert!(order.success, "{}", order.stderr);
+    assert!(order.stdout.contains("reservationId"), "{}", order.stdout);
+
+    let anonymous = grpcurl(
+        bin,
+        cluster,
+        50053,
+        &[
+            "-d",
+            r#"{"sku":"sku-1"}"#,
+            "demo.inventory.v1.Inventory/GetStock",
+        ],
+    );
+    assert!(!anonymous.success);
+    assert!(
+        anonymous.stderr.contains("Unauthenticated"),
+        "{}",
+        anonymous.stderr
+    );
+
+    // A token for orders is refused at inventory: audience-bound.
+    let wrong_audience = grpcurl(
+        bin,
+        cluster,
+        50053,
+        &[
+            "-H",
+            &bearer,
+            "-d",
+            r#"{"sku":"sku-1"}"#,
+            "demo.inventory.v1.Inventory/GetStock",
+        ],
+    );
+    assert!(!wrong_audience.success);
+    assert!(
+        wrong_audience.stderr.contains("Unauthenticated"),
+        "{}",
+        wrong_audience.stderr
+    );
+
+    // Replica 2 mints too, with the same key.
+    let replica = grpcurl(bin, cluster, 50054, &["authmesh.v1.TokenService/GetJwks"]);
+    assert!(replica.success, "{}", replica.stderr);
+}
+
+/// `authmesh keys rotate` in the shared key directory, under traffic: both
+/// replicas sign with the new key after the overlap, and no call fails.
+async fn rotation_under_traffic(cluster: &Cluster, host: &Host, token: &str) {
+    let traffic = Traffic::start(&host.orders, token);
+    let overlap = KEY_REFRESH_SECONDS * 3;
+    let report = cluster
+        .compose(&[
+            "exec",
+            "-T",
+            "token-service-1",
+            "authmesh",
+            "--state-dir",
+            "/state",
+            "keys",
+            "rotate",
+            "--overlap-seconds",
+            &overlap.to_string(),
+        ])
+        .await;
+    let report: serde_json::Value = serde_json::from_str(&report).expect("rotation report");
+    let next_kid = report["next_kid"].as_str().expect("next_kid").to_owned();
+    tokio::time::sleep(Duration::from_secs(overlap + 2)).await;
+    for url in ["https://localhost:50051", "https://localhost:50054"] {
+        let minted = host.mint(url, 60).await;
+        assert_eq!(
+            authmesh_tests::decode_header(&minted)["kid"],
+            next_kid.as_str(),
+            "{url} signs with the new key after the overlap"
+        );
+        // Orders verifies a token signed by the new key.
+        let bearer = format!("Bearer {minted}").parse().expect("metadata");
+        assert_eq!(place_order(&host.orders, &bearer).await, Code::Ok);
+    }
+    // Long enough for orders to mint its next token for inventory with the new key.
+    tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL)).await;
+    assert_no_failures("rotation", &traffic.finish().await);
+}
+
+/// One replica stopped for longer than orders' token lifetime, then
+/// started again: orders mints from the other, verifiers follow it, and no
+/// call fails.
+async fn one_replica_down(cluster: &Cluster, host: &Host, token: &str) {
+    let traffic = Traffic::start(&host.orders, token);
+    cluster.compose(&["stop", "token-service-1"]).await;
+    tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL + 5)).await;
+    // The other replica still mints for clients.
+    host.mint("https://localhost:50054", 60).await;
+    cluster.compose(&["start", "token-service-1"]).await;
+    cluster.wait_healthy(&["token-service-1"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_no_failures("one replica down", &traffic.finish().await);
+}
+
+/// Inventory disconnected from the issuer's network for longer than
+/// orders' token lifetime: it verifies orders' next token with its cached keys.
+async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &str) {
+    let inventory = cluster.container("inventory").await;
+    let issuer = cluster.network("issuer");
+    let traffic = Traffic::start(&host.orders, token);
+    cluster
+        .docker(&["network", "disconnect", &issuer, &inventory])
+        .await;
+    // Really cut off: the token service cannot be reached from inventory.
+    let mut probe = cluster.command(&[
+        "exec",
+        "-T",
+        "inventory",
+        "authmesh",
+        "--state-dir",
+        "/state",
+        "health",
+        "--url",
+        "https://token-service:50051",
+        "--client-id",
+        "inventory",
+        "--timeout",
+        "2",
+    ]);
+    let probe = tokio::task::spawn_blocking(move || run(&mut probe))
+        .await
+        .expect("join");
+    assert!(!probe.success, "inventory still reaches the token service");
+    tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL + 5)).await;
+    cluster
+        .docker(&["network", "connect", &issuer, &inventory])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_no_failures("inventory cut off from the issuer", &traffic.finish().await);
+}
+
+/// Inventory killed and started again: orders' calls fail with UNAVAILABLE
+/// while it is down and succeed again after, with orders never restarted.
+async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
+    let orders_started = cluster.inspect("orders", "{{.State.StartedAt}}").await;
+    let traffic = Traffic::start(&host.orders, token);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Calls are logged when they end: one ending after this may have met
+    // the kill, whenever `kill` itself returns.
+    let killed = Instant::now();
+    cluster.compose(&["kill", "inventory"]).await;
+    traffic
+        .wait_until(
+            "orders failing while inventory is down",
+            Duration::from_secs(20),
+            |calls| {
+                calls
+                    .iter()
+                    .filter(|c| c.at > killed && c.code != Code::Ok)
+                    .count()
+                    >= 5
+            },
+        )
+        .await;
+    cluster.compose(&["start", "inventory"]).await;
+    cluster.wait_healthy(&["inventory"]).await;
+    let started = Instant::now();
+    traffic
+        .wait_until(
+            "orders succeeding again",
+            Duration::from_secs(30),
+            |calls| calls.iter().any(|c| c.at > started && c.code == Code::Ok),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = traffic.finish().await;
+
+    let before: Vec<Call> = calls.iter().filter(|c| c.at < killed).copied().collect();
+    assert_no_failures("before the kill", &before);
+    let down: Vec<Call> = calls
+        .iter()
+        .filter(|c| c.at > killed && c.at < started)
+        .copied()
+        .collect();
+    let unexpected: Vec<Code> = codes(&failures(&down))
+        .into_iter()
+        .filter(|code| *code != Code::Unavailable)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "failures other than UNAVAILABLE: {unexpected:?}"
+    );
+    let recovered = calls
+        .iter()
+        .position(|c| c.at > started && c.code == Code::Ok)
+        .expect("a success after the restart");
+    eprintln!(
+        "inventory killed: {} calls failed while it was down; first success {:?} after it was healthy again",
+        failures(&down).len(),
+        calls[recovered].at - started
+    );
+    assert!(
+        failures(&calls[recovered..]).is_empty(),
+        "calls failed after recovery: {:?}",
+        codes(&failures(&calls[recovered..]))
+    );
+    assert_eq!(
+        cluster.inspect("orders", "{{.State.StartedAt}}").await,
+        orders_started,
+        "orders was restarted"
+    );
+}
+
+/// Both replicas stopped: calls go on with orders' cached token and the
+/// verifiers' cached keys until that token expires, then fail with
+/// UNAVAILABLE; with the replicas back, calls recover without restarting
+/// orders or inventory.
+async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
+    let started_at = |service: &'static str| cluster.inspect(service, "{{.State.StartedAt}}");
+    let (orders_started, inventory_started) =
+        (started_at("orders").await, started_at("inventory").await);
+    let traffic = Traffic::start(&host.orders, token);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = Instant::now();
+    cluster
+        .compose(&["stop", "token-service-1", "token-service-2"])
+        .await;
+    // Orders refreshes its token at 80% of its life, so the one it holds is
+    // good for at least another 20% of it.
+    let cached_for = Duration::from_secs(ORDERS_TOKEN_TTL / 5 - 1);
+    traffic
+        .wait_until(
+            "UNAVAILABLE once orders' token expired",
+            Duration::from_secs(ORDERS_TOKEN_TTL + 15),
+            |calls| {
+                calls
+                    .iter()
+                    .filter(|c| c.at > stopped && c.code == Code::Unavailable)
+                    .count()
+                    >= 5
+            },
+        )
+        .await;
+    cluster
+        .compose(&["start", "token-service-1", "token-service-2"])
+        .await;
+    cluster
+        .wait_healthy(&["token-service-1", "token-service-2"])
+        .await;
+    let restarted = Instant::now();
+    traffic
+        .wait_until(
+            "orders succeeding again",
+            Duration::from_secs(30),
+            |calls| calls.iter().any(|c| c.at > restarted && c.code == Code::Ok),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = traffic.finish().await;
+
+    let cached: Vec<Call> = calls
+        .iter()
+        .filter(|c| c.at < stopped + cached_for)
+        .copied()
+        .collect();
+    assert_no_failures("on the cached token", &cached);
+    assert!(
+        cached
+            .iter()
+            .any(|c| c.at > stopped + Duration::from_secs(2)),
+        "no call made on the cached token after the stop"
+    );
+    let unexpected: Vec<Code> = codes(&failures(&calls))
+        .into_iter()
+        .filter(|code| *code != Code::Unavailable)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "failures other than UNAVAILABLE: {unexpected:?}"
+    );
+    let recovered = calls
+        .iter()
+        .position(|c| c.at > restarted && c.code == Code::Ok)
+        .expect("a success after the restart");
+    let first_failure = calls
+        .iter()
+        .find(|c| c.code != Code::Ok)
+        .map(|c| c.at - stopped);
+    eprintln!(
+        "both replicas down: first UNAVAILABLE {first_failure:?} after the stop (cached token), {} calls failed, first success {:?} after the replicas were healthy",
+        failures(&calls).len(),
+        calls[recovered].at - restarted
+    );
+    assert!(
+        failures(&calls[recovered..]).is_empty(),
+        "calls failed after recovery: {:?}",
+        codes(&failures(&calls[recovered..]))
+    );
+    assert_eq!(
+        started_at("orders").await,
+        orders_started,
+        "orders was restarted"
+    );
+    assert_eq!(
+        started_at("inventory").await,
+        inventory_started,
+        "inventory was restarted"
+    );
+}
