@@ -298,6 +298,35 @@ fn assert_no_failures(drill: &str, calls: &[Call]) {
     assert!(calls.len() > 20, "{drill}: only {} calls made", calls.len());
 }
 
+/// Every failure among `calls` is UNAVAILABLE (try again later), never an
+/// auth failure or an internal error.
+fn assert_only_unavailable(drill: &str, calls: &[Call]) {
+    let unexpected: Vec<Code> = codes(&failures(calls))
+        .into_iter()
+        .filter(|code| *code != Code::Unavailable)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{drill}: failures other than UNAVAILABLE: {unexpected:?}"
+    );
+}
+
+/// How long after `since` the first call succeeded; every call from that
+/// one on succeeded too.
+fn assert_recovered(drill: &str, calls: &[Call], since: Instant) -> Duration {
+    let recovered = calls
+        .iter()
+        .position(|c| c.at > since && c.code == Code::Ok)
+        .unwrap_or_else(|| panic!("{drill}: no success after the restart"));
+    let after = failures(&calls[recovered..]);
+    assert!(
+        after.is_empty(),
+        "{drill}: calls failed after recovery: {:?}",
+        codes(&after)
+    );
+    calls[recovered].at - since
+}
+
 /// grpcurl against a published port, with the client kit's CA and demo-cli certificate.
 fn grpcurl(bin: &Path, cluster: &Cluster, port: u16, args: &[&str]) -> Output {
     let mut command = Command::new(bin);
@@ -650,27 +679,11 @@ async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
         .filter(|c| c.at > killed && c.at < started)
         .copied()
         .collect();
-    let unexpected: Vec<Code> = codes(&failures(&down))
-        .into_iter()
-        .filter(|code| *code != Code::Unavailable)
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "failures other than UNAVAILABLE: {unexpected:?}"
-    );
-    let recovered = calls
-        .iter()
-        .position(|c| c.at > started && c.code == Code::Ok)
-        .expect("a success after the restart");
+    assert_only_unavailable("inventory killed", &down);
+    let recovery = assert_recovered("inventory killed", &calls, started);
     eprintln!(
-        "inventory killed: {} calls failed while it was down; first success {:?} after it was healthy again",
+        "inventory killed: {} calls failed while it was down; first success {recovery:?} after it was healthy again",
         failures(&down).len(),
-        calls[recovered].at - started
-    );
-    assert!(
-        failures(&calls[recovered..]).is_empty(),
-        "calls failed after recovery: {:?}",
-        codes(&failures(&calls[recovered..]))
     );
     assert_eq!(
         cluster.inspect("orders", "{{.State.StartedAt}}").await,
@@ -738,31 +751,15 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
             .any(|c| c.at > stopped + Duration::from_secs(2)),
         "no call made on the cached token after the stop"
     );
-    let unexpected: Vec<Code> = codes(&failures(&calls))
-        .into_iter()
-        .filter(|code| *code != Code::Unavailable)
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "failures other than UNAVAILABLE: {unexpected:?}"
-    );
-    let recovered = calls
-        .iter()
-        .position(|c| c.at > restarted && c.code == Code::Ok)
-        .expect("a success after the restart");
+    assert_only_unavailable("both replicas down", &calls);
+    let recovery = assert_recovered("both replicas down", &calls, restarted);
     let first_failure = calls
         .iter()
         .find(|c| c.code != Code::Ok)
         .map(|c| c.at - stopped);
     eprintln!(
-        "both replicas down: first UNAVAILABLE {first_failure:?} after the stop (cached token), {} calls failed, first success {:?} after the replicas were healthy",
+        "both replicas down: first UNAVAILABLE {first_failure:?} after the stop (cached token), {} calls failed, first success {recovery:?} after the replicas were healthy",
         failures(&calls).len(),
-        calls[recovered].at - restarted
-    );
-    assert!(
-        failures(&calls[recovered..]).is_empty(),
-        "calls failed after recovery: {:?}",
-        codes(&failures(&calls[recovered..]))
     );
     assert_eq!(
         started_at("orders").await,
