@@ -81,6 +81,13 @@ fn run(command: &mut Command) -> Output {
     }
 }
 
+/// [`run`] off the async workers, which keep the traffic going meanwhile.
+async fn run_blocking(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .expect("join")
+}
+
 /// One compose project: every command names it, and dropping it removes
 /// its containers, networks and volumes.
 struct Cluster {
@@ -101,10 +108,13 @@ impl Cluster {
             .arg(self.root.join("docker-compose.yml"))
             .args(args)
             .current_dir(&self.root)
-            .env("AUTHMESH_CLIENT_KIT", self.kit.path())
-            .env("AUTHMESH_DEFAULT_TTL_SECONDS", ORDERS_TOKEN_TTL.to_string())
+            .env("AUTHMESH_COMPOSE_CLIENT_KIT", self.kit.path())
             .env(
-                "AUTHMESH_KEY_REFRESH_SECONDS",
+                "AUTHMESH_COMPOSE_TOKEN_TTL_SECONDS",
+                ORDERS_TOKEN_TTL.to_string(),
+            )
+            .env(
+                "AUTHMESH_COMPOSE_KEY_REFRESH_SECONDS",
                 KEY_REFRESH_SECONDS.to_string(),
             );
         command
@@ -112,11 +122,8 @@ impl Cluster {
 
     /// Runs a compose command that must succeed.
     async fn compose(&self, args: &[&str]) -> String {
-        let mut command = self.command(args);
         let what = args.join(" ");
-        let out = tokio::task::spawn_blocking(move || run(&mut command))
-            .await
-            .expect("join");
+        let out = run_blocking(self.command(args)).await;
         assert!(out.success, "compose {what} failed:\n{}", out.stderr);
         out.stdout
     }
@@ -132,7 +139,9 @@ impl Cluster {
     /// `docker inspect --format` of a service's container.
     async fn inspect(&self, service: &str, format: &str) -> String {
         let id = self.container(service).await;
-        let out = run(Command::new("docker").args(["inspect", "--format", format, &id]));
+        let mut inspect = Command::new("docker");
+        inspect.args(["inspect", "--format", format, &id]);
+        let out = run_blocking(inspect).await;
         assert!(out.success, "docker inspect {service}: {}", out.stderr);
         out.stdout.trim().to_owned()
     }
@@ -157,10 +166,9 @@ impl Cluster {
 
     /// Runs `docker` itself (network changes) and requires success.
     async fn docker(&self, args: &[&str]) {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let out = tokio::task::spawn_blocking(move || run(Command::new("docker").args(&args)))
-            .await
-            .expect("join");
+        let mut docker = Command::new("docker");
+        docker.args(args);
+        let out = run_blocking(docker).await;
         assert!(out.success, "docker failed:\n{}", out.stderr);
     }
 
@@ -242,6 +250,14 @@ impl Traffic {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until `n` calls have succeeded, whatever the machine's speed.
+    async fn wait_for_successes(&self, n: usize) {
+        self.wait_until("steady traffic", Duration::from_secs(60), |calls| {
+            calls.iter().filter(|c| c.code == Code::Ok).count() >= n
+        })
+        .await;
     }
 
     /// Stops the traffic and returns every call's outcome.
@@ -381,6 +397,17 @@ impl Host {
 
     /// A token for orders from the token service replica published on `url`.
     async fn mint(&self, url: &str, ttl: i64) -> String {
+        self.mint_with_ttl(url, ttl)
+            .await
+            .expect("mint a token for orders")
+    }
+
+    /// Minting at `url`, which may fail.
+    async fn try_mint(&self, url: &str) -> Result<String, token_cli::TokenCliError> {
+        self.mint_with_ttl(url, 60).await
+    }
+
+    async fn mint_with_ttl(&self, url: &str, ttl: i64) -> Result<String, token_cli::TokenCliError> {
         let endpoint = TokenServiceEndpoint {
             url: url.into(),
             ..self.endpoint.clone()
@@ -394,8 +421,7 @@ impl Host {
             false,
         )
         .await
-        .expect("mint a token for orders")
-        .token
+        .map(|minted| minted.token)
     }
 }
 
@@ -416,9 +442,7 @@ async fn compose_cluster_serves_and_survives_faults() {
     // The documented command: static binaries, FROM scratch image.
     let build = {
         let script = root.join("compose/build-images.sh");
-        tokio::task::spawn_blocking(move || run(&mut Command::new(script)))
-            .await
-            .expect("join")
+        run_blocking(Command::new(script)).await
     };
     assert!(
         build.success,
@@ -428,16 +452,22 @@ async fn compose_cluster_serves_and_survives_faults() {
 
     let cluster = Cluster {
         tool,
-        project: format!("authmesh-e2e-{}", std::process::id()),
+        // One fixed name: a run killed before its clean-up (which would
+        // still hold the fixed host ports) is removed by the next one.
+        project: "authmesh-e2e".into(),
         root,
         kit: tempfile::tempdir().expect("kit dir"),
     };
+    cluster
+        .compose(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
+        .await;
     cluster.compose(&["up", "-d"]).await;
     cluster
         .wait_healthy(&["token-service-1", "token-service-2", "orders", "inventory"])
         .await;
 
     walkthrough(&grpcurl_bin, &cluster);
+    servers_cannot_read_each_others_keys(&cluster).await;
     let host = Host::new(&cluster);
     // The caller's own token outlives every drill; orders' tokens (30 s) do not.
     let token = host.mint("https://localhost:50051", 3600).await;
@@ -460,12 +490,9 @@ fn walkthrough(bin: &Path, cluster: &Cluster) {
     );
 
     let health = grpcurl(bin, cluster, 50052, &["grpc.health.v1.Health/Check"]);
-    assert!(
-        health.stdout.contains("SERVING"),
-        "{}{}",
-        health.stdout,
-        health.stderr
-    );
+    assert!(health.success, "{}", health.stderr);
+    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("json");
+    assert_eq!(health["status"], "SERVING");
 
     let secret = std::fs::read_to_string(cluster.kit("clients/demo-cli.secret")).expect("secret");
     let basic = format!(
@@ -541,9 +568,60 @@ fn walkthrough(bin: &Path, cluster: &Cluster) {
         wrong_audience.stderr
     );
 
-    // Replica 2 mints too, with the same key.
-    let replica = grpcurl(bin, cluster, 50054, &["authmesh.v1.TokenService/GetJwks"]);
-    assert!(replica.success, "{}", replica.stderr);
+    // Both replicas publish the one key they share.
+    let jwks = |port| {
+        let out = grpcurl(bin, cluster, port, &["authmesh.v1.TokenService/GetJwks"]);
+        assert!(out.success, "{}", out.stderr);
+        out.stdout
+    };
+    assert_eq!(jwks(50051), jwks(50054));
+}
+
+/// Orders and inventory run as users that cannot read the CA key (so
+/// cannot issue certificates) nor the issuer's signing key.
+async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
+    for service in ["orders", "inventory"] {
+        let issue = run_blocking(cluster.command(&[
+            "exec",
+            "-T",
+            service,
+            "authmesh",
+            "--state-dir",
+            "/state",
+            "certs",
+            "issue",
+            "--name",
+            "intruder",
+        ]))
+        .await;
+        assert!(!issue.success, "{service} issued a certificate");
+        assert!(
+            issue.stderr.contains("ca-key.pem") && issue.stderr.contains("ermission denied"),
+            "{service}: {}",
+            issue.stderr
+        );
+        // The image has no `cat`: `policy check` reads the file it is given.
+        let mut read_key = cluster.command(&[
+            "exec",
+            "-T",
+            service,
+            "authmesh",
+            "--state-dir",
+            "/state",
+            "policy",
+            "check",
+            "/state/issuer/keys/eddsa.pem",
+            "--service",
+            "demo.inventory.v1.Inventory",
+        ]);
+        read_key.env_remove("RUST_LOG");
+        let read_key = run_blocking(read_key).await;
+        assert!(
+            read_key.stderr.contains("ermission denied"),
+            "{service} read the issuer's key: {}",
+            read_key.stderr
+        );
+    }
 }
 
 /// `authmesh keys rotate` in the shared key directory, under traffic: both
@@ -567,14 +645,20 @@ async fn rotation_under_traffic(cluster: &Cluster, host: &Host, token: &str) {
         .await;
     let report: serde_json::Value = serde_json::from_str(&report).expect("rotation report");
     let next_kid = report["next_kid"].as_str().expect("next_kid").to_owned();
-    tokio::time::sleep(Duration::from_secs(overlap + 2)).await;
+    let deadline = Instant::now() + Duration::from_secs(overlap + 15);
     for url in ["https://localhost:50051", "https://localhost:50054"] {
-        let minted = host.mint(url, 60).await;
-        assert_eq!(
-            authmesh_tests::decode_header(&minted)["kid"],
-            next_kid.as_str(),
-            "{url} signs with the new key after the overlap"
-        );
+        // Each replica switches once the overlap is over (it polls the ring every second).
+        let minted = loop {
+            let minted = host.mint(url, 60).await;
+            if authmesh_tests::decode_header(&minted)["kid"] == next_kid.as_str() {
+                break minted;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} still signs with the old key {overlap} s after the rotation"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         // Orders verifies a token signed by the new key.
         let bearer = format!("Bearer {minted}").parse().expect("metadata");
         assert_eq!(place_order(&host.orders, &bearer).await, Code::Ok);
@@ -604,29 +688,33 @@ async fn one_replica_down(cluster: &Cluster, host: &Host, token: &str) {
 async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &str) {
     let inventory = cluster.container("inventory").await;
     let issuer = cluster.network("issuer");
+    // Inventory asking the token service for its health, from inside.
+    let probe = || {
+        cluster.command(&[
+            "exec",
+            "-T",
+            "inventory",
+            "authmesh",
+            "--state-dir",
+            "/state",
+            "health",
+            "--url",
+            "https://token-service:50051",
+            "--client-id",
+            "inventory",
+            "--timeout",
+            "2",
+        ])
+    };
+    // The probe works while connected, so its failure below means the cut.
+    let reachable = run_blocking(probe()).await;
+    assert!(reachable.success, "{}", reachable.stderr);
     let traffic = Traffic::start(&host.orders, token);
     cluster
         .docker(&["network", "disconnect", &issuer, &inventory])
         .await;
     // Really cut off: the token service cannot be reached from inventory.
-    let mut probe = cluster.command(&[
-        "exec",
-        "-T",
-        "inventory",
-        "authmesh",
-        "--state-dir",
-        "/state",
-        "health",
-        "--url",
-        "https://token-service:50051",
-        "--client-id",
-        "inventory",
-        "--timeout",
-        "2",
-    ]);
-    let probe = tokio::task::spawn_blocking(move || run(&mut probe))
-        .await
-        .expect("join");
+    let probe = run_blocking(probe()).await;
     assert!(!probe.success, "inventory still reaches the token service");
     tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL + 5)).await;
     cluster
@@ -641,7 +729,7 @@ async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &s
 async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
     let orders_started = cluster.inspect("orders", "{{.State.StartedAt}}").await;
     let traffic = Traffic::start(&host.orders, token);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    traffic.wait_for_successes(25).await;
     // Calls are logged when they end: one ending after this may have met
     // the kill, whenever `kill` itself returns.
     let killed = Instant::now();
@@ -701,11 +789,16 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
     let (orders_started, inventory_started) =
         (started_at("orders").await, started_at("inventory").await);
     let traffic = Traffic::start(&host.orders, token);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    traffic.wait_for_successes(25).await;
     let stopped = Instant::now();
     cluster
         .compose(&["stop", "token-service-1", "token-service-2"])
         .await;
+    let gone = Instant::now();
+    // Really gone: no replica mints.
+    for url in ["https://localhost:50051", "https://localhost:50054"] {
+        assert!(host.try_mint(url).await.is_err(), "{url} still mints");
+    }
     // Orders refreshes its token at 80% of its life, so the one it holds is
     // good for at least another 20% of it.
     let cached_for = Duration::from_secs(ORDERS_TOKEN_TTL / 5 - 1);
@@ -745,11 +838,12 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
         .copied()
         .collect();
     assert_no_failures("on the cached token", &cached);
+    // Some of those calls ran with both replicas gone (unless stopping
+    // took so long that the window closed, which fails here, loudly).
     assert!(
-        cached
-            .iter()
-            .any(|c| c.at > stopped + Duration::from_secs(2)),
-        "no call made on the cached token after the stop"
+        cached.iter().filter(|c| c.at > gone).count() >= 5,
+        "too few calls on the cached token with both replicas gone (stopping took {:?})",
+        gone - stopped
     );
     assert_only_unavailable("both replicas down", &calls);
     let recovery = assert_recovered("both replicas down", &calls, restarted);

@@ -107,6 +107,10 @@ pub struct MeshLayout {
     pub metrics_listen: Option<String>,
     /// Inventory's starting stock.
     pub stock: BTreeMap<String, u32>,
+    /// The issuer's key directory, relative to the state directory.
+    pub key_dir: PathBuf,
+    /// The token service's revocations file, relative to the state directory.
+    pub revocations_file: PathBuf,
 }
 
 impl MeshLayout {
@@ -120,6 +124,8 @@ impl MeshLayout {
             listen: addrs,
             metrics_listen: None,
             stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
+            key_dir: "keys".into(),
+            revocations_file: "revocations.json".into(),
         }
     }
 
@@ -142,6 +148,10 @@ impl MeshLayout {
             inventory_url: COMPOSE_INVENTORY_URL.into(),
             metrics_listen: Some("0.0.0.0:9464".into()),
             stock: BTreeMap::from([("sku-1".into(), 100_000_000), ("sku-2".into(), 5)]),
+            // The token service's writable state in a directory of its own,
+            // so it can be handed to the token service's user alone.
+            key_dir: "issuer/keys".into(),
+            revocations_file: "issuer/revocations.json".into(),
         }
     }
 }
@@ -170,6 +180,9 @@ pub enum StateError {
     /// Hashing a client secret failed.
     #[error("{0}")]
     Secret(String),
+    /// The state cannot be arranged as asked.
+    #[error("{0}")]
+    Layout(String),
     /// The issuer's signing key could not be created or loaded.
     #[error(transparent)]
     Keys(#[from] token_service::StartError),
@@ -236,7 +249,7 @@ impl DevState {
                 metrics_listen: layout.metrics_listen.clone(),
                 // Optional: workloads authenticate by certificate, grpcurl users may use a secret.
                 tls: Some(tls("token-service", ClientAuth::Optional)),
-                key_dir: "keys".into(),
+                key_dir: layout.key_dir.clone(),
                 algorithm: auth_interceptor::SigningAlgorithm::EdDSA,
                 default_ttl_seconds: 300,
                 max_ttl_seconds: 3600,
@@ -280,7 +293,7 @@ impl DevState {
                         may_revoke: true,
                     },
                 ],
-                revocations_file: "revocations.json".into(),
+                revocations_file: layout.revocations_file.clone(),
                 // The same files the services enforce: no token is minted
                 // that their policies would refuse everywhere.
                 audience_policies: BTreeMap::from([
@@ -381,13 +394,56 @@ impl DevState {
         )
     }
 
-    /// Gives the whole state directory to `uid:gid`, so servers running as
-    /// that user can read their keys and write revocations and key rings.
+    /// Gives each server's private files to the user it runs as, and
+    /// nothing else: `tls/<workload>-key.pem` to each workload, and to the
+    /// token service also its key directory and the directory of its
+    /// revocations file, which it writes. The CA key, the demo clients' keys
+    /// and secrets and every public file keep their owner (root, in the
+    /// compose cluster), so no server can read another's key, mint with
+    /// the issuer's key or issue certificates.
+    ///
+    /// Nothing is followed through symbolic links: files are changed with
+    /// `lchown`, and the key directory is listed one level deep.
     ///
     /// # Errors
-    /// [`RuntimeError::Io`] naming the path that could not be changed.
-    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), RuntimeError> {
-        chown_tree(&self.dir, uid, gid)
+    /// [`StateError`] naming the path that could not be changed, or a
+    /// layout whose revocations file is not in a directory of its own.
+    pub fn hand_over(&self, owners: &[WorkloadOwner]) -> Result<(), StateError> {
+        for owner in owners {
+            let (_, key) = self.workload_files(&owner.workload);
+            owner.apply(&key)?;
+            if owner.workload != "token-service" {
+                continue;
+            }
+            let config = self.load_token_service()?;
+            let key_dir = config.path(&config.config.key_dir);
+            let revocations = config.path(&config.config.revocations_file);
+            let writable = revocations
+                .parent()
+                .filter(|dir| *dir != self.dir && dir.starts_with(&self.dir))
+                .ok_or_else(|| {
+                    StateError::Layout(format!(
+                        "{}: the revocations file must be in a directory of its own under the state directory to be handed over",
+                        revocations.display()
+                    ))
+                })?;
+            owner.apply(writable)?;
+            owner.apply(&key_dir)?;
+            let entries = std::fs::read_dir(&key_dir)
+                .map_err(|e| RuntimeError::io("listing", &key_dir, e))?;
+            for entry in entries {
+                let path = entry
+                    .map_err(|e| RuntimeError::io("listing", &key_dir, e))?
+                    .path();
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                    owner.apply(&path)?;
+                }
+            }
+            if revocations.exists() {
+                owner.apply(&revocations)?;
+            }
+        }
+        Ok(())
     }
 
     /// Copies what a client on the host needs into `kit`, laid out like a
@@ -420,8 +476,22 @@ impl DevState {
                 write(&kit.join(file), &contents)?;
             }
         }
+        // Only what was written here changes owner: `kit` may be any directory.
         let owner = std::fs::metadata(kit).map_err(|e| RuntimeError::io("reading", kit, e))?;
-        chown_tree(kit, owner.uid(), owner.gid())
+        let owner = WorkloadOwner {
+            workload: String::new(),
+            uid: owner.uid(),
+            gid: owner.gid(),
+        };
+        for path in ["tls", "clients"]
+            .iter()
+            .map(PathBuf::from)
+            .chain(public)
+            .chain(private)
+        {
+            owner.apply(&kit.join(path))?;
+        }
+        Ok(())
     }
 
     /// An existing state directory, without creating anything.
@@ -508,18 +578,48 @@ fn write_if_missing(
     Ok(())
 }
 
-/// Changes the owner of `dir` and everything under it (symbolic links are not followed).
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
-        .map_err(|e| RuntimeError::io("changing the owner of", dir, e))?;
-    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io("listing", dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| RuntimeError::io("listing", dir, e))?;
-            chown_tree(&entry.path(), uid, gid)?;
+/// The user a workload's server runs as, for [`DevState::hand_over`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadOwner {
+    /// `token-service`, `orders` or `inventory`.
+    pub workload: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl WorkloadOwner {
+    /// Parses `WORKLOAD=UID[:GID]` (the group defaults to the user id).
+    ///
+    /// # Errors
+    /// What is wrong with `spec`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "{spec:?}: expected WORKLOAD=UID[:GID], WORKLOAD one of token-service, orders, inventory"
+            )
+        };
+        let (workload, ids) = spec.split_once('=').ok_or_else(usage)?;
+        if !["token-service", "orders", "inventory"].contains(&workload) {
+            return Err(usage());
+        }
+        let (uid, gid) = ids.split_once(':').unwrap_or((ids, ids));
+        match (uid.parse(), gid.parse()) {
+            (Ok(uid), Ok(gid)) => Ok(Self {
+                workload: workload.to_owned(),
+                uid,
+                gid,
+            }),
+            _ => Err(usage()),
         }
     }
-    Ok(())
+
+    /// Changes the owner of `path` itself (a symbolic link is not followed).
+    fn apply(&self, path: &Path) -> Result<(), RuntimeError> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+            .map_err(|e| RuntimeError::io("changing the owner of", path, e))
+    }
 }
 
 /// The issuer URL (`iss`) for a token service on `addr`.

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use auth_interceptor::{ClientCredentials, clock::system_clock};
 use authmesh::{
-    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, MeshLayout, OPERATOR_CLIENT},
+    dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, MeshLayout, OPERATOR_CLIENT, WorkloadOwner},
     explain::{ExplainRequest, explain},
     mesh::Mesh,
     token_cli::{self, RevokeTarget, TokenServiceEndpoint},
@@ -50,9 +50,11 @@ enum Command {
         /// the directory's owner.
         #[arg(long)]
         client_kit: Option<PathBuf>,
-        /// Hand the state to this user, `UID[:GID]`, so servers can run unprivileged.
-        #[arg(long, value_parser = parse_owner)]
-        owner: Option<(u32, u32)>,
+        /// `WORKLOAD=UID[:GID]`: the user a server runs as, given its own
+        /// private files (and, for token-service, its keys and revocations)
+        /// and nothing else. Repeat for each server.
+        #[arg(long = "owner", value_parser = WorkloadOwner::parse)]
+        owners: Vec<WorkloadOwner>,
     },
     /// Mint and inspect tokens.
     Token {
@@ -168,14 +170,6 @@ enum KeysCommand {
 enum Layout {
     Local,
     Compose,
-}
-
-fn parse_owner(owner: &str) -> Result<(u32, u32), String> {
-    let (uid, gid) = owner.split_once(':').unwrap_or((owner, owner));
-    match (uid.parse(), gid.parse()) {
-        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-        _ => Err(format!("{owner:?}: expected UID or UID:GID (numbers)")),
-    }
 }
 
 fn parse_algorithm(name: &str) -> Result<auth_interceptor::SigningAlgorithm, String> {
@@ -313,16 +307,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Init {
             layout,
             client_kit,
-            owner,
+            owners,
         } => {
             let layout = match layout {
                 Layout::Local => MeshLayout::local(DEFAULT_PORTS),
                 Layout::Compose => MeshLayout::compose(),
             };
             let state = DevState::ensure_layout(&cli.state_dir, &layout)?;
-            if let Some((uid, gid)) = owner {
-                state.hand_over(uid, gid)?;
-            }
+            state.hand_over(&owners)?;
             println!("state ready in {}", state.dir().display());
             if let Some(kit) = client_kit {
                 state.export_client_kit(&kit)?;

@@ -459,11 +459,16 @@ fn init_prepares_compose_state_and_client_kit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (state, kit) = (dir.path().join("state"), dir.path().join("kit"));
     std::fs::create_dir(&kit).expect("kit dir");
-    let owner = {
+    // Handing files to the user running the test needs no privilege.
+    let ids = {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir.path()).expect("metadata");
         format!("{}:{}", meta.uid(), meta.gid())
     };
+    let owners: Vec<String> = ["token-service", "orders", "inventory"]
+        .iter()
+        .map(|workload| format!("{workload}={ids}"))
+        .collect();
     let init = || {
         let out = authmesh(
             &state,
@@ -474,7 +479,11 @@ fn init_prepares_compose_state_and_client_kit() {
                 "--client-kit",
                 kit.to_str().expect("utf-8 path"),
                 "--owner",
-                &owner,
+                &owners[0],
+                "--owner",
+                &owners[1],
+                "--owner",
+                &owners[2],
             ],
         );
         assert!(
@@ -505,20 +514,28 @@ fn init_prepares_compose_state_and_client_kit() {
         inventory.config.token_service.url,
         "https://token-service:50051"
     );
-    let key = state.join("keys/eddsa.pem");
+    // The token service's writable state has a directory of its own.
+    assert_eq!(
+        token_service.config.revocations_file,
+        Path::new("issuer/revocations.json")
+    );
+    let key = state.join("issuer/keys/eddsa.pem");
     let key_before = std::fs::read(&key).expect("the issuer's key exists before any replica");
 
-    let mut kit_files: Vec<String> = ["tls", "clients"]
-        .iter()
-        .flat_map(|sub| std::fs::read_dir(kit.join(sub)).expect("kit subdir"))
-        .map(|entry| {
+    // Everything in the kit, at any depth: nothing else may leak into it.
+    let mut kit_files = Vec::new();
+    let mut dirs = vec![kit.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("kit dir") {
             let path = entry.expect("entry").path();
-            path.strip_prefix(&kit)
-                .expect("inside the kit")
-                .display()
-                .to_string()
-        })
-        .collect();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(&kit).expect("inside the kit");
+                kit_files.push(relative.display().to_string());
+            }
+        }
+    }
     kit_files.sort();
     assert_eq!(
         kit_files,
@@ -549,7 +566,23 @@ fn init_prepares_compose_state_and_client_kit() {
         "secret kept"
     );
 
-    let refused = authmesh(&state, &["init", "--owner", "nobody"]);
+    for bad in ["nobody", "orders=x", "billing=1000", "orders"] {
+        let refused = authmesh(&state, &["init", "--owner", bad]);
+        assert!(!refused.status.success(), "--owner {bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("WORKLOAD=UID"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    // The local layout keeps revocations beside the configs: handing the
+    // token service the whole state directory is refused.
+    let local = dir.path().join("local");
+    let refused = authmesh(&local, &["init", "--owner", &owners[0]]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("UID"));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("directory of its own"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

@@ -50,7 +50,9 @@ where
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if NOT_CONFIG_KEYS.contains(&key) || key.starts_with("TEST_") {
+        // TEST_: the test suite's switches; COMPOSE_: docker-compose.yml's settings.
+        if NOT_CONFIG_KEYS.contains(&key) || key.starts_with("TEST_") || key.starts_with("COMPOSE_")
+        {
             continue;
         }
         apply_override(&mut table, key, &value).map_err(|detail| RuntimeError::Config {
@@ -273,6 +275,10 @@ mod tests {
             ("AUTHMESH_AUTH__LEEWAY_SECONDS".to_owned(), "10".to_owned()),
             ("AUTHMESH_CONFIG".to_owned(), "/elsewhere.toml".to_owned()),
             ("AUTHMESH_TEST_REQUIRE_TOOLS".to_owned(), "1".to_owned()),
+            (
+                "AUTHMESH_COMPOSE_IMAGE".to_owned(),
+                "authmesh:local".to_owned(),
+            ),
             ("HOME".to_owned(), "/root".to_owned()),
         ];
         let loaded: Loaded<Sample> = load_config(&path, env).expect("load");
