@@ -226,12 +226,20 @@ impl Outgoing {
 /// Inventory's answer, as orders' caller should see it: UNAVAILABLE stays
 /// UNAVAILABLE (retry later), an auth failure at inventory is orders' own
 /// fault (INTERNAL), business errors pass through.
+///
+/// A call cut off by its connection (inventory killed mid-call) comes out
+/// of tonic as UNKNOWN or INTERNAL carrying the transport error as its
+/// source, unlike a status inventory sent; for orders' caller that is
+/// inventory being unavailable, not a fault of either service.
 fn from_inventory(status: Status) -> Status {
     let message = format!("inventory: {}", status.message());
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied => {
             tracing::error!(code = ?status.code(), message = %status.message(), "inventory refused orders' own token");
             Status::internal("inventory refused orders' credentials")
+        }
+        Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() => {
+            Status::unavailable(message)
         }
         code => Status::new(code, message),
     }
@@ -386,5 +394,43 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_cut_connection_is_unavailable_but_statuses_inventory_sent_pass_through() {
+        let mut cut = Status::unknown("connection reset");
+        cut.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(from_inventory(cut).code(), Code::Unavailable);
+        let mut reset = Status::internal("h2 protocol error");
+        reset.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert_eq!(from_inventory(reset).code(), Code::Unavailable);
+
+        assert_eq!(
+            from_inventory(Status::unknown("sent")).code(),
+            Code::Unknown
+        );
+        assert_eq!(
+            from_inventory(Status::failed_precondition("only 1 left")).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            from_inventory(Status::unavailable("down")).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            from_inventory(Status::permission_denied("scope")).code(),
+            Code::Internal
+        );
     }
 }
