@@ -117,7 +117,8 @@ impl TestMesh {
         mesh
     }
 
-    fn shared_clock(&self) -> SharedClock {
+    /// The mesh's test clock, for servers a test starts beside it.
+    pub fn shared_clock(&self) -> SharedClock {
         Arc::new(self.clock.clone())
     }
 

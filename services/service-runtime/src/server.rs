@@ -2,7 +2,7 @@
 //! TLS, `grpc.health.v1.Health`, reflection (v1 and v1alpha, since grpcurl
 //! 1.8 speaks only v1alpha) and graceful shutdown.
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+use std::{any::Any, convert::Infallible, future::Future, sync::Arc};
 
 use auth_interceptor::{AuthLayer, MethodPolicy, SharedPolicy};
 use rustls::ServerConfig;
@@ -11,6 +11,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{Builder, v1, v1alpha};
+use tower::layer::util::{Identity, Stack};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     error::RuntimeError,
@@ -24,12 +26,28 @@ use crate::{
 /// header floods beyond this are refused by HTTP/2 itself.
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
-/// A server builder with AuthMesh's limits. TLS is not set here: it is
-/// done by [`serve_router`] with certificates reloaded from disk.
-pub fn server_builder() -> Server {
+/// Turns a panic anywhere in a call (auth layer or handler) into INTERNAL.
+pub type CatchPanic = CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> http::Response<Body>>;
+
+/// A server builder with AuthMesh's limits, outermost of all layers a
+/// panic catcher: a call that panics gets INTERNAL and the connection and
+/// server go on. TLS is not set here: it is done by [`serve_router`] with
+/// certificates reloaded from disk.
+pub fn server_builder() -> Server<Stack<CatchPanic, Identity>> {
     Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
+        .layer(CatchPanicLayer::custom(
+            panic_to_internal as fn(Box<dyn Any + Send + 'static>) -> http::Response<Body>,
+        ))
+}
+
+/// The answer to a call that panicked. The panic's message is neither sent
+/// nor logged here: it may quote request data, a token among them.
+fn panic_to_internal(_panic: Box<dyn Any + Send + 'static>) -> http::Response<Body> {
+    tracing::error!("a call panicked; answered INTERNAL");
+    metrics::counter!("authmesh_panics_total").increment(1);
+    tonic::Status::internal("internal error").into_http()
 }
 
 /// Serves `router` on `listener` with `transport` until `shutdown`
