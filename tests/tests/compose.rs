@@ -800,8 +800,9 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
         assert!(host.try_mint(url).await.is_err(), "{url} still mints");
     }
     // Orders refreshes its token at 80% of its life, so the one it holds is
-    // good for at least another 20% of it.
-    let cached_for = Duration::from_secs(ORDERS_TOKEN_TTL / 5 - 1);
+    // good for at least another 20% of it (6 s), less up to a second of
+    // rounding `exp` to whole seconds; the check keeps one more in hand.
+    let cached_for = Duration::from_secs(ORDERS_TOKEN_TTL / 5 - 2);
     traffic
         .wait_until(
             "UNAVAILABLE once orders' token expired",
