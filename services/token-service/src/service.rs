@@ -246,6 +246,8 @@ impl TokenService for TokenServiceHandler {
         &self,
         _request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
+        // Shows how often verifiers fetch: a storm of unknown `kid`s must not multiply it.
+        metrics::counter!("authmesh_jwks_served_total", "service" => "token-service").increment(1);
         Ok(Response::new(GetJwksResponse {
             keys: self
                 .issuer
