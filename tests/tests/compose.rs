@@ -120,6 +120,13 @@ impl Cluster {
         command
     }
 
+    /// `authmesh --state-dir /state ARGS` inside `service`'s container, as its user.
+    fn authmesh_in(&self, service: &str, args: &[&str]) -> Command {
+        let mut exec = vec!["exec", "-T", service, "authmesh", "--state-dir", "/state"];
+        exec.extend_from_slice(args);
+        self.command(&exec)
+    }
+
     /// Runs a compose command that must succeed.
     async fn compose(&self, args: &[&str]) -> String {
         let what = args.join(" ");
@@ -343,6 +350,30 @@ fn assert_recovered(drill: &str, calls: &[Call], since: Instant) -> Duration {
     calls[recovered].at - since
 }
 
+/// Starts `services` again and waits until they are healthy and a call has
+/// succeeded since, then a little longer; returns when they were healthy,
+/// and every call of the traffic.
+async fn start_and_recover(
+    cluster: &Cluster,
+    traffic: Traffic,
+    services: &[&str],
+) -> (Instant, Vec<Call>) {
+    let mut start = vec!["start"];
+    start.extend_from_slice(services);
+    cluster.compose(&start).await;
+    cluster.wait_healthy(services).await;
+    let healthy = Instant::now();
+    traffic
+        .wait_until(
+            "orders succeeding again",
+            Duration::from_secs(30),
+            |calls| calls.iter().any(|c| c.at > healthy && c.code == Code::Ok),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (healthy, traffic.finish().await)
+}
+
 /// grpcurl against a published port, with the client kit's CA and demo-cli certificate.
 fn grpcurl(bin: &Path, cluster: &Cluster, port: u16, args: &[&str]) -> Output {
     let mut command = Command::new(bin);
@@ -531,42 +562,25 @@ fn walkthrough(bin: &Path, cluster: &Cluster) {
     assert!(order.success, "{}", order.stderr);
     assert!(order.stdout.contains("reservationId"), "{}", order.stdout);
 
-    let anonymous = grpcurl(
-        bin,
-        cluster,
-        50053,
-        &[
-            "-d",
-            r#"{"sku":"sku-1"}"#,
-            "demo.inventory.v1.Inventory/GetStock",
-        ],
-    );
-    assert!(!anonymous.success);
-    assert!(
-        anonymous.stderr.contains("Unauthenticated"),
-        "{}",
-        anonymous.stderr
-    );
-
-    // A token for orders is refused at inventory: audience-bound.
-    let wrong_audience = grpcurl(
-        bin,
-        cluster,
-        50053,
-        &[
-            "-H",
-            &bearer,
-            "-d",
-            r#"{"sku":"sku-1"}"#,
-            "demo.inventory.v1.Inventory/GetStock",
-        ],
-    );
-    assert!(!wrong_audience.success);
-    assert!(
-        wrong_audience.stderr.contains("Unauthenticated"),
-        "{}",
-        wrong_audience.stderr
-    );
+    // No token, and a token for orders (audience-bound): both refused at inventory.
+    for headers in [vec![], vec!["-H", bearer.as_str()]] {
+        let args = [
+            headers,
+            vec![
+                "-d",
+                r#"{"sku":"sku-1"}"#,
+                "demo.inventory.v1.Inventory/GetStock",
+            ],
+        ]
+        .concat();
+        let refused = grpcurl(bin, cluster, 50053, &args);
+        assert!(!refused.success);
+        assert!(
+            refused.stderr.contains("Unauthenticated"),
+            "{}",
+            refused.stderr
+        );
+    }
 
     // Both replicas publish the one key they share.
     let jwks = |port| {
@@ -581,19 +595,9 @@ fn walkthrough(bin: &Path, cluster: &Cluster) {
 /// cannot issue certificates) nor the issuer's signing key.
 async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
     for service in ["orders", "inventory"] {
-        let issue = run_blocking(cluster.command(&[
-            "exec",
-            "-T",
-            service,
-            "authmesh",
-            "--state-dir",
-            "/state",
-            "certs",
-            "issue",
-            "--name",
-            "intruder",
-        ]))
-        .await;
+        let issue =
+            run_blocking(cluster.authmesh_in(service, &["certs", "issue", "--name", "intruder"]))
+                .await;
         assert!(!issue.success, "{service} issued a certificate");
         assert!(
             issue.stderr.contains("ca-key.pem") && issue.stderr.contains("ermission denied"),
@@ -601,19 +605,16 @@ async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
             issue.stderr
         );
         // The image has no `cat`: `policy check` reads the file it is given.
-        let mut read_key = cluster.command(&[
-            "exec",
-            "-T",
+        let mut read_key = cluster.authmesh_in(
             service,
-            "authmesh",
-            "--state-dir",
-            "/state",
-            "policy",
-            "check",
-            "/state/issuer/keys/eddsa.pem",
-            "--service",
-            "demo.inventory.v1.Inventory",
-        ]);
+            &[
+                "policy",
+                "check",
+                "/state/issuer/keys/eddsa.pem",
+                "--service",
+                "demo.inventory.v1.Inventory",
+            ],
+        );
         read_key.env_remove("RUST_LOG");
         let read_key = run_blocking(read_key).await;
         assert!(
@@ -629,21 +630,13 @@ async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
 async fn rotation_under_traffic(cluster: &Cluster, host: &Host, token: &str) {
     let traffic = Traffic::start(&host.orders, token);
     let overlap = KEY_REFRESH_SECONDS * 3;
-    let report = cluster
-        .compose(&[
-            "exec",
-            "-T",
-            "token-service-1",
-            "authmesh",
-            "--state-dir",
-            "/state",
-            "keys",
-            "rotate",
-            "--overlap-seconds",
-            &overlap.to_string(),
-        ])
-        .await;
-    let report: serde_json::Value = serde_json::from_str(&report).expect("rotation report");
+    let report = run_blocking(cluster.authmesh_in(
+        "token-service-1",
+        &["keys", "rotate", "--overlap-seconds", &overlap.to_string()],
+    ))
+    .await;
+    assert!(report.success, "keys rotate: {}", report.stderr);
+    let report: serde_json::Value = serde_json::from_str(&report.stdout).expect("rotation report");
     let next_kid = report["next_kid"].as_str().expect("next_kid").to_owned();
     let deadline = Instant::now() + Duration::from_secs(overlap + 15);
     for url in ["https://localhost:50051", "https://localhost:50054"] {
@@ -690,21 +683,18 @@ async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &s
     let issuer = cluster.network("issuer");
     // Inventory asking the token service for its health, from inside.
     let probe = || {
-        cluster.command(&[
-            "exec",
-            "-T",
+        cluster.authmesh_in(
             "inventory",
-            "authmesh",
-            "--state-dir",
-            "/state",
-            "health",
-            "--url",
-            "https://token-service:50051",
-            "--client-id",
-            "inventory",
-            "--timeout",
-            "2",
-        ])
+            &[
+                "health",
+                "--url",
+                "https://token-service:50051",
+                "--client-id",
+                "inventory",
+                "--timeout",
+                "2",
+            ],
+        )
     };
     // The probe works while connected, so its failure below means the cut.
     let reachable = run_blocking(probe()).await;
@@ -747,18 +737,7 @@ async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
             },
         )
         .await;
-    cluster.compose(&["start", "inventory"]).await;
-    cluster.wait_healthy(&["inventory"]).await;
-    let started = Instant::now();
-    traffic
-        .wait_until(
-            "orders succeeding again",
-            Duration::from_secs(30),
-            |calls| calls.iter().any(|c| c.at > started && c.code == Code::Ok),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let calls = traffic.finish().await;
+    let (started, calls) = start_and_recover(cluster, traffic, &["inventory"]).await;
 
     let before: Vec<Call> = calls.iter().filter(|c| c.at < killed).copied().collect();
     assert_no_failures("before the kill", &before);
@@ -816,22 +795,8 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
             },
         )
         .await;
-    cluster
-        .compose(&["start", "token-service-1", "token-service-2"])
-        .await;
-    cluster
-        .wait_healthy(&["token-service-1", "token-service-2"])
-        .await;
-    let restarted = Instant::now();
-    traffic
-        .wait_until(
-            "orders succeeding again",
-            Duration::from_secs(30),
-            |calls| calls.iter().any(|c| c.at > restarted && c.code == Code::Ok),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let calls = traffic.finish().await;
+    let (restarted, calls) =
+        start_and_recover(cluster, traffic, &["token-service-1", "token-service-2"]).await;
 
     let cached: Vec<Call> = calls
         .iter()
