@@ -578,6 +578,9 @@ fn write_if_missing(
     Ok(())
 }
 
+/// The workloads of [`WORKLOADS`] that run a server (the rest are clients).
+const SERVERS: [&str; 3] = [WORKLOADS[0].0, WORKLOADS[1].0, WORKLOADS[2].0];
+
 /// The user a workload's server runs as, for [`DevState::hand_over`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadOwner {
@@ -601,7 +604,7 @@ impl WorkloadOwner {
             )
         };
         let (workload, ids) = spec.split_once('=').ok_or_else(usage)?;
-        if !["token-service", "orders", "inventory"].contains(&workload) {
+        if !SERVERS.contains(&workload) {
             return Err(usage());
         }
         let (uid, gid) = ids.split_once(':').unwrap_or((ids, ids));

@@ -26,8 +26,11 @@ use crate::{
 /// header floods beyond this are refused by HTTP/2 itself.
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
+/// The answer to a call that panicked, given the panic's payload.
+pub type PanicResponse = fn(Box<dyn Any + Send + 'static>) -> http::Response<Body>;
+
 /// Turns a panic anywhere in a call (auth layer or handler) into INTERNAL.
-pub type CatchPanic = CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> http::Response<Body>>;
+pub type CatchPanic = CatchPanicLayer<PanicResponse>;
 
 /// A server builder with AuthMesh's limits, outermost of all layers a
 /// panic catcher: a call that panics gets INTERNAL and the connection and
@@ -37,9 +40,7 @@ pub fn server_builder() -> Server<Stack<CatchPanic, Identity>> {
     Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
-        .layer(CatchPanicLayer::custom(
-            panic_to_internal as fn(Box<dyn Any + Send + 'static>) -> http::Response<Body>,
-        ))
+        .layer(CatchPanicLayer::custom(panic_to_internal as PanicResponse))
 }
 
 /// The answer to a call that panicked. The panic's message is neither sent
