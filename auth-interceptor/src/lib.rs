@@ -30,6 +30,7 @@ pub mod revocation;
 pub mod revocation_watch;
 pub mod service;
 pub mod signing;
+pub mod stream_bound;
 pub mod token;
 pub mod token_source;
 pub mod verifier;
@@ -47,6 +48,7 @@ pub use revocation_watch::{
 };
 pub use service::{AuthService, Decision, Denial, REQUEST_ID_HEADER, RequestId, decide};
 pub use signing::{SigningError, SigningKey, self_test};
+pub use stream_bound::TokenBoundBody;
 pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};
 pub use token_source::{
     BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,

@@ -19,6 +19,7 @@ use crate::{
     error::AuthError,
     peer::{PeerCache, PeerIdentity},
     policy::{MethodPolicy, SharedPolicy},
+    stream_bound::TokenBoundBody,
     verifier::{VerifiedClaims, Verifier},
 };
 
@@ -200,7 +201,7 @@ where
         if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);
             let future = span.in_scope(|| inner.call(request));
-            return ResponseFuture::forward(future.instrument(span), None, None);
+            return ResponseFuture::forward(future.instrument(span), None, None, None);
         }
         let peer = request
             .extensions()
@@ -238,6 +239,7 @@ where
         self.verifier.metrics().allowed();
         // One span per call: whatever the handler logs carries the caller.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
+        let bound = (self.verifier.clone(), claims.clone());
         request.extensions_mut().insert(claims);
         if let Some(peer) = peer {
             request.extensions_mut().insert(peer);
@@ -245,7 +247,7 @@ where
         let echo = request_id.header_value();
         request.extensions_mut().insert(request_id);
         let future = span.in_scope(|| inner.call(request));
-        ResponseFuture::forward(future.instrument(span), Some(started), echo)
+        ResponseFuture::forward(future.instrument(span), Some(started), echo, Some(bound))
     }
 }
 
@@ -287,7 +289,13 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Forward { #[pin] future: Instrumented<F>, started: Option<Instant>, request_id: Option<HeaderValue> },
+        Forward {
+            #[pin] future: Instrumented<F>,
+            started: Option<Instant>,
+            request_id: Option<HeaderValue>,
+            // The verifier and token the response body stays bound to.
+            bound: Option<(Verifier, VerifiedClaims)>,
+        },
         Deny { response: Option<Response<tonic::body::Body>> },
     }
 }
@@ -297,12 +305,14 @@ impl<F> ResponseFuture<F> {
         future: Instrumented<F>,
         started: Option<Instant>,
         request_id: Option<HeaderValue>,
+        bound: Option<(Verifier, VerifiedClaims)>,
     ) -> Self {
         Self {
             state: State::Forward {
                 future,
                 started,
                 request_id,
+                bound,
             },
         }
     }
@@ -328,8 +338,16 @@ where
                 mut future,
                 started,
                 request_id,
+                bound,
             } => {
                 let mut output = std::task::ready!(future.as_mut().poll(cx));
+                if let Some((verifier, claims)) = bound.take() {
+                    output = output.map(|response| {
+                        response.map(|body| {
+                            tonic::body::Body::new(TokenBoundBody::new(body, verifier, claims))
+                        })
+                    });
+                }
                 if let (Ok(response), Some(id)) = (output.as_mut(), request_id.take()) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, id);
                 }

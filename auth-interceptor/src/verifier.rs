@@ -92,6 +92,14 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClaims(Arc<Claims>);
 
+#[cfg(test)]
+impl VerifiedClaims {
+    /// Claims taken as verified, for tests of what happens after verification.
+    pub(crate) fn assume_verified(claims: Claims) -> Self {
+        Self(Arc::new(claims))
+    }
+}
+
 impl Deref for VerifiedClaims {
     type Target = Claims;
     fn deref(&self) -> &Claims {
@@ -410,6 +418,17 @@ impl Verifier {
             return Err(AuthError::RevocationsUnavailable);
         }
         self.inner.revocations.check(claims)
+    }
+
+    /// Whether a token verified earlier still holds: not expired beyond the
+    /// leeway and not revoked. Long-lived calls re-check with this.
+    ///
+    /// # Errors
+    /// [`AuthError::Expired`], [`AuthError::Revoked`] or
+    /// [`AuthError::RevocationsUnavailable`].
+    pub fn still_valid(&self, claims: &Claims) -> Result<(), AuthError> {
+        self.check_times(claims, self.inner.clock.now())?;
+        self.check_revocations(claims)
     }
 
     /// Tokens that expired before this, leeway included, fail verification anyway.

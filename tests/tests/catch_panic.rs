@@ -46,6 +46,15 @@ impl Inventory for PanickingInventory {
     ) -> Result<Response<ReserveResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    type WatchStockStream = inventory::StockUpdates;
+
+    async fn watch_stock(
+        &self,
+        _request: Request<GetStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

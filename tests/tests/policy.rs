@@ -15,7 +15,7 @@ const PUBLIC: &str = r#"public = ["/grpc.health.v1.Health/Check", "/grpc.health.
 const READ: &str = r#"
 [[rule]]
 name = "read-stock"
-methods = ["/demo.inventory.v1.Inventory/GetStock"]
+methods = ["/demo.inventory.v1.Inventory/GetStock", "/demo.inventory.v1.Inventory/WatchStock"]
 scopes = ["inventory.read"]
 "#;
 
@@ -240,7 +240,7 @@ async fn the_token_service_refuses_tokens_the_target_policy_never_accepts() {
     let narrowed = r#"
 [[rule]]
 name = "read-stock"
-methods = ["/demo.inventory.v1.Inventory/GetStock"]
+methods = ["/demo.inventory.v1.Inventory/GetStock", "/demo.inventory.v1.Inventory/WatchStock"]
 callers = ["spiffe://authmesh.local/orders"]
 scopes = ["inventory.read"]
 

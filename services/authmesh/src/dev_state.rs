@@ -60,7 +60,10 @@ public = [
 
 [[rule]]
 name = "read-stock"
-methods = ["/demo.inventory.v1.Inventory/GetStock"]
+methods = [
+  "/demo.inventory.v1.Inventory/GetStock",
+  "/demo.inventory.v1.Inventory/WatchStock",
+]
 scopes = ["inventory.read"]
 
 [[rule]]

@@ -5,7 +5,11 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use auth_interceptor::{CallerExt, MethodPolicy, SharedClock, VerifiedClaims};
@@ -18,7 +22,8 @@ use service_runtime::{
     AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
     serve_authenticated,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
 /// Scope needed by `GetStock`.
@@ -64,6 +69,7 @@ pub fn policy() -> MethodPolicy {
     MethodPolicy::new()
         .require("/demo.inventory.v1.Inventory/GetStock", [SCOPE_READ])
         .require("/demo.inventory.v1.Inventory/Reserve", [SCOPE_RESERVE])
+        .require("/demo.inventory.v1.Inventory/WatchStock", [SCOPE_READ])
 }
 
 /// A recorded reservation, with the verified identity that made it.
@@ -96,10 +102,17 @@ struct State {
 }
 
 /// The inventory handler and its in-memory state. Cheap to clone; clones share state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InventoryHandler {
     state: Arc<Mutex<State>>,
+    /// Bumped on every stock change; `WatchStock` streams follow it.
+    changes: Arc<watch::Sender<u64>>,
+    /// Calls that reached a handler method.
+    calls: Arc<AtomicU64>,
 }
+
+/// The stream `WatchStock` answers with.
+pub type StockUpdates = Pin<Box<dyn Stream<Item = Result<GetStockResponse, Status>> + Send>>;
 
 impl InventoryHandler {
     /// An inventory holding `stock`.
@@ -109,7 +122,36 @@ impl InventoryHandler {
                 stock: stock.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 reservations: Vec::new(),
             })),
+            changes: Arc::new(watch::Sender::new(0)),
+            calls: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many calls reached a handler method: the auth layer refuses
+    /// before routing, so a refused call never counts.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts the call and returns its verified caller.
+    fn accept<T>(&self, request: &Request<T>) -> Result<VerifiedClaims, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        // The auth layer always inserts claims before a handler runs; their
+        // absence means the server was assembled without it.
+        request
+            .verified_claims()
+            .cloned()
+            .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))
+    }
+
+    /// The stock of `sku`.
+    fn level(&self, sku: &str) -> Result<u32, Status> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .stock
+            .get(sku)
+            .copied()
+            .ok_or_else(|| Status::not_found(format!("unknown sku {sku:?}")))
     }
 
     /// Every reservation so far, oldest first.
@@ -122,28 +164,15 @@ impl InventoryHandler {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<VerifiedClaims, Status> {
-    // The auth layer always inserts claims before a handler runs; their
-    // absence means the server was assembled without it.
-    request
-        .verified_claims()
-        .cloned()
-        .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))
-}
-
 #[tonic::async_trait]
 impl Inventory for InventoryHandler {
     async fn get_stock(
         &self,
         request: Request<GetStockRequest>,
     ) -> Result<Response<GetStockResponse>, Status> {
-        caller(&request)?;
+        self.accept(&request)?;
         let sku = request.into_inner().sku;
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let available = *state
-            .stock
-            .get(&sku)
-            .ok_or_else(|| Status::not_found(format!("unknown sku {sku:?}")))?;
+        let available = self.level(&sku)?;
         Ok(Response::new(GetStockResponse { sku, available }))
     }
 
@@ -151,7 +180,7 @@ impl Inventory for InventoryHandler {
         &self,
         request: Request<ReserveRequest>,
     ) -> Result<Response<ReserveResponse>, Status> {
-        let claims = caller(&request)?;
+        let claims = self.accept(&request)?;
         let peer = request
             .peer_identity()
             .and_then(|peer| peer.spiffe_id())
@@ -187,6 +216,8 @@ impl Inventory for InventoryHandler {
         tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
         let id = reservation.id.clone();
         state.reservations.push(reservation);
+        drop(state);
+        self.changes.send_modify(|version| *version += 1);
         Ok(Response::new(ReserveResponse {
             reservation_id: id,
             sku,
@@ -194,6 +225,34 @@ impl Inventory for InventoryHandler {
             remaining,
             reserved_by: claims.sub.clone(),
         }))
+    }
+
+    type WatchStockStream = StockUpdates;
+
+    async fn watch_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        self.accept(&request)?;
+        let sku = request.into_inner().sku;
+        self.level(&sku)?;
+        let handler = self.clone();
+        let mut last = None;
+        // The current level at once, then each change of this SKU's level.
+        let updates = WatchStream::new(self.changes.subscribe()).filter_map(move |_| match handler
+            .level(&sku)
+        {
+            Ok(available) if last == Some(available) => None,
+            Ok(available) => {
+                last = Some(available);
+                Some(Ok(GetStockResponse {
+                    sku: sku.clone(),
+                    available,
+                }))
+            }
+            Err(status) => Some(Err(status)),
+        });
+        Ok(Response::new(Box::pin(updates)))
     }
 }
 

@@ -51,8 +51,14 @@ fn panic_to_internal(_panic: Box<dyn Any + Send + 'static>) -> http::Response<Bo
     tonic::Status::internal("internal error").into_http()
 }
 
+/// How long in-flight calls may take to finish once shutdown begins. A
+/// stream (`WatchStock`, a health watch) can stay open for as long as its
+/// token lives, so draining waits this long and then stops serving anyway.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `router` on `listener` with `transport` until `shutdown`
-/// resolves, then stops accepting and drains in-flight calls.
+/// resolves, then stops accepting and drains in-flight calls for at most
+/// [`DRAIN_TIMEOUT`].
 ///
 /// With `http1`, TLS also offers HTTP/1.1 in ALPN, for the plain HTTP
 /// routes a router may carry ([`crate::http_endpoint::HttpRoutesLayer`];
@@ -61,6 +67,46 @@ fn panic_to_internal(_panic: Box<dyn Any + Send + 'static>) -> http::Response<Bo
 /// # Errors
 /// [`RuntimeError::Transport`] when serving fails.
 pub async fn serve_router<L, ResBody>(
+    router: tonic::transport::server::Router<L>,
+    listener: TcpListener,
+    transport: &Transport,
+    http1: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<tonic::codegen::StdError> + Send,
+    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    let (begun, began) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begun.send(());
+    };
+    let drain_deadline = async move {
+        match began.await {
+            Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+            // The server stopped on its own.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serve_until(router, listener, transport, http1, shutdown) => served,
+        () = drain_deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout; stopped serving without them");
+            Ok(())
+        }
+    }
+}
+
+async fn serve_until<L, ResBody>(
     router: tonic::transport::server::Router<L>,
     listener: TcpListener,
     transport: &Transport,
