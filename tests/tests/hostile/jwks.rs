@@ -3,11 +3,14 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use auth_interceptor::{Jwk, JwkSet};
+use auth_interceptor::{Jwk, JwkSet, SigningAlgorithm, SigningKey};
 use authmesh_proto::authmesh::v1::GetJwksRequest;
 use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
 use serde_json::{Value, json};
@@ -47,6 +50,8 @@ struct KeySource {
     script: Arc<Mutex<Script>>,
     release: Arc<Notify>,
     held: Arc<Notify>,
+    /// Requests answered so far.
+    served: Arc<AtomicUsize>,
     url: String,
 }
 
@@ -81,6 +86,7 @@ impl KeySource {
             })),
             release: Arc::new(Notify::new()),
             held: Arc::new(Notify::new()),
+            served: Arc::new(AtomicUsize::new(0)),
             url,
         };
         let server = source.clone();
@@ -139,6 +145,7 @@ impl KeySource {
         let _ = tls.write_all(head.as_bytes()).await;
         let _ = tls.write_all(&body).await;
         let _ = tls.shutdown().await;
+        self.served.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -157,15 +164,17 @@ async fn issuer_jwks(mesh: &TestMesh) -> Value {
     .expect("json")
 }
 
-/// Points inventory at `url` for its keys, refreshed every second.
-fn point_inventory_at(mesh: &TestMesh, url: &str) {
+/// Points inventory at `url` for its keys, refreshed every `refresh` seconds.
+fn point_inventory_at(mesh: &TestMesh, url: &str, refresh: u64) {
     let path = mesh.state.inventory_config();
     let text = std::fs::read_to_string(&path).expect("inventory.toml");
     let text: String = text
         .lines()
         .filter(|line| !line.starts_with("key_refresh_seconds") && !line.starts_with("jwks_url"))
         .map(|line| match line {
-            "[auth]" => format!("[auth]\njwks_url = \"{url}\"\nkey_refresh_seconds = 1\n"),
+            "[auth]" => {
+                format!("[auth]\njwks_url = \"{url}\"\nkey_refresh_seconds = {refresh}\n")
+            }
             _ => format!("{line}\n"),
         })
         .collect();
@@ -247,7 +256,7 @@ async fn a_failing_or_lying_source_leaves_the_last_good_keys_in_use() {
     let good = issuer_jwks(&suite.mesh).await;
     let good_bytes = good.to_string().into_bytes();
     let source = KeySource::start(&suite.mesh, Answer::Now(200, good_bytes.clone())).await;
-    point_inventory_at(&suite.mesh, &source.url);
+    point_inventory_at(&suite.mesh, &source.url, 1);
     suite.mesh.restart_inventory().await;
     suite.accepted(&suite.genuine()).await;
 
@@ -287,7 +296,7 @@ async fn without_good_keys_ever_calls_fail_closed() {
         let source = KeySource::start(&suite.mesh, Answer::Now(status, body)).await;
         let original =
             std::fs::read_to_string(suite.mesh.state.inventory_config()).expect("config");
-        point_inventory_at(&suite.mesh, &source.url);
+        point_inventory_at(&suite.mesh, &source.url, 1);
         let server = suite.mesh.replace_inventory().await;
         std::fs::write(suite.mesh.state.inventory_config(), original).expect("restore config");
         let status = expect_status(
@@ -303,5 +312,56 @@ async fn without_good_keys_ever_calls_fail_closed() {
         assert_eq!(suite.mesh.inventory_handler.calls(), 0, "{case}");
         server.stop().await.expect("stop");
     }
+    suite.mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_token_with_a_new_kid_verifies_after_one_refresh() {
+    let mut suite = Suite::start().await;
+    let mut keys = issuer_jwks(&suite.mesh).await;
+    let source =
+        KeySource::start(&suite.mesh, Answer::Now(200, keys.to_string().into_bytes())).await;
+    // No routine refresh during the test: only the unknown kid asks for one.
+    point_inventory_at(&suite.mesh, &source.url, 3600);
+    suite.mesh.restart_inventory().await;
+    suite.accepted(&suite.genuine()).await;
+
+    // The issuer rotates: a new key is published, and a token signed with it
+    // arrives before any verifier has fetched it.
+    let (next, _pem) = SigningKey::generate(SigningAlgorithm::EdDSA).expect("keygen");
+    keys["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .push(serde_json::to_value(next.jwk()).expect("jwk"));
+    source.script().fallback = Some(Answer::Now(200, keys.to_string().into_bytes()));
+    let claims = suite
+        .mesh
+        .claims("inventory", "inventory.read", suite.mesh.now(), 300);
+    let rotated = next.sign(&claims).expect("sign");
+    let fetched_before = source.served.load(Ordering::SeqCst);
+    let mut inventory = suite.mesh.inventory_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match inventory.get_stock(bearer(get_stock(), &rotated)).await {
+            Ok(_) => break,
+            Err(status) => {
+                // Refused at once while the refresh runs, never made to wait.
+                assert_eq!(
+                    authmesh_tests::reason(&status).as_deref(),
+                    Some("UNKNOWN_KEY")
+                );
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the new kid never verified"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(
+        source.served.load(Ordering::SeqCst) - fetched_before,
+        1,
+        "one refresh brought the new key"
+    );
     suite.mesh.stop().await;
 }
