@@ -184,6 +184,28 @@ impl TestMesh {
         auth_interceptor::peer::thumbprint(&der)
     }
 
+    /// TLS settings for a plain HTTPS server (HTTP/1.1 in ALPN) presenting
+    /// the token service's certificate from the dev CA: for stand-in key
+    /// sources the verifiers trust.
+    pub fn https_server_config(&self) -> Arc<rustls::ServerConfig> {
+        use service_runtime::{ClientAuth, ServerTlsFiles, Transport};
+        let (cert, key) = self.state.workload_files("token-service");
+        let files = ServerTlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+        };
+        let Transport::Tls { config, .. } =
+            Transport::from_config(Some(&files), false, self.state.dir()).expect("tls")
+        else {
+            panic!("TLS transport expected");
+        };
+        let mut http1 = rustls::ServerConfig::clone(&config);
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(http1)
+    }
+
     /// Polls `grpc.health.v1.Health/Check` on `addr` until SERVING.
     pub async fn wait_serving(&self, addr: SocketAddr) {
         let mut health = HealthClient::new(self.channel(addr));

@@ -199,29 +199,12 @@ async fn a_verifier_can_take_its_keys_from_the_https_jwks_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_jwks_servers_are_refused() {
     use service_runtime::{
-        ClientAuth, ServerTlsFiles, Transport,
         http_endpoint::{Bytes, Routes, serve_http},
         jwks_url::{MAX_JWKS_BYTES, fetch_jwks},
         tls::{ClientTls, tls_incoming},
     };
 
     let mesh = TestMesh::start().await;
-    let (cert, key) = mesh.state.workload_files("token-service");
-    let Transport::Tls { config, .. } = Transport::from_config(
-        Some(&ServerTlsFiles {
-            cert,
-            key,
-            client_ca: None,
-            client_auth: ClientAuth::None,
-        }),
-        false,
-        mesh.state.dir(),
-    )
-    .expect("tls") else {
-        panic!("TLS transport expected");
-    };
-    let mut http1 = tokio_rustls::rustls::ServerConfig::clone(&config);
-    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -237,7 +220,7 @@ async fn hostile_jwks_servers_are_refused() {
         _ => None,
     });
     let server = tokio::spawn(serve_http(
-        Box::pin(tls_incoming(listener, std::sync::Arc::new(http1))),
+        Box::pin(tls_incoming(listener, mesh.https_server_config())),
         routes,
         std::future::pending(),
     ));

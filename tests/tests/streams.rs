@@ -34,6 +34,15 @@ async fn ended(stream: &mut Streaming<GetStockResponse>) -> Status {
         .expect_err("the stream ends with an error")
 }
 
+/// Opens `WatchStock` on `sku-1` with `token`, over a connection of its own.
+async fn watch(mesh: &TestMesh, token: &str) -> Streaming<GetStockResponse> {
+    mesh.inventory_client()
+        .watch_stock(bearer(get_stock(), token))
+        .await
+        .expect("WatchStock")
+        .into_inner()
+}
+
 /// A token with both inventory scopes, signed with the issuer's real key.
 fn read_and_reserve(mesh: &TestMesh, ttl: u64) -> String {
     mesh.issuer_key()
@@ -51,11 +60,7 @@ async fn a_stream_ends_when_its_token_expires_beyond_the_leeway() {
     let mesh = TestMesh::start().await;
     let mut inventory = mesh.inventory_client();
     let watcher = read_and_reserve(&mesh, 60);
-    let mut stream = inventory
-        .watch_stock(bearer(get_stock(), &watcher))
-        .await
-        .expect("WatchStock")
-        .into_inner();
+    let mut stream = watch(&mesh, &watcher).await;
     assert_eq!(next(&mut stream).await, 100, "the level now");
 
     inventory
@@ -85,11 +90,7 @@ async fn a_stream_ends_when_its_token_expires_beyond_the_leeway() {
     assert!(!status.message().contains(&watcher));
 
     // The cut ended that stream only: the server and new streams go on.
-    let mut again = inventory
-        .watch_stock(bearer(get_stock(), &fresh))
-        .await
-        .expect("WatchStock")
-        .into_inner();
+    let mut again = watch(&mesh, &fresh).await;
     assert_eq!(next(&mut again).await, 98);
     drop(again);
     mesh.stop().await;
@@ -99,12 +100,7 @@ async fn a_stream_ends_when_its_token_expires_beyond_the_leeway() {
 async fn an_idle_stream_ends_when_its_token_is_revoked() {
     let mesh = TestMesh::start().await;
     let token = mesh.mint("inventory", &["inventory.read"], None).await;
-    let mut stream = mesh
-        .inventory_client()
-        .watch_stock(bearer(get_stock(), &token))
-        .await
-        .expect("WatchStock")
-        .into_inner();
+    let mut stream = watch(&mesh, &token).await;
     assert_eq!(next(&mut stream).await, 100);
 
     let claims = decode_claims(&token);
@@ -160,12 +156,7 @@ async fn opening_a_stream_needs_a_token_with_the_read_scope() {
 async fn an_open_stream_does_not_hold_shutdown_past_the_drain_timeout() {
     let mesh = TestMesh::start().await;
     let token = mesh.mint("inventory", &["inventory.read"], None).await;
-    let mut stream = mesh
-        .inventory_client()
-        .watch_stock(bearer(get_stock(), &token))
-        .await
-        .expect("WatchStock")
-        .into_inner();
+    let mut stream = watch(&mesh, &token).await;
     assert_eq!(next(&mut stream).await, 100);
     // The token lives minutes; shutdown waits for the stream only as long
     // as the drain timeout (a generous bound: it fails only if stop hangs).

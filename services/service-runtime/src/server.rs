@@ -97,55 +97,35 @@ where
             Err(_) => std::future::pending().await,
         }
     };
+    let serving = async move {
+        match transport {
+            Transport::Tls { config, .. } => {
+                let config = if http1 {
+                    // HTTP/1.1 clients (JWKS fetchers) negotiate it; gRPC clients pick h2.
+                    let mut both = ServerConfig::clone(config);
+                    both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                    Arc::new(both)
+                } else {
+                    config.clone()
+                };
+                router
+                    .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
+                    .await
+            }
+            Transport::Plaintext => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .await
+            }
+        }
+    };
     tokio::select! {
-        served = serve_until(router, listener, transport, http1, shutdown) => served,
+        served = serving => Ok(served?),
         () = drain_deadline => {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout; stopped serving without them");
             Ok(())
         }
     }
-}
-
-async fn serve_until<L, ResBody>(
-    router: tonic::transport::server::Router<L>,
-    listener: TcpListener,
-    transport: &Transport,
-    http1: bool,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RuntimeError>
-where
-    L: tower::Layer<tonic::service::Routes> + Clone,
-    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
-    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
-    <L::Service as tower::Service<http::Request<Body>>>::Error:
-        Into<tonic::codegen::StdError> + Send,
-    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    ResBody::Error: Into<tonic::codegen::StdError>,
-{
-    match transport {
-        Transport::Tls { config, .. } => {
-            let config = if http1 {
-                // HTTP/1.1 clients (JWKS fetchers) negotiate it; gRPC clients pick h2.
-                let mut both = ServerConfig::clone(config);
-                both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-                Arc::new(both)
-            } else {
-                config.clone()
-            };
-            router
-                .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
-                .await?
-        }
-        Transport::Plaintext => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await?
-        }
-    }
-    Ok(())
 }
 
 fn reflection_builder() -> Builder<'static> {

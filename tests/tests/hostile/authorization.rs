@@ -45,9 +45,10 @@ async fn an_authenticated_caller_on_a_method_not_granted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_with_no_rule_at_all() {
     let suite = Suite::start().await;
-    let mut claims = suite.claims();
-    claims["scope"] = serde_json::json!("inventory.read inventory.reserve");
-    let token = suite.sign(&suite.header(), &claims);
+    let token = suite.with_claim(
+        "scope",
+        Some(serde_json::json!("inventory.read inventory.reserve")),
+    );
     // Paths no rule names, including near-misses of real methods: the
     // policy compares the exact path the router dispatches on.
     for path in [

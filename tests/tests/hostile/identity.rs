@@ -38,14 +38,7 @@ async fn aud_missing_another_services_or_of_a_wrong_type() {
         ("aud null", Some(Value::Null), "CLAIMS_INVALID"),
     ];
     for (case, aud, reason) in cases {
-        let mut claims = suite.claims();
-        match aud {
-            Some(aud) => claims["aud"] = aud,
-            None => {
-                claims.as_object_mut().expect("object").remove("aud");
-            }
-        }
-        let token = suite.sign(&suite.header(), &claims);
+        let token = suite.with_claim("aud", aud);
         suite
             .refused(case, &token, Code::Unauthenticated, reason)
             .await;
@@ -113,14 +106,7 @@ async fn iss_missing_or_another_issuers() {
         ("iss null", Some(Value::Null), "CLAIMS_INVALID"),
     ];
     for (case, iss, reason) in cases {
-        let mut claims = suite.claims();
-        match iss {
-            Some(iss) => claims["iss"] = iss,
-            None => {
-                claims.as_object_mut().expect("object").remove("iss");
-            }
-        }
-        let token = suite.sign(&suite.header(), &claims);
+        let token = suite.with_claim("iss", iss);
         suite
             .refused(case, &token, Code::Unauthenticated, reason)
             .await;
@@ -179,9 +165,7 @@ async fn scopes_outside_the_rule_with_substring_or_case_tricks() {
         "inventory.reserve",
         "orders.write",
     ] {
-        let mut claims = suite.claims();
-        claims["scope"] = json!(scope);
-        let token = suite.sign(&suite.header(), &claims);
+        let token = suite.with_claim("scope", Some(json!(scope)));
         suite
             .refused(
                 &format!("scope {scope:?}"),

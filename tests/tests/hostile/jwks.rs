@@ -14,7 +14,7 @@ use auth_interceptor::{Jwk, JwkSet, SigningAlgorithm, SigningKey};
 use authmesh_proto::authmesh::v1::GetJwksRequest;
 use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
 use serde_json::{Value, json};
-use service_runtime::{ClientAuth, ServerTlsFiles, Transport, jwks_url::MAX_JWKS_BYTES};
+use service_runtime::jwks_url::MAX_JWKS_BYTES;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -57,23 +57,7 @@ struct KeySource {
 
 impl KeySource {
     async fn start(mesh: &TestMesh, fallback: Answer) -> Self {
-        let (cert, key) = mesh.state.workload_files("token-service");
-        let Transport::Tls { config, .. } = Transport::from_config(
-            Some(&ServerTlsFiles {
-                cert,
-                key,
-                client_ca: None,
-                client_auth: ClientAuth::None,
-            }),
-            false,
-            mesh.state.dir(),
-        )
-        .expect("tls") else {
-            panic!("TLS transport expected");
-        };
-        let mut http1 = tokio_rustls::rustls::ServerConfig::clone(&config);
-        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(http1));
+        let acceptor = tokio_rustls::TlsAcceptor::from(mesh.https_server_config());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!(
             "https://localhost:{}/jwks.json",

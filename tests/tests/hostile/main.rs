@@ -151,6 +151,17 @@ impl Suite {
         sign_with(&self.issuer_key, Algorithm::EdDSA, header, payload)
     }
 
+    /// A genuine token with claim `name` set to `value`, or removed with `None`.
+    pub fn with_claim(&self, name: &str, value: Option<Value>) -> String {
+        let mut claims = self.claims();
+        let fields = claims.as_object_mut().expect("claims are an object");
+        match value {
+            Some(value) => fields.insert(name.to_owned(), value),
+            None => fields.remove(name),
+        };
+        self.sign(&self.header(), &claims)
+    }
+
     /// A genuine token built here (the forger's baseline; it must pass).
     pub fn genuine(&self) -> String {
         self.sign(&self.header(), &self.claims())
