@@ -26,7 +26,10 @@
 //! scopes = ["inventory.reserve"]
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
@@ -126,7 +129,8 @@ impl Pattern {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
-    name: String,
+    // Shared, so an allowed call names its rule without copying the string.
+    name: Arc<str>,
     effect: Effect,
     methods: Vec<Pattern>,
     callers: Vec<Pattern>,
@@ -150,6 +154,12 @@ impl Rule {
                 .claims
                 .iter()
                 .all(|(name, value)| claim_equals(claims, name, value))
+    }
+
+    /// Whether the token holds every scope the rule requires (no allocation:
+    /// this runs on every call).
+    fn scopes_held(&self, claims: &Claims) -> bool {
+        self.scopes.iter().all(|scope| claims.has_scope(scope))
     }
 
     fn missing_scopes<'a>(&'a self, claims: &Claims) -> Vec<&'a str> {
@@ -223,7 +233,7 @@ fn caller_pattern(rule: &str, text: &str) -> Result<Pattern, PolicyError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
     /// The allowing rule.
-    pub rule: String,
+    pub rule: Arc<str>,
 }
 
 /// Why a token would be over-broad or useless for a service, so it is not minted.
@@ -240,6 +250,82 @@ pub enum MintRefusal {
 pub struct MethodPolicy {
     public: HashSet<String>,
     rules: Vec<Rule>,
+    index: RuleIndex,
+}
+
+/// Which rules can cover a method, so a call looks at those alone instead
+/// of scanning every rule: rule positions (ascending, the policy's order) by
+/// exact method and by `/package.Service/` for whole-service rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RuleIndex {
+    by_method: HashMap<String, Vec<usize>>,
+    by_service: HashMap<String, Vec<usize>>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[Rule]) -> Self {
+        let mut index = Self::default();
+        for (position, rule) in rules.iter().enumerate() {
+            for pattern in &rule.methods {
+                let (map, key) = match pattern {
+                    Pattern::Exact(method) => (&mut index.by_method, method),
+                    Pattern::Prefix(service) => (&mut index.by_service, service),
+                };
+                let positions = map.entry(key.clone()).or_default();
+                // A rule naming one method twice is listed once.
+                if positions.last() != Some(&position) {
+                    positions.push(position);
+                }
+            }
+        }
+        index
+    }
+
+    /// The rules that cover `path`, in policy order.
+    fn covering<'a>(&'a self, rules: &'a [Rule], path: &str) -> impl Iterator<Item = &'a Rule> {
+        let exact = self.by_method.get(path).map(Vec::as_slice).unwrap_or(&[]);
+        let whole_service = service_prefix(path)
+            .and_then(|service| self.by_service.get(service))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        MergeAscending {
+            left: exact,
+            right: whole_service,
+        }
+        .filter_map(|position| rules.get(position))
+    }
+}
+
+/// `/package.Service/` of `/package.Service/Method`.
+fn service_prefix(path: &str) -> Option<&str> {
+    let end = path.get(1..)?.find('/')? + 2;
+    path.get(..end)
+}
+
+/// The union of two ascending lists of positions, ascending, each once.
+struct MergeAscending<'a> {
+    left: &'a [usize],
+    right: &'a [usize],
+}
+
+impl Iterator for MergeAscending<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let next = match (self.left.first(), self.right.first()) {
+            (Some(&l), Some(&r)) => l.min(r),
+            (Some(&l), None) => l,
+            (None, Some(&r)) => r,
+            (None, None) => return None,
+        };
+        if self.left.first() == Some(&next) {
+            self.left = &self.left[1..];
+        }
+        if self.right.first() == Some(&next) {
+            self.right = &self.right[1..];
+        }
+        Some(next)
+    }
 }
 
 impl MethodPolicy {
@@ -248,6 +334,7 @@ impl MethodPolicy {
         Self {
             public: HEALTH_PATHS.iter().map(|p| (*p).to_owned()).collect(),
             rules: Vec::new(),
+            index: RuleIndex::default(),
         }
     }
 
@@ -312,13 +399,14 @@ impl MethodPolicy {
                     .iter()
                     .map(|c| caller_pattern(&name, c))
                     .collect::<Result<_, _>>()?,
-                name: rule.name,
+                name: rule.name.into(),
                 effect: rule.effect,
                 scopes: rule.scopes,
                 claims: rule.claims,
                 dry_run: rule.dry_run,
             });
         }
+        policy.index = RuleIndex::new(&policy.rules);
         Ok(policy)
     }
 
@@ -331,7 +419,7 @@ impl MethodPolicy {
     {
         let path = path.into();
         self.rules.push(Rule {
-            name: path.clone(),
+            name: path.as_str().into(),
             effect: Effect::Allow,
             methods: vec![Pattern::Exact(path)],
             callers: Vec::new(),
@@ -339,6 +427,7 @@ impl MethodPolicy {
             claims: BTreeMap::new(),
             dry_run: false,
         });
+        self.index = RuleIndex::new(&self.rules);
         self
     }
 
@@ -417,7 +506,7 @@ impl MethodPolicy {
                         .any(|deny| deny.methods.iter().any(|d| d.includes(method)))
                 })
             })
-            .map(|rule| rule.name.clone())
+            .map(|rule| rule.name.to_string())
             .ok_or(MintRefusal::NoRule)
     }
 
@@ -428,28 +517,25 @@ impl MethodPolicy {
     /// when an allow rule for the method applies but scopes are missing,
     /// [`AuthError::NoRule`] when no allow rule applies.
     pub fn authorize(&self, path: &str, claims: &Claims) -> Result<Allowed, AuthError> {
-        let relevant = self.rules.iter().filter(|rule| rule.covers(path));
-        let (deny, allow): (Vec<&Rule>, Vec<&Rule>) =
-            relevant.partition(|r| r.effect == Effect::Deny);
-        for rule in deny {
-            if rule.applies_to(claims) && rule.missing_scopes(claims).is_empty() {
+        let covering = || self.index.covering(&self.rules, path);
+        for rule in covering().filter(|r| r.effect == Effect::Deny) {
+            if rule.applies_to(claims) && rule.scopes_held(claims) {
                 if rule.dry_run {
                     dry_run_seen(path, claims, rule, "would-deny");
                     continue;
                 }
                 return Err(AuthError::RuleDenied {
                     method: path.to_owned(),
-                    rule: rule.name.clone(),
+                    rule: rule.name.to_string(),
                 });
             }
         }
         let mut closest: Option<(&Rule, Vec<&str>)> = None;
-        for rule in allow {
+        for rule in covering().filter(|r| r.effect == Effect::Allow) {
             if !rule.applies_to(claims) {
                 continue;
             }
-            let missing = rule.missing_scopes(claims);
-            if missing.is_empty() {
+            if rule.scopes_held(claims) {
                 if rule.dry_run {
                     dry_run_seen(path, claims, rule, "would-allow");
                     continue;
@@ -458,6 +544,7 @@ impl MethodPolicy {
                     rule: rule.name.clone(),
                 });
             }
+            let missing = rule.missing_scopes(claims);
             if !rule.dry_run
                 && closest
                     .as_ref()
@@ -470,7 +557,7 @@ impl MethodPolicy {
             Some((rule, missing)) => Err(AuthError::MissingScopes {
                 method: path.to_owned(),
                 missing: missing.join(" "),
-                rule: rule.name.clone(),
+                rule: rule.name.to_string(),
             }),
             None => Err(AuthError::NoRule {
                 method: path.to_owned(),
@@ -486,7 +573,7 @@ fn dry_run_seen(path: &str, claims: &Claims, rule: &Rule, outcome: &'static str)
     // callers mint label values with made-up method names.
     metrics::counter!(
         "authmesh_policy_dry_run_total",
-        "rule" => rule.name.clone(),
+        "rule" => rule.name.to_string(),
         "outcome" => outcome
     )
     .increment(1);
@@ -506,6 +593,13 @@ impl SharedPolicy {
     /// The policy in force now.
     pub fn current(&self) -> std::sync::Arc<MethodPolicy> {
         self.0.load_full()
+    }
+
+    /// The policy in force now, borrowed for one call: unlike
+    /// [`SharedPolicy::current`] it does not touch the shared reference count,
+    /// which every core would otherwise write on every call.
+    pub(crate) fn load(&self) -> arc_swap::Guard<std::sync::Arc<MethodPolicy>> {
+        self.0.load()
     }
 
     /// Puts `policy` in force for every call that starts from now on.

@@ -73,7 +73,7 @@ pub struct Decision {
     /// The verified token.
     pub claims: VerifiedClaims,
     /// The allowing rule.
-    pub rule: String,
+    pub rule: Arc<str>,
 }
 
 /// A call that may not, with the caller when its token verified.
@@ -196,7 +196,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
-        let policy = self.policy.current();
+        let policy = self.policy.load();
         let request_id = RequestId::from_headers(request.headers());
         if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);

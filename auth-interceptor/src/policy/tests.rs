@@ -93,7 +93,10 @@ fn a_policy_file_matches_services_callers_scopes_and_claims() {
     let policy = MethodPolicy::from_toml(FILE).expect("policy");
     assert!(policy.is_public(REFLECTION_PATHS[1]));
     let allowed = policy.authorize(RESERVE, &claims(ORDERS, "inventory.reserve"));
-    assert_eq!(allowed.map(|a| a.rule), Ok("mesh-reserve".to_owned()));
+    assert_eq!(
+        allowed.map(|a| a.rule.to_string()),
+        Ok("mesh-reserve".to_owned())
+    );
     // Prefix callers match a trust domain, not a string prefix of another one.
     assert!(
         policy
@@ -107,7 +110,9 @@ fn a_policy_file_matches_services_callers_scopes_and_claims() {
     let mut reporting = claims("anyone", "inventory.read");
     reporting.client_id = Some("reporting".into());
     assert_eq!(
-        policy.authorize(GET, &reporting).map(|a| a.rule),
+        policy
+            .authorize(GET, &reporting)
+            .map(|a| a.rule.to_string()),
         Ok("read-anything".to_owned())
     );
     let mut other_client = claims("anyone", "inventory.read");
@@ -165,7 +170,7 @@ methods = ["/demo.inventory.v1.Inventory/Reserve"]
     assert_eq!(
         policy
             .authorize(GET, &claims(ORDERS, "inventory.read"))
-            .map(|a| a.rule),
+            .map(|a| a.rule.to_string()),
         Ok("read".to_owned()),
         "a dry-run deny does not block"
     );
@@ -327,4 +332,57 @@ callers = ["spiffe://authmesh.local/partial"]
             .collect::<Vec<_>>(),
         vec!["inventory.write"]
     );
+}
+
+#[test]
+fn the_rule_index_finds_exactly_the_rules_a_full_scan_finds_in_order() {
+    let policy = MethodPolicy::from_toml(
+        r#"
+        [[rule]]
+        name = "whole-inventory"
+        methods = ["/demo.inventory.v1.Inventory/*"]
+        scopes = ["a"]
+        [[rule]]
+        name = "no-reserve"
+        effect = "deny"
+        methods = ["/demo.inventory.v1.Inventory/Reserve", "/demo.orders.v1.Orders/*"]
+        [[rule]]
+        name = "twice"
+        methods = ["/demo.inventory.v1.Inventory/GetStock", "/demo.inventory.v1.Inventory/GetStock", "/demo.inventory.v1.Inventory/*"]
+        [[rule]]
+        name = "orders"
+        methods = ["/demo.orders.v1.Orders/Place"]
+        "#,
+    )
+    .expect("policy");
+    for path in [
+        GET,
+        RESERVE,
+        "/demo.inventory.v1.Inventory/WatchStock",
+        "/demo.orders.v1.Orders/Place",
+        "/demo.orders.v1.Orders/Other",
+        "/demo.inventory.v1.Inventory/",
+        "/demo.inventory.v1.Inventory",
+        "/demo.inventory.v1.Inventory/GetStock/",
+        "demo.inventory.v1.Inventory/GetStock",
+        "/",
+        "",
+        "/é/",
+    ] {
+        let indexed: Vec<&str> = policy
+            .index
+            .covering(&policy.rules, path)
+            .map(|r| &*r.name)
+            .collect();
+        let scanned: Vec<&str> = policy
+            .rules
+            .iter()
+            .filter(|r| r.covers(path))
+            .map(|r| &*r.name)
+            .collect();
+        assert_eq!(indexed, scanned, "{path}");
+    }
+    // A rule added in code is indexed too.
+    let policy = policy.require("/p.S/M", ["x"]);
+    assert!(policy.authorize("/p.S/M", &claims("s", "x")).is_ok());
 }

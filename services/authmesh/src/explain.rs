@@ -183,7 +183,7 @@ pub async fn explain(
             json!({
                 "decision": "allow",
                 "method": request.method,
-                "rule": decision.rule,
+                "rule": &*decision.rule,
                 "caller": caller(&decision.claims),
             })
         }
