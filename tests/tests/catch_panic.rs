@@ -90,6 +90,7 @@ async fn a_panicking_call_is_internal_and_the_server_keeps_serving() {
                 verification,
                 policy,
                 InventoryServer::new(handler),
+                &Default::default(),
                 async {
                     let _ = stopped.await;
                 },

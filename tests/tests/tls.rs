@@ -42,9 +42,16 @@ async fn serve(files: &ServerTlsFiles) -> Server {
     let router = server_builder().add_service(service);
     let served = transport.clone();
     tokio::spawn(async move {
-        let _ = serve_router(router, listener, &served, false, async {
-            let _ = signal.await;
-        })
+        let _ = serve_router(
+            router,
+            listener,
+            &served,
+            false,
+            &Default::default(),
+            async {
+                let _ = signal.await;
+            },
+        )
         .await;
     });
     Server {

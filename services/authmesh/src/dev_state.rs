@@ -250,6 +250,7 @@ impl DevState {
                 issuer: issuer.clone(),
                 insecure_plaintext: false,
                 metrics_listen: layout.metrics_listen.clone(),
+                runtime: Default::default(),
                 // Optional: workloads authenticate by certificate, grpcurl users may use a secret.
                 tls: Some(tls("token-service", ClientAuth::Optional)),
                 key_dir: layout.key_dir.clone(),
@@ -318,6 +319,7 @@ impl DevState {
                 listen: layout.listen.inventory.to_string(),
                 insecure_plaintext: false,
                 metrics_listen: layout.metrics_listen.clone(),
+                runtime: Default::default(),
                 tls: Some(tls("inventory", ClientAuth::Required)),
                 token_service: upstream(layout.token_service_url.clone(), "inventory"),
                 auth: AuthConfig {
@@ -333,6 +335,7 @@ impl DevState {
                 listen: layout.listen.orders.to_string(),
                 insecure_plaintext: false,
                 metrics_listen: layout.metrics_listen.clone(),
+                runtime: Default::default(),
                 tls: Some(tls("orders", ClientAuth::Required)),
                 token_service: upstream(layout.token_service_url.clone(), "orders"),
                 auth: AuthConfig {

@@ -19,8 +19,8 @@ use authmesh_proto::demo::inventory::v1::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig, Verification,
-    serve_authenticated,
+    AuthConfig, Loaded, RuntimeConfig, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
+    Verification, serve_authenticated,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
@@ -47,6 +47,9 @@ pub struct Config {
     /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// How the service uses the machine's cores (`[runtime]`: mode, worker_threads).
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_default")]
+    pub runtime: RuntimeConfig,
     /// Where the verification keys come from.
     pub token_service: UpstreamConfig,
     /// What tokens must satisfy.
@@ -284,6 +287,7 @@ pub async fn run(
         verification,
         policy,
         service,
+        &settings.runtime,
         shutdown,
     )
     .await

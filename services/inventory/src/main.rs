@@ -1,7 +1,7 @@
 //! `inventory --config inventory.toml`: SERVER2 as its own process.
 
 use clap::Parser;
-use service_runtime::ServiceArgs;
+use service_runtime::{Loaded, ServiceArgs};
 
 /// AuthMesh demo inventory service (SERVER2).
 #[derive(Debug, Parser)]
@@ -11,16 +11,20 @@ struct Args {
     service: ServiceArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+// No `#[tokio::main]`: the runtime's shape comes from the configuration.
+fn main() -> std::process::ExitCode {
     service_runtime::install_crypto_provider();
     service_runtime::telemetry::init_tracing();
     let args = Args::parse();
-    service_runtime::exit_code("inventory", serve(args.service).await)
+    let config = match args.service.load::<inventory::Config>() {
+        Ok(config) => config,
+        Err(err) => return service_runtime::exit_code("inventory", Err(err.into())),
+    };
+    let runtime = config.config.runtime;
+    runtime.block_on("inventory", serve(config))
 }
 
-async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = args.load::<inventory::Config>()?;
+async fn serve(config: Loaded<inventory::Config>) -> Result<(), Box<dyn std::error::Error>> {
     let _metrics = service_runtime::metrics::start(config.config.metrics_listen.as_deref()).await?;
     let handler = inventory::InventoryHandler::new(&config.config.stock);
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;

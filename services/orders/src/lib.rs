@@ -27,8 +27,9 @@ use authmesh_proto::demo::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, ClientTls, Loaded, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
-    Verification, client_secret, serve_authenticated, upstream_channel, upstream_tls,
+    AuthConfig, ClientTls, Loaded, RuntimeConfig, RuntimeError, ServerTlsFiles, Transport,
+    UpstreamConfig, Verification, client_secret, serve_authenticated, upstream_channel,
+    upstream_tls,
 };
 use tokio::net::TcpListener;
 use tonic::{
@@ -57,6 +58,9 @@ pub struct Config {
     /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// How the service uses the machine's cores (`[runtime]`: mode, worker_threads).
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_default")]
+    pub runtime: RuntimeConfig,
     /// The token service: keys to verify callers, and tokens for calling inventory.
     pub token_service: UpstreamConfig,
     /// What callers' tokens must satisfy.
@@ -381,6 +385,7 @@ pub async fn run(
         verification,
         policy,
         service,
+        &settings.runtime,
         shutdown,
     )
     .await?;

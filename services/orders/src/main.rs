@@ -1,7 +1,7 @@
 //! `orders --config orders.toml`: SERVER1 as its own process.
 
 use clap::Parser;
-use service_runtime::ServiceArgs;
+use service_runtime::{Loaded, ServiceArgs};
 
 /// AuthMesh demo orders service (SERVER1).
 #[derive(Debug, Parser)]
@@ -11,16 +11,20 @@ struct Args {
     service: ServiceArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+// No `#[tokio::main]`: the runtime's shape comes from the configuration.
+fn main() -> std::process::ExitCode {
     service_runtime::install_crypto_provider();
     service_runtime::telemetry::init_tracing();
     let args = Args::parse();
-    service_runtime::exit_code("orders", serve(args.service).await)
+    let config = match args.service.load::<orders::Config>() {
+        Ok(config) => config,
+        Err(err) => return service_runtime::exit_code("orders", Err(err.into())),
+    };
+    let runtime = config.config.runtime;
+    runtime.block_on("orders", serve(config))
 }
 
-async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = args.load::<orders::Config>()?;
+async fn serve(config: Loaded<orders::Config>) -> Result<(), Box<dyn std::error::Error>> {
     let _metrics = service_runtime::metrics::start(config.config.metrics_listen.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
     let clock = auth_interceptor::clock::system_clock();

@@ -42,6 +42,9 @@ pub enum RuntimeError {
     /// A client secret is missing or unreadable.
     #[error("client secret: {0}")]
     Secret(String),
+    /// The runtime or a serving thread could not be started.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
     /// Server reflection could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -13,6 +13,7 @@ pub mod http_endpoint;
 pub mod jwks_url;
 pub mod metrics;
 pub mod pki;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
@@ -22,6 +23,7 @@ pub mod verification;
 pub use binary::{ServiceArgs, exit_code};
 pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
 pub use error::RuntimeError;
+pub use runtime::{RuntimeConfig, RuntimeMode};
 pub use server::{
     BackgroundTask, Health, PolicySource, check_coverage, load_policy, reflection_v1,
     reflection_v1alpha, serve_authenticated, serve_router, server_builder, service_methods,

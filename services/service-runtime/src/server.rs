@@ -8,7 +8,11 @@ use auth_interceptor::{AuthLayer, MethodPolicy, SharedPolicy};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{body::Body, server::NamedService, transport::Server};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    transport::{Server, server::Router},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{Builder, v1, v1alpha};
 use tower::layer::util::{Identity, Stack};
@@ -16,6 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     error::RuntimeError,
+    runtime::RuntimeConfig,
     tls::{Transport, tls_incoming},
     verification::Verification,
 };
@@ -58,20 +63,204 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// Serves `router` on `listener` with `transport` until `shutdown`
 /// resolves, then stops accepting and drains in-flight calls for at most
-/// [`DRAIN_TIMEOUT`].
+/// [`DRAIN_TIMEOUT`]. With `runtime` in `thread_per_core` mode the router is
+/// served by that many current-thread runtimes, each on its own thread,
+/// all accepting from `listener`; otherwise on the caller's runtime.
 ///
 /// With `http1`, TLS also offers HTTP/1.1 in ALPN, for the plain HTTP
 /// routes a router may carry ([`crate::http_endpoint::HttpRoutesLayer`];
 /// the router must be built with `accept_http1(true)`).
 ///
 /// # Errors
-/// [`RuntimeError::Transport`] when serving fails.
+/// [`RuntimeError::Transport`] when serving fails, [`RuntimeError::Runtime`]
+/// when the serving threads cannot be started.
 pub async fn serve_router<L, ResBody>(
-    router: tonic::transport::server::Router<L>,
+    router: Router<L>,
     listener: TcpListener,
     transport: &Transport,
     http1: bool,
+    runtime: &RuntimeConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<tonic::codegen::StdError> + Send,
+    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    let tls = match transport {
+        Transport::Tls { config, .. } if http1 => {
+            // HTTP/1.1 clients (JWKS fetchers) negotiate it; gRPC clients pick h2.
+            let mut both = ServerConfig::clone(config);
+            both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(both))
+        }
+        Transport::Tls { config, .. } => Some(config.clone()),
+        Transport::Plaintext => None,
+    };
+    let runtimes = runtime.serving_runtimes();
+    if runtimes > 1 {
+        return serve_per_core(router, listener, tls, runtimes, shutdown).await;
+    }
+    let (begun, began) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begun.send(());
+    };
+    let drain_deadline = async move {
+        match began.await {
+            Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+            // The server stopped on its own.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serve_incoming(router, listener, tls, shutdown) => Ok(served?),
+        () = drain_deadline => {
+            warn_drain_timeout();
+            Ok(())
+        }
+    }
+}
+
+fn warn_drain_timeout() {
+    tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout; stopped serving without them");
+}
+
+/// Accepts from `listener` (through TLS when `tls` is set) and serves
+/// `router` until `shutdown` and the drain that follows are over.
+async fn serve_incoming<L, ResBody>(
+    router: Router<L>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<tonic::codegen::StdError> + Send,
+    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    match tls {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    }
+}
+
+/// Where the serving threads of `thread_per_core` are in their life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Serving,
+    /// Stop accepting, finish the calls in flight.
+    Draining,
+    /// Stop now: the drain timed out, or a sibling thread failed.
+    Abort,
+}
+
+/// `thread_per_core`: `runtimes` threads, each a current-thread runtime
+/// serving its own clone of `router` on a clone of `listener`'s socket. The
+/// kernel hands each new connection to one of them, which serves it to the end.
+async fn serve_per_core<L, ResBody>(
+    router: Router<L>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    runtimes: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<tonic::codegen::StdError> + Send,
+    ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    let socket = listener.into_std().map_err(RuntimeError::Runtime)?;
+    let stop = Arc::new(tokio::sync::watch::Sender::new(Stop::Serving));
+    let mut finished = Vec::with_capacity(runtimes);
+    for index in 0..runtimes {
+        let started = socket.try_clone().and_then(|socket| {
+            let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
+            let (done, finished_rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("serve-core-{index}"))
+                .spawn(move || {
+                    let served = serve_on_own_thread(router, socket, tls, &stop);
+                    if served.is_err() {
+                        // One failed: stop the others, so the error surfaces.
+                        stop.send_replace(Stop::Abort);
+                    }
+                    let _ = done.send(served);
+                })
+                .map(|_| finished_rx)
+        });
+        match started {
+            Ok(finished_rx) => finished.push(finished_rx),
+            Err(err) => {
+                stop.send_replace(Stop::Abort);
+                return Err(RuntimeError::Runtime(err));
+            }
+        }
+    }
+    drop(socket);
+    let all_finished = futures_util::future::join_all(finished);
+    tokio::pin!(all_finished);
+    let ended = tokio::select! {
+        ended = &mut all_finished => ended,
+        () = shutdown => {
+            stop.send_replace(Stop::Draining);
+            tokio::select! {
+                ended = &mut all_finished => ended,
+                () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+                    warn_drain_timeout();
+                    stop.send_replace(Stop::Abort);
+                    all_finished.await
+                }
+            }
+        }
+    };
+    for result in ended {
+        // A thread that vanished without an answer panicked; it was serving, so say so.
+        result.unwrap_or_else(|_| {
+            Err(RuntimeError::Runtime(std::io::Error::other(
+                "a serving thread stopped unexpectedly",
+            )))
+        })?;
+    }
+    Ok(())
+}
+
+/// One serving thread of [`serve_per_core`]: its own runtime, until `stop`
+/// says drain (finishing its calls) or abort.
+fn serve_on_own_thread<L, ResBody>(
+    router: Router<L>,
+    socket: std::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    stop: &tokio::sync::watch::Sender<Stop>,
 ) -> Result<(), RuntimeError>
 where
     L: tower::Layer<tonic::service::Routes> + Clone,
@@ -85,47 +274,22 @@ where
     ResBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
     ResBody::Error: Into<tonic::codegen::StdError>,
 {
-    let (begun, began) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = begun.send(());
-    };
-    let drain_deadline = async move {
-        match began.await {
-            Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
-            // The server stopped on its own.
-            Err(_) => std::future::pending().await,
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RuntimeError::Runtime)?;
+    let mut drain = stop.subscribe();
+    let mut abort = stop.subscribe();
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(socket).map_err(RuntimeError::Runtime)?;
+        let shutdown = async move {
+            let _ = drain.wait_for(|stop| *stop != Stop::Serving).await;
+        };
+        tokio::select! {
+            served = serve_incoming(router, listener, tls, shutdown) => Ok(served?),
+            _ = abort.wait_for(|stop| *stop == Stop::Abort) => Ok(()),
         }
-    };
-    let serving = async move {
-        match transport {
-            Transport::Tls { config, .. } => {
-                let config = if http1 {
-                    // HTTP/1.1 clients (JWKS fetchers) negotiate it; gRPC clients pick h2.
-                    let mut both = ServerConfig::clone(config);
-                    both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-                    Arc::new(both)
-                } else {
-                    config.clone()
-                };
-                router
-                    .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
-                    .await
-            }
-            Transport::Plaintext => {
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                    .await
-            }
-        }
-    };
-    tokio::select! {
-        served = serving => Ok(served?),
-        () = drain_deadline => {
-            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout; stopped serving without them");
-            Ok(())
-        }
-    }
+    })
 }
 
 fn reflection_builder() -> Builder<'static> {
@@ -369,6 +533,7 @@ pub async fn serve_authenticated<S>(
     verification: Verification,
     policy: PolicySource,
     service: S,
+    runtime: &RuntimeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError>
 where
@@ -409,6 +574,7 @@ where
         listener,
         transport,
         false,
+        runtime,
         health.on_shutdown(shutdown),
     )
     .await

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use auth_interceptor::SigningAlgorithm;
 use serde::{Deserialize, Serialize};
-use service_runtime::ServerTlsFiles;
+use service_runtime::{RuntimeConfig, ServerTlsFiles};
 
 use crate::limiter::AuthLimits;
 
@@ -26,6 +26,9 @@ pub struct Config {
     /// Where to serve Prometheus `/metrics` (plain HTTP), e.g. `0.0.0.0:9090`; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// How the service uses the machine's cores (`[runtime]`: mode, worker_threads).
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_default")]
+    pub runtime: RuntimeConfig,
     /// Server certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsFiles>,

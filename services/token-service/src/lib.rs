@@ -188,6 +188,7 @@ pub async fn run(
         listener,
         &transport,
         true,
+        &config.config.runtime,
         health.on_shutdown(shutdown),
     )
     .await?;

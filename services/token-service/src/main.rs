@@ -1,7 +1,7 @@
 //! `token-service --config token-service.toml`: the issuer as its own process.
 
 use clap::Parser;
-use service_runtime::ServiceArgs;
+use service_runtime::{Loaded, ServiceArgs};
 
 /// AuthMesh token service.
 #[derive(Debug, Parser)]
@@ -11,16 +11,20 @@ struct Args {
     service: ServiceArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+// No `#[tokio::main]`: the runtime's shape comes from the configuration.
+fn main() -> std::process::ExitCode {
     service_runtime::install_crypto_provider();
     service_runtime::telemetry::init_tracing();
     let args = Args::parse();
-    service_runtime::exit_code("token-service", serve(args.service).await)
+    let config = match args.service.load::<token_service::Config>() {
+        Ok(config) => config,
+        Err(err) => return service_runtime::exit_code("token-service", Err(err.into())),
+    };
+    let runtime = config.config.runtime;
+    runtime.block_on("token-service", serve(config))
 }
 
-async fn serve(args: ServiceArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = args.load::<token_service::Config>()?;
+async fn serve(config: Loaded<token_service::Config>) -> Result<(), Box<dyn std::error::Error>> {
     let _metrics = service_runtime::metrics::start(config.config.metrics_listen.as_deref()).await?;
     let prepared = token_service::prepare(&config, auth_interceptor::clock::system_clock())?;
     let listener = tokio::net::TcpListener::bind(&config.config.listen).await?;
