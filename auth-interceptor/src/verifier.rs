@@ -204,6 +204,11 @@ impl Verifier {
         &self.inner.config
     }
 
+    /// How many verified tokens are cached now (at most the configured capacity).
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.cache.len()
+    }
+
     /// The `kid`s currently trusted, sorted.
     pub fn key_ids(&self) -> Vec<String> {
         let mut kids: Vec<String> = self.inner.keys.load().keys.keys().cloned().collect();

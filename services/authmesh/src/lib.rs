@@ -1,6 +1,7 @@
 //! The `authmesh` operator tool as a library: the dev state behind
 //! `authmesh up` and the in-process mesh, shared with the end-to-end tests.
 
+pub mod bench;
 pub mod dev_state;
 pub mod explain;
 pub mod mesh;

@@ -143,6 +143,13 @@ enum Command {
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
     HashSecret,
+    /// Measure the servers under load on 127.0.0.1 over TLS: no auth vs
+    /// auth (hot and cold tokens) on each runtime shape, minting, and the
+    /// verifier's memory. See BENCHMARKS.md.
+    Bench(authmesh::bench::BenchArgs),
+    /// One server of `authmesh bench`, in its own process.
+    #[command(hide = true)]
+    BenchServer(authmesh::bench::server::ServerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,14 +289,21 @@ impl EndpointArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     service_runtime::install_crypto_provider();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Up { .. }) {
+    if matches!(cli.command, Command::Up { .. } | Command::BenchServer(_)) {
         service_runtime::telemetry::init_tracing();
     }
-    match run(cli).await {
+    // The bench builds its own runtimes (pinned, and of the shape measured).
+    let outcome: Result<(), Box<dyn std::error::Error>> = match &cli.command {
+        Command::Bench(args) => authmesh::bench::run(args).map_err(Into::into),
+        Command::BenchServer(args) => authmesh::bench::server::serve(args).map_err(Into::into),
+        _ => tokio::runtime::Runtime::new()
+            .map_err(Into::into)
+            .and_then(|runtime| runtime.block_on(run(cli))),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -437,6 +451,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
+        }
+        // main() runs these before any runtime exists: they build their own.
+        Command::Bench(_) | Command::BenchServer(_) => {
+            Err("bench commands run outside the async runtime".into())
         }
         Command::HashSecret => {
             let mut secret = String::new();

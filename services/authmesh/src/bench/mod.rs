@@ -1,0 +1,354 @@
+//! `authmesh bench`: the load tool. In one run and one process tree on
+//! 127.0.0.1 over TLS it measures the same inventory server without and
+//! with the auth layer, on each runtime shape, with a reused token (hot)
+//! and a fresh token per call (cold); the token service's IssueToken
+//! against its own no-op health check; and, in process, the verifier's
+//! memory across many calls and its hot path on one and two cores.
+//!
+//! Servers run as child processes pinned to their own cores, the client on
+//! the others, so one does not steal the other's CPU and each side's CPU
+//! time can be read from `/proc`. Every phase is bounded in time or count.
+
+pub mod fixture;
+pub mod load;
+pub mod memory;
+pub mod report;
+pub mod server;
+
+use std::{io, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use service_runtime::{RuntimeError, RuntimeMode};
+
+use self::{
+    fixture::Fixture,
+    load::{CallKind, LoadSettings, Measurement},
+    report::{Report, Row},
+    server::{Role, ServerArgs, ServerProcess},
+};
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// Settings outside their bounds.
+    #[error("{0}")]
+    Usage(String),
+    /// Files, processes or sockets.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// A bench server did not start or failed.
+    #[error("bench server: {0}")]
+    Server(String),
+    /// TLS, certificates or a runtime.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Keys, tokens or the verifier.
+    #[error("tokens: {0}")]
+    Tokens(String),
+    /// The dev state of the minting bench.
+    #[error(transparent)]
+    State(#[from] crate::dev_state::StateError),
+    /// The token service of the minting bench.
+    #[error("token service: {0}")]
+    TokenService(#[from] token_service::StartError),
+    /// Calls failed during the measurement.
+    #[error("calls failed: {0}")]
+    Calls(String),
+    /// A report file could not be written.
+    #[error("report: {0}")]
+    Report(#[from] serde_json::Error),
+}
+
+macro_rules! tokens_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for BenchError {
+            fn from(err: $error) -> Self {
+                BenchError::Tokens(err.to_string())
+            }
+        }
+    )*};
+}
+tokens_error!(
+    auth_interceptor::verifier::ConfigError,
+    auth_interceptor::KeyError,
+    auth_interceptor::AuthError,
+    auth_interceptor::SigningError,
+    jsonwebtoken::errors::Error
+);
+
+/// Which parts of the bench to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// No auth vs auth with a reused token, on each runtime shape.
+    Runtimes,
+    /// A fresh token on every call.
+    Cold,
+    /// IssueToken vs the token service's health check.
+    Mint,
+    /// The verifier in process: memory over many calls, one vs two cores.
+    Memory,
+}
+
+/// `authmesh bench`: measure the mesh's servers under load on 127.0.0.1.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds each measurement lasts (0.2 to 120).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before each measurement, not counted (0 to 60).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Calls in flight at any time (1 to 1024).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the calls share (1 to 64).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Cores the server is pinned to (the client gets the rest); 0 or all
+    /// cores: nothing is pinned.
+    #[arg(long, default_value_t = 1)]
+    pub server_cores: usize,
+    /// Worker threads of the multi-thread server (as `[runtime] worker_threads`).
+    #[arg(long, default_value_t = NonZeroUsize::MIN.saturating_add(1))]
+    pub worker_threads: NonZeroUsize,
+    /// Rounds of every measurement, interleaved; the median round is reported (1 to 10).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Parts to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub parts: Vec<Part>,
+    /// Verifier calls of the memory part (1,000 to 10,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_calls: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also draw throughput and p99 of no auth, hot and cold as an SVG here.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn check(&self) -> Result<(), BenchError> {
+        let out_of_bounds = |what: &str| Err(BenchError::Usage(format!("{what} out of bounds")));
+        if !(0.2..=120.0).contains(&self.duration) {
+            return out_of_bounds("--duration (0.2 to 120 s)");
+        }
+        if !(0.0..=60.0).contains(&self.warmup) {
+            return out_of_bounds("--warmup (0 to 60 s)");
+        }
+        if !(1..=1024).contains(&self.concurrency) {
+            return out_of_bounds("--concurrency (1 to 1024)");
+        }
+        if !(1..=64).contains(&self.connections) {
+            return out_of_bounds("--connections (1 to 64)");
+        }
+        if self.worker_threads.get() > 64 {
+            return out_of_bounds("--worker-threads (1 to 64)");
+        }
+        if !(1..=10).contains(&self.rounds) {
+            return out_of_bounds("--rounds (1 to 10)");
+        }
+        if !(1_000..=10_000_000).contains(&self.memory_calls) {
+            return out_of_bounds("--memory-calls (1,000 to 10,000,000)");
+        }
+        Ok(())
+    }
+
+    fn runs(&self, part: Part) -> bool {
+        self.parts.is_empty() || self.parts.contains(&part)
+    }
+}
+
+/// One server set-up measured under one kind of call.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    role: Role,
+    auth: bool,
+    mode: RuntimeMode,
+    call: CallKind,
+}
+
+fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
+    let mut list = Vec::new();
+    let modes = [
+        RuntimeMode::CurrentThread,
+        RuntimeMode::MultiThread,
+        RuntimeMode::ThreadPerCore,
+    ];
+    if args.runs(Part::Runtimes) {
+        for mode in modes {
+            list.push(Scenario {
+                name: "no-auth",
+                role: Role::Inventory,
+                auth: false,
+                mode,
+                call: CallKind::GetStockAnonymous,
+            });
+            list.push(Scenario {
+                name: "auth-hot",
+                role: Role::Inventory,
+                auth: true,
+                mode,
+                call: CallKind::GetStockHot,
+            });
+        }
+    }
+    if args.runs(Part::Cold) {
+        if !args.runs(Part::Runtimes) {
+            list.push(Scenario {
+                name: "no-auth",
+                role: Role::Inventory,
+                auth: false,
+                mode: RuntimeMode::CurrentThread,
+                call: CallKind::GetStockAnonymous,
+            });
+        }
+        list.push(Scenario {
+            name: "auth-cold",
+            role: Role::Inventory,
+            auth: true,
+            mode: RuntimeMode::CurrentThread,
+            call: CallKind::GetStockCold,
+        });
+    }
+    if args.runs(Part::Mint) {
+        for (name, call) in [("health", CallKind::Health), ("mint", CallKind::IssueToken)] {
+            list.push(Scenario {
+                name,
+                role: Role::TokenService,
+                auth: false,
+                mode: RuntimeMode::CurrentThread,
+                call,
+            });
+        }
+    }
+    list
+}
+
+/// Runs the bench as `args` says and prints its report.
+///
+/// # Errors
+/// [`BenchError`] when a setting is out of bounds or a measurement cannot run.
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    args.check()?;
+    let cores = available_cores()?;
+    let (server_cores, client_cores) = split_cores(&cores, args.server_cores);
+    let scenarios = scenarios(args);
+    let per_measurement = args.warmup + args.duration;
+    eprintln!(
+        "authmesh bench: {} measurements x {} rounds, about {:.0} s; server cores {:?}, client cores {:?}",
+        scenarios.len(),
+        args.rounds,
+        per_measurement * (scenarios.len() * args.rounds) as f64,
+        server_cores,
+        client_cores,
+    );
+    let fixture = Fixture::create(args.runs(Part::Mint))?;
+    let settings = LoadSettings {
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        concurrency: args.concurrency,
+        connections: args.connections,
+        client_cores: client_cores.clone(),
+    };
+    let mut rounds: Vec<Vec<Measurement>> = vec![Vec::new(); scenarios.len()];
+    for round in 1..=args.rounds {
+        for (scenario, results) in scenarios.iter().zip(&mut rounds) {
+            eprintln!(
+                "round {round}/{}: {} on {}",
+                args.rounds,
+                scenario.name,
+                server::mode_name(scenario.mode)
+            );
+            let server = ServerProcess::start(&ServerArgs {
+                role: scenario.role,
+                dir: fixture.dir().to_path_buf(),
+                auth: scenario.auth,
+                mode: scenario.mode,
+                threads: (scenario.mode == RuntimeMode::MultiThread).then_some(args.worker_threads),
+                cores: server_cores.clone(),
+            })?;
+            let measured = load::drive(
+                &fixture,
+                server.addr,
+                server.pid(),
+                scenario.call,
+                &settings,
+            );
+            server.stop()?;
+            results.push(measured?);
+        }
+    }
+    let rows = scenarios
+        .iter()
+        .zip(rounds)
+        .map(|(scenario, results)| Row {
+            name: scenario.name,
+            runtime: server::mode_name(scenario.mode),
+            worker_threads: (scenario.mode == RuntimeMode::MultiThread)
+                .then_some(args.worker_threads.get()),
+            measurement: load::median(results),
+        })
+        .collect();
+    let memory = if args.runs(Part::Memory) {
+        eprintln!("verifier in process: {} calls", args.memory_calls);
+        Some(memory::measure(
+            args.memory_calls,
+            &cores,
+            &fixture.tokens(),
+        )?)
+    } else {
+        None
+    };
+    let report = Report {
+        settings: report::Settings::of(args, &server_cores, &client_cores),
+        rows,
+        memory,
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.chart {
+        std::fs::write(path, report::chart(&report))?;
+    }
+    Ok(())
+}
+
+/// The cores this process may run on.
+fn available_cores() -> Result<Vec<usize>, BenchError> {
+    let cores = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| BenchError::Io(e.into()))?;
+    let cores: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&core| cores.is_set(core).unwrap_or(false))
+        .collect();
+    if cores.is_empty() {
+        return Err(BenchError::Usage("no usable cores".into()));
+    }
+    Ok(cores)
+}
+
+/// The first `server` cores for the server, the rest for the client; with
+/// too few cores to split, neither side is pinned.
+fn split_cores(cores: &[usize], server: usize) -> (Vec<usize>, Vec<usize>) {
+    if server == 0 || server >= cores.len() {
+        return (Vec::new(), Vec::new());
+    }
+    let (server_side, client_side) = cores.split_at(server);
+    (server_side.to_vec(), client_side.to_vec())
+}
+
+/// Pins the calling thread (and every thread it starts afterwards) to `cores`.
+///
+/// # Errors
+/// [`BenchError::Io`] when the kernel refuses.
+pub fn pin_current_thread(cores: &[usize]) -> Result<(), BenchError> {
+    let mut set = nix::sched::CpuSet::new();
+    for &core in cores {
+        set.set(core).map_err(|e| BenchError::Io(e.into()))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| BenchError::Io(e.into()))
+}

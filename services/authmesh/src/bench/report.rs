@@ -1,0 +1,383 @@
+//! The bench's report: a table of every measurement, the ratios the
+//! performance targets are stated in, each target met or missed, and an
+//! SVG chart of throughput and p99 for no auth, hot and cold.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{BenchArgs, load::Measurement, memory::MemoryReport};
+
+/// Hot auth throughput over no-auth, at least.
+const HOT_RATIO: f64 = 0.98;
+/// Latency hot auth may add at p99, microseconds.
+const HOT_ADDED_P99_US: f64 = 50.0;
+/// Best runtime with auth over current-thread no-auth, at least.
+const BEST_RUNTIME_RATIO: f64 = 0.9;
+/// Minting over the token service's health check, at least.
+const MINT_RATIO: f64 = 0.6;
+/// Memory growth across the long run that still counts as flat, KiB.
+const FLAT_RSS_KIB: u64 = 1024;
+
+/// How the bench ran, and on what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Seconds per measurement.
+    pub duration: f64,
+    /// Seconds of warm-up before each.
+    pub warmup: f64,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Rounds; the median is reported.
+    pub rounds: usize,
+    /// Cores the servers were pinned to (empty: unpinned).
+    pub server_cores: Vec<usize>,
+    /// Cores the client was pinned to.
+    pub client_cores: Vec<usize>,
+    /// The machine's CPU model.
+    pub cpu: String,
+    /// This build's version.
+    pub version: &'static str,
+}
+
+impl Settings {
+    /// The settings of `args`, with the cores as split.
+    pub fn of(args: &BenchArgs, server_cores: &[usize], client_cores: &[usize]) -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("model name"))
+                    .map(|model| model.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            duration: args.duration,
+            warmup: args.warmup,
+            concurrency: args.concurrency,
+            connections: args.connections,
+            rounds: args.rounds,
+            server_cores: server_cores.to_vec(),
+            client_cores: client_cores.to_vec(),
+            cpu,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// One scenario's median round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `no-auth`, `auth-hot`, `auth-cold`, `health` or `mint`.
+    pub name: &'static str,
+    /// The server's runtime mode.
+    pub runtime: &'static str,
+    /// Its worker threads, for the multi-thread runtime.
+    pub worker_threads: Option<usize>,
+    /// The median round (none when no round ran).
+    pub measurement: Option<Measurement>,
+}
+
+/// Everything one bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// How it ran.
+    pub settings: Settings,
+    /// Every load measurement.
+    pub rows: Vec<Row>,
+    /// The in-process part, when it ran.
+    pub memory: Option<MemoryReport>,
+}
+
+/// A target and how the run did against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is measured against what.
+    pub target: String,
+    /// The measured value, as a sentence fragment.
+    pub measured: String,
+    /// Whether the target was met.
+    pub met: bool,
+}
+
+impl Report {
+    fn find(&self, name: &str, runtime: &str) -> Option<&Measurement> {
+        self.rows
+            .iter()
+            .find(|row| row.name == name && row.runtime == runtime)
+            .and_then(|row| row.measurement.as_ref())
+    }
+
+    /// The targets this run can speak to, each met or missed.
+    pub fn checks(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        for runtime in ["current_thread", "multi_thread", "thread_per_core"] {
+            let (Some(plain), Some(hot)) = (
+                self.find("no-auth", runtime),
+                self.find("auth-hot", runtime),
+            ) else {
+                continue;
+            };
+            let ratio = hot.rps / plain.rps;
+            checks.push(Check {
+                target: format!("{runtime}: hot auth throughput >= {HOT_RATIO} x no-auth"),
+                measured: format!(
+                    "{ratio:.3} x (server CPU per call {:.1} us vs {:.1} us)",
+                    hot.server_cpu_us_per_call, plain.server_cpu_us_per_call
+                ),
+                met: ratio >= HOT_RATIO,
+            });
+            let added = hot.p99_us - plain.p99_us;
+            checks.push(Check {
+                target: format!("{runtime}: hot auth adds <= {HOT_ADDED_P99_US} us at p99"),
+                measured: format!("{added:+.1} us ({:.1} vs {:.1})", hot.p99_us, plain.p99_us),
+                met: added <= HOT_ADDED_P99_US,
+            });
+        }
+        if let Some(plain) = self.find("no-auth", "current_thread") {
+            let best = self
+                .rows
+                .iter()
+                .filter(|row| row.name == "auth-hot")
+                .filter_map(|row| row.measurement.as_ref().map(|m| (row.runtime, m.rps)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((runtime, rps)) = best {
+                let ratio = rps / plain.rps;
+                checks.push(Check {
+                    target: format!(
+                        "best runtime with auth >= {BEST_RUNTIME_RATIO} x current-thread no-auth"
+                    ),
+                    measured: format!("{ratio:.3} x ({runtime})"),
+                    met: ratio >= BEST_RUNTIME_RATIO,
+                });
+            }
+        }
+        if let (Some(health), Some(mint)) = (
+            self.find("health", "current_thread"),
+            self.find("mint", "current_thread"),
+        ) {
+            let ratio = mint.rps / health.rps;
+            checks.push(Check {
+                target: format!("minting >= {MINT_RATIO} x the token service's no-op call"),
+                measured: format!("{ratio:.3} x"),
+                met: ratio >= MINT_RATIO,
+            });
+        }
+        if let Some(memory) = &self.memory {
+            let growth = memory
+                .rss_after_calls_kib
+                .saturating_sub(memory.rss_after_fill_kib);
+            checks.push(Check {
+                target: format!(
+                    "verifier memory bounded by the cache ({} tokens) and flat across {} calls",
+                    memory.cache_capacity, memory.calls
+                ),
+                measured: format!(
+                    "{} cached after {} distinct; RSS {} -> {} -> {} KiB ({growth} KiB over the run)",
+                    memory.cached_tokens,
+                    memory.distinct_tokens,
+                    memory.rss_before_kib,
+                    memory.rss_after_fill_kib,
+                    memory.rss_after_calls_kib
+                ),
+                met: memory.cached_tokens <= memory.cache_capacity && growth <= FLAT_RSS_KIB,
+            });
+        }
+        checks
+    }
+
+    /// The report as text: a table, then the targets.
+    pub fn render(&self) -> String {
+        let s = &self.settings;
+        let mut out = format!(
+            "authmesh bench {} on {} | {} s after {} s warm-up, {} in flight on {} connections, median of {} rounds | server cores {:?}, client cores {:?}\n\n",
+            s.version,
+            s.cpu,
+            s.duration,
+            s.warmup,
+            s.concurrency,
+            s.connections,
+            s.rounds,
+            s.server_cores,
+            s.client_cores
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:<18} {:>9} {:>9} {:>9} {:>9} {:>11} {:>6} {:>9} {:>7}",
+            "scenario",
+            "runtime",
+            "rps",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "cpu us/call",
+            "busy",
+            "rss KiB",
+            "errors"
+        );
+        for row in &self.rows {
+            let runtime = match row.worker_threads {
+                Some(threads) => format!("{} ({threads})", row.runtime),
+                None => row.runtime.to_owned(),
+            };
+            match &row.measurement {
+                Some(m) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<18} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>6.2} {:>9} {:>7}",
+                        row.name,
+                        runtime,
+                        m.rps,
+                        m.p50_us,
+                        m.p99_us,
+                        m.p999_us,
+                        m.server_cpu_us_per_call,
+                        m.server_cores_busy,
+                        m.server_rss_kib,
+                        m.errors
+                    );
+                    if let Some(error) = &m.first_error {
+                        let _ = writeln!(out, "    first error: {error}");
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "{:<10} {runtime:<18} (no measurement)", row.name);
+                }
+            }
+        }
+        if let (Some(plain), Some(cold)) = (
+            self.find("no-auth", "current_thread"),
+            self.find("auth-cold", "current_thread"),
+        ) {
+            let _ = writeln!(
+                out,
+                "\ncold (a new token every call): {:.3} x no-auth throughput, +{:.1} us server CPU per call",
+                cold.rps / plain.rps,
+                cold.server_cpu_us_per_call - plain.server_cpu_us_per_call
+            );
+        }
+        if let Some(memory) = &self.memory {
+            let _ = writeln!(
+                out,
+                "\nverifier in process: hot verify {:.0}/s on one core, {:.0}/s on two ({:.2} x)",
+                memory.hot_per_second_one_core,
+                memory.hot_per_second_two_cores,
+                memory.scaling()
+            );
+        }
+        let _ = writeln!(out, "\ntargets:");
+        for check in self.checks() {
+            let verdict = if check.met { "met   " } else { "MISSED" };
+            let _ = writeln!(out, "  [{verdict}] {}: {}", check.target, check.measured);
+        }
+        out
+    }
+}
+
+/// Colours of the chart's series: no auth, hot, cold.
+const SERIES: [(&str, &str); 3] = [
+    ("no-auth", "#7f8c8d"),
+    ("auth-hot", "#2e86de"),
+    ("auth-cold", "#e67e22"),
+];
+
+/// An SVG bar chart: throughput and p99 of no auth, hot and cold on each
+/// runtime. Hand-drawn: two panels of bars need no plotting library.
+pub fn chart(report: &Report) -> String {
+    let runtimes: Vec<&str> = ["current_thread", "multi_thread", "thread_per_core"]
+        .into_iter()
+        .filter(|runtime| {
+            report
+                .rows
+                .iter()
+                .any(|row| row.runtime == *runtime && row.name == "no-auth")
+        })
+        .collect();
+    let (width, panel_height, top) = (760.0, 260.0, 60.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="15">authmesh bench: inventory GetStock over TLS, server on {:?}</text>
+"#,
+        top + 2.0 * panel_height + 40.0,
+        width / 2.0,
+        report.settings.server_cores,
+    );
+    for (y, (label, metric)) in [
+        (
+            "calls per second",
+            (|m: &Measurement| m.rps) as fn(&Measurement) -> f64,
+        ),
+        ("p99 latency (us)", |m: &Measurement| m.p99_us),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(index, panel)| (top + index as f64 * panel_height, panel))
+    {
+        let values: Vec<Option<f64>> = runtimes
+            .iter()
+            .flat_map(|runtime| {
+                SERIES
+                    .iter()
+                    .map(move |(name, _)| report.find(name, runtime).map(metric))
+            })
+            .collect();
+        let max = values
+            .iter()
+            .flatten()
+            .copied()
+            .fold(0.0, f64::max)
+            .max(1.0);
+        let (left, plot_width, plot_height) = (70.0, width - 90.0, panel_height - 70.0);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{left}" y="{}" font-size="13">{label}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            y + 10.0,
+            y + 20.0 + plot_height,
+            left + plot_width,
+            y + 20.0 + plot_height
+        );
+        let group_width = plot_width / runtimes.len().max(1) as f64;
+        let bar_width = group_width / 4.0;
+        for (group, runtime) in runtimes.iter().enumerate() {
+            let group_x = left + group as f64 * group_width;
+            let _ = writeln!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="middle">{runtime}</text>"#,
+                group_x + group_width / 2.0,
+                y + plot_height + 36.0
+            );
+            for (series, (name, colour)) in SERIES.iter().enumerate() {
+                let Some(value) = report.find(name, runtime).map(metric) else {
+                    continue;
+                };
+                let height = value / max * plot_height;
+                let x = group_x + bar_width * (0.5 + series as f64);
+                let bar_top = y + 20.0 + plot_height - height;
+                let _ = writeln!(
+                    svg,
+                    r#"<rect x="{x:.1}" y="{bar_top:.1}" width="{:.1}" height="{height:.1}" fill="{colour}"><title>{name} {runtime}: {value:.1}</title></rect>
+<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{value:.0}</text>"#,
+                    bar_width * 0.9,
+                    x + bar_width * 0.45,
+                    bar_top - 3.0
+                );
+            }
+        }
+    }
+    for (index, (name, colour)) in SERIES.iter().enumerate() {
+        let x = 90.0 + index as f64 * 130.0;
+        let y = top + 2.0 * panel_height + 10.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x}" y="{y}" width="12" height="12" fill="{colour}"/><text x="{}" y="{}">{name}</text>"#,
+            x + 18.0,
+            y + 11.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
