@@ -2,7 +2,8 @@
 //! sign-then-verify self-test every service runs at start.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::EncodingKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use p256::ecdsa::signature::Signer as _;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519};
 
 use crate::{
@@ -33,8 +34,16 @@ pub enum SigningError {
 pub struct SigningKey {
     kid: String,
     algorithm: SigningAlgorithm,
-    encoding: EncodingKey,
+    signer: KeySigner,
     jwk: Jwk,
+}
+
+/// The private key, parsed once. jsonwebtoken's `crypto::sign` parses the
+/// PKCS#8 key again (and for Ed25519 derives its public half) on every
+/// call, which doubled the cost of minting.
+enum KeySigner {
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    P256(Box<p256::ecdsa::SigningKey>),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -73,22 +82,23 @@ impl SigningKey {
 
     fn from_key_pair(pair: &KeyPair) -> Result<Self, SigningError> {
         let public = pair.public_key_raw();
-        let (algorithm, encoding, jwk) = if pair.algorithm() == &PKCS_ED25519 {
+        let unreadable = |e: &dyn std::fmt::Display| SigningError::Key(e.to_string());
+        let (algorithm, signer, jwk) = if pair.algorithm() == &PKCS_ED25519 {
             let jwk = Jwk::ed25519("", public);
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(&pair.serialize_der())
+                .map_err(|e| unreadable(&e))?;
             (
                 SigningAlgorithm::EdDSA,
-                EncodingKey::from_ed_der(&pair.serialize_der()),
+                KeySigner::Ed25519(Box::new(key)),
                 jwk,
             )
         } else if pair.algorithm() == &PKCS_ECDSA_P256_SHA256 {
             let jwk = Jwk::p256("", public).ok_or_else(|| {
                 SigningError::Key("P-256 public key is not an uncompressed point".into())
             })?;
-            (
-                SigningAlgorithm::ES256,
-                EncodingKey::from_ec_der(&pair.serialize_der()),
-                jwk,
-            )
+            let key = p256::ecdsa::SigningKey::from_pkcs8_der(&pair.serialize_der())
+                .map_err(|e| unreadable(&e))?;
+            (SigningAlgorithm::ES256, KeySigner::P256(Box::new(key)), jwk)
         } else {
             return Err(SigningError::Key(
                 "only Ed25519 and P-256 keys are supported".into(),
@@ -99,7 +109,7 @@ impl SigningKey {
             jwk: jwk.with_kid(kid.clone()),
             kid,
             algorithm,
-            encoding,
+            signer,
         })
     }
 
@@ -147,9 +157,19 @@ impl SigningKey {
             URL_SAFE_NO_PAD.encode(header),
             URL_SAFE_NO_PAD.encode(payload)
         );
-        let signature =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.algorithm.to_jwt())?;
-        Ok(format!("{input}.{signature}"))
+        // JWS signatures: Ed25519's 64 bytes; ES256's fixed-size r || s (RFC 7518 3.4).
+        let signature = match &self.signer {
+            KeySigner::Ed25519(key) => ed25519_dalek::Signer::sign(key.as_ref(), input.as_bytes())
+                .to_bytes()
+                .to_vec(),
+            KeySigner::P256(key) => {
+                let signature: p256::ecdsa::Signature = key
+                    .try_sign(input.as_bytes())
+                    .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
+                signature.to_bytes().to_vec()
+            }
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 
