@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use auth_interceptor::{PeerIdentity, Revocation};
+use auth_interceptor::{PeerCache, PeerIdentity, Revocation};
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, RevocationBatch,
     RevokeRequest, RevokeResponse, WatchRevocationsRequest, revoke_request,
@@ -32,6 +32,9 @@ const SLOT_WAIT: Duration = Duration::from_secs(2);
 /// Most revocation watches served at once (they need no credentials).
 const MAX_WATCHERS: usize = 1024;
 
+/// Client certificates whose identities are remembered (registered workloads are few).
+const PEER_CACHE_CAPACITY: usize = 1024;
+
 /// Most revocation watches from one source address, so no single client
 /// can take every slot and keep new verifiers from getting the list.
 const MAX_WATCHERS_PER_SOURCE: usize = 64;
@@ -53,6 +56,9 @@ pub struct TokenServiceHandler {
     /// check per core runs at once, so a flood of logins cannot exhaust
     /// memory or starve the executor.
     credential_slots: Arc<Semaphore>,
+    /// Client certificates already parsed, by digest: a workload mints
+    /// over one connection again and again.
+    peers: PeerCache,
     watchers: Arc<Semaphore>,
     watchers_by_source: WatchCounts,
     /// Turns true when shutdown begins: revocation streams end then.
@@ -72,14 +78,17 @@ impl TokenServiceHandler {
             issuer,
             revocations,
             credential_slots: Arc::new(Semaphore::new(cores)),
+            peers: PeerCache::new(PEER_CACHE_CAPACITY),
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
             watchers_by_source: Arc::default(),
             stopping,
         }
     }
 
-    /// Authenticates the caller of `request` off the executor (argon2 is
-    /// CPU-heavy), then runs `then` with it.
+    /// Authenticates the caller of `request`, then runs `then` with it. A
+    /// secret is checked off the executor, one argon2 check per core at a
+    /// time; a caller known by its client certificate alone costs only a
+    /// lookup, so it is served inline.
     async fn authenticated<T, R, F>(&self, request: Request<T>, then: F) -> Result<R, Status>
     where
         T: Send + 'static,
@@ -87,17 +96,11 @@ impl TokenServiceHandler {
         F: FnOnce(&Issuer, &Authenticated<'_>, T) -> Result<R, IssueError> + Send + 'static,
     {
         let authorization = optional_authorization(&request);
-        let peer = peer_identity(&request);
+        let peer = self.peer_identity(&request);
         let source = request.remote_addr().map(|addr| addr.ip());
         let body = request.into_inner();
         let issuer = self.issuer.clone();
-        let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| Status::from(IssueError::Busy))?;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+        let run = move |issuer: &Issuer, authorization: Result<Option<String>, IssueError>| {
             let caller = issuer
                 .authenticate(authorization?.as_deref(), peer?.as_ref(), source)
                 .inspect_err(|err| {
@@ -105,11 +108,34 @@ impl TokenServiceHandler {
                     tracing::info!(reason = err.reason(), "client authentication failed");
                 })?;
             tracing::debug!(client = %caller.client.id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
-            then(&issuer, &caller, body)
+            then(issuer, &caller, body)
+        };
+        if matches!(authorization, Ok(None)) {
+            return run(&issuer, authorization).map_err(Status::from);
+        }
+        let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| Status::from(IssueError::Busy))?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            run(&issuer, authorization)
         })
         .await
         .map_err(|_| Status::internal("request failed"))?;
         outcome.map_err(Status::from)
+    }
+
+    /// The verified client certificate of the connection, if one was sent.
+    fn peer_identity<T>(&self, request: &Request<T>) -> Result<Option<PeerIdentity>, IssueError> {
+        request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|info| self.peers.identify(info))
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|_| IssueError::UnknownWorkload)
     }
 }
 
@@ -124,17 +150,6 @@ fn optional_authorization<T>(request: &Request<T>) -> Result<Option<String>, Iss
             .map_err(|_| IssueError::MalformedCredentials),
         (Some(_), Some(_)) => Err(IssueError::MalformedCredentials),
     }
-}
-
-/// The verified client certificate of the connection, if one was sent.
-fn peer_identity<T>(request: &Request<T>) -> Result<Option<PeerIdentity>, IssueError> {
-    request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .map(PeerIdentity::from_connect_info)
-        .transpose()
-        .map(Option::flatten)
-        .map_err(|_| IssueError::UnknownWorkload)
 }
 
 #[tonic::async_trait]
