@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the verification path: a cache hit, a cold verify
+//! Micro-benchmarks of the verification path: a cache hit (one caller, and
+//! a thousand in turn), a cold verify
 //! per algorithm beside the bare signature check it cannot beat (the
 //! floor), minting, policy evaluation by policy size, and the whole auth
 //! layer around a handler that does nothing. `cargo bench -p auth-interceptor`.
@@ -58,6 +59,15 @@ fn verify(c: &mut Criterion) {
     verifier.verify(&token).unwrap();
     c.bench_function("verify/hot", |b| {
         b.iter(|| verifier.verify(black_box(&token)).unwrap())
+    });
+    // Cache hits from a thousand callers in turn: each token is hashed again.
+    let callers: Vec<String> = (0..1000).map(|_| key.sign(&claims()).unwrap()).collect();
+    for token in &callers {
+        verifier.verify(token).unwrap();
+    }
+    let mut turn = callers.iter().cycle();
+    c.bench_function("verify/hot-1000-callers", |b| {
+        b.iter(|| verifier.verify(turn.next().unwrap()).unwrap())
     });
     for algorithm in ALGORITHMS {
         let (key, verifier) = key_and_verifier(algorithm);

@@ -78,8 +78,14 @@ impl RequestId {
         self.0.to_str().unwrap_or_default()
     }
 
+    /// The id for the response metadata. Marked sensitive so HTTP/2 sends
+    /// it as a never-indexed literal: each call's id is new, and indexing
+    /// it would churn both ends' HPACK tables (and evict the headers that
+    /// do repeat) on every call.
     fn header_value(&self) -> HeaderValue {
-        self.0.clone()
+        let mut value = self.0.clone();
+        value.set_sensitive(true);
+        value
     }
 }
 

@@ -301,7 +301,7 @@ impl Verifier {
             });
         }
         let now = self.inner.clock.now();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = token_digest(token);
         if let Some(hit) = self.inner.cache.get(&digest) {
             let still_trusted = self
                 .inner
@@ -537,3 +537,46 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests;
+
+/// Digests of the tokens this thread saw last: callers reuse a token for
+/// minutes, and hashing it was half the cost of a cache hit. A token's bytes
+/// are compared in full before its remembered digest is used, so this
+/// changes nothing but the time taken.
+const DIGEST_MEMO: usize = 4;
+
+struct DigestMemo {
+    tokens: [String; DIGEST_MEMO],
+    digests: [[u8; 32]; DIGEST_MEMO],
+    next: usize,
+}
+
+thread_local! {
+    static RECENT_DIGESTS: std::cell::RefCell<DigestMemo> = const {
+        std::cell::RefCell::new(DigestMemo {
+            tokens: [const { String::new() }; DIGEST_MEMO],
+            digests: [[0; 32]; DIGEST_MEMO],
+            next: 0,
+        })
+    };
+}
+
+/// The cache key of `token`: its SHA-256.
+fn token_digest(token: &str) -> [u8; 32] {
+    RECENT_DIGESTS
+        .try_with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if let Some(slot) = memo.tokens.iter().position(|seen| seen.as_str() == token) {
+                return memo.digests[slot];
+            }
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            let slot = memo.next;
+            memo.next = (slot + 1) % DIGEST_MEMO;
+            // Reuses the slot's buffer: no allocation once it is big enough.
+            memo.tokens[slot].clear();
+            memo.tokens[slot].push_str(token);
+            memo.digests[slot] = digest;
+            digest
+        })
+        // During thread teardown the memo is gone; hash directly.
+        .unwrap_or_else(|_| Sha256::digest(token.as_bytes()).into())
+}

@@ -254,3 +254,21 @@ fn revocations_apply_to_cached_tokens_and_subject_cutoffs_outlive_their_tokens()
     clock.advance(3600);
     assert_eq!(verifier.prune_revocations(), 1);
 }
+
+#[test]
+fn remembered_digests_are_the_digests_of_the_exact_bytes() {
+    let fresh = |token: &str| -> [u8; 32] { Sha256::digest(token.as_bytes()).into() };
+    // More tokens than the memo holds, in turn, so slots are reused.
+    let tokens: Vec<String> = (0..DIGEST_MEMO * 3).map(|i| format!("h.p.{i}")).collect();
+    for _ in 0..3 {
+        for token in &tokens {
+            assert_eq!(token_digest(token), fresh(token));
+        }
+    }
+    // A prefix or an extension of a remembered token is a different token.
+    let remembered = "h.p.signature";
+    assert_eq!(token_digest(remembered), fresh(remembered));
+    for other in ["h.p.signatur", "h.p.signaturee"] {
+        assert_eq!(token_digest(other), fresh(other));
+    }
+}

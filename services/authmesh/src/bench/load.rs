@@ -437,3 +437,24 @@ pub fn rss_kib(pid: u32) -> Result<u64, BenchError> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| BenchError::Server(format!("no VmRSS in /proc/{pid}/status")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_is_shared_out_whole() {
+        assert_eq!(
+            (0..3).map(|i| share(32, 3, i)).collect::<Vec<_>>(),
+            [11, 11, 10]
+        );
+        assert_eq!((0..4).map(|i| share(2, 4, i)).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn this_process_reads_its_own_cpu_and_memory() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_ok_and(|kib| kib > 0));
+        assert!(cpu_ticks(pid).is_ok());
+    }
+}

@@ -352,3 +352,72 @@ pub fn pin_current_thread(cores: &[usize]) -> Result<(), BenchError> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
         .map_err(|e| BenchError::Io(e.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_gets_the_first_cores_and_the_client_the_rest() {
+        assert_eq!(split_cores(&[0, 1], 1), (vec![0], vec![1]));
+        assert_eq!(split_cores(&[2, 3, 5, 7], 2), (vec![2, 3], vec![5, 7]));
+        // Nothing to split: nobody is pinned.
+        assert_eq!(split_cores(&[0], 1), (vec![], vec![]));
+        assert_eq!(split_cores(&[0, 1], 0), (vec![], vec![]));
+    }
+
+    #[test]
+    fn settings_out_of_bounds_are_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|cli| cli.bench)
+        };
+        assert!(parse(&[]).is_ok_and(|args| args.check().is_ok()));
+        for bad in [
+            &["--duration", "0"][..],
+            &["--duration", "1000"],
+            &["--warmup", "-1"],
+            &["--concurrency", "0"],
+            &["--connections", "65"],
+            &["--rounds", "11"],
+            &["--memory-calls", "10"],
+        ] {
+            let refused = parse(bad).map_or(true, |args| args.check().is_err());
+            assert!(refused, "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_default_run_measures_every_part() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let args = Cli::parse_from(["bench"]).bench;
+        let names: Vec<(&str, &str)> = scenarios(&args)
+            .iter()
+            .map(|s| (s.name, server::mode_name(s.mode)))
+            .collect();
+        for expected in [
+            ("no-auth", "current_thread"),
+            ("auth-hot", "current_thread"),
+            ("no-auth", "multi_thread"),
+            ("auth-hot", "multi_thread"),
+            ("no-auth", "thread_per_core"),
+            ("auth-hot", "thread_per_core"),
+            ("auth-cold", "current_thread"),
+            ("health", "current_thread"),
+            ("mint", "current_thread"),
+        ] {
+            assert!(names.contains(&expected), "{expected:?} missing");
+        }
+    }
+}

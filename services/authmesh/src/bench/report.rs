@@ -381,3 +381,99 @@ pub fn chart(report: &Report) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(rps: f64, p99_us: f64) -> Option<Measurement> {
+        Some(Measurement {
+            calls: 1000,
+            errors: 0,
+            first_error: None,
+            rps,
+            p50_us: p99_us / 2.0,
+            p99_us,
+            p999_us: p99_us * 2.0,
+            server_cpu_us_per_call: 1e6 / rps,
+            server_cores_busy: 1.0,
+            server_rss_kib: 10_000,
+        })
+    }
+
+    fn report(rows: &[(&'static str, &'static str, f64, f64)]) -> Report {
+        Report {
+            settings: Settings {
+                duration: 1.0,
+                warmup: 0.0,
+                concurrency: 1,
+                connections: 1,
+                rounds: 1,
+                server_cores: vec![0],
+                client_cores: vec![1],
+                cpu: "test".into(),
+                version: "0",
+            },
+            rows: rows
+                .iter()
+                .map(|&(name, runtime, rps, p99)| Row {
+                    name,
+                    runtime,
+                    worker_threads: None,
+                    measurement: measured(rps, p99),
+                })
+                .collect(),
+            memory: None,
+        }
+    }
+
+    fn verdicts(report: &Report) -> Vec<(String, bool)> {
+        report
+            .checks()
+            .into_iter()
+            .map(|check| (check.target, check.met))
+            .collect()
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_ratios() {
+        let report = report(&[
+            ("no-auth", "current_thread", 1000.0, 100.0),
+            ("auth-hot", "current_thread", 990.0, 140.0),
+            ("no-auth", "thread_per_core", 1000.0, 100.0),
+            ("auth-hot", "thread_per_core", 900.0, 200.0),
+            ("health", "current_thread", 1000.0, 100.0),
+            ("mint", "current_thread", 500.0, 300.0),
+        ]);
+        let verdicts = verdicts(&report);
+        let met = |prefix: &str| {
+            verdicts
+                .iter()
+                .find(|(target, _)| target.starts_with(prefix))
+                .map(|(_, met)| *met)
+        };
+        assert_eq!(met("current_thread: hot auth throughput"), Some(true));
+        assert_eq!(met("current_thread: hot auth adds"), Some(true));
+        assert_eq!(met("thread_per_core: hot auth throughput"), Some(false));
+        assert_eq!(met("thread_per_core: hot auth adds"), Some(false));
+        // The best runtime with auth is current_thread at 0.99.
+        assert_eq!(met("best runtime"), Some(true));
+        assert_eq!(met("minting"), Some(false));
+        // multi_thread was not measured: no verdict either way.
+        assert_eq!(met("multi_thread"), None);
+    }
+
+    #[test]
+    fn the_chart_draws_a_bar_per_measured_series() {
+        let report = report(&[
+            ("no-auth", "current_thread", 1000.0, 100.0),
+            ("auth-hot", "current_thread", 990.0, 140.0),
+            ("auth-cold", "current_thread", 200.0, 900.0),
+        ]);
+        let svg = chart(&report);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Three series in two panels, plus the three legend swatches.
+        assert_eq!(svg.matches("<rect x=").count(), 3 * 2 + 3);
+        assert!(svg.contains("auth-cold current_thread: 900.0"));
+    }
+}
