@@ -85,6 +85,9 @@ pub enum Part {
     Cold,
     /// IssueToken vs the token service's health check.
     Mint,
+    /// No auth vs hot auth with one call in flight: the latency auth adds
+    /// to a call, without queueing behind other calls.
+    Latency,
     /// The verifier in process: memory over many calls, one vs two cores.
     Memory,
 }
@@ -168,6 +171,8 @@ struct Scenario {
     auth: bool,
     mode: RuntimeMode,
     call: CallKind,
+    /// One call in flight on one connection, instead of the configured load.
+    single: bool,
 }
 
 fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
@@ -185,6 +190,7 @@ fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
                 auth: false,
                 mode,
                 call: CallKind::GetStockAnonymous,
+                single: false,
             });
             list.push(Scenario {
                 name: "auth-hot",
@@ -192,6 +198,7 @@ fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
                 auth: true,
                 mode,
                 call: CallKind::GetStockHot,
+                single: false,
             });
         }
     }
@@ -203,6 +210,7 @@ fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
                 auth: false,
                 mode: RuntimeMode::CurrentThread,
                 call: CallKind::GetStockAnonymous,
+                single: false,
             });
         }
         list.push(Scenario {
@@ -211,7 +219,23 @@ fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
             auth: true,
             mode: RuntimeMode::CurrentThread,
             call: CallKind::GetStockCold,
+            single: false,
         });
+    }
+    if args.runs(Part::Latency) {
+        for (name, auth, call) in [
+            ("no-auth", false, CallKind::GetStockAnonymous),
+            ("auth-hot", true, CallKind::GetStockHot),
+        ] {
+            list.push(Scenario {
+                name,
+                role: Role::Inventory,
+                auth,
+                mode: RuntimeMode::CurrentThread,
+                call,
+                single: true,
+            });
+        }
     }
     if args.runs(Part::Mint) {
         for (name, call) in [("health", CallKind::Health), ("mint", CallKind::IssueToken)] {
@@ -221,6 +245,7 @@ fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
                 auth: false,
                 mode: RuntimeMode::CurrentThread,
                 call,
+                single: false,
             });
         }
     }
@@ -270,13 +295,13 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 threads: (scenario.mode == RuntimeMode::MultiThread).then_some(args.worker_threads),
                 cores: server_cores.clone(),
             })?;
-            let measured = load::drive(
-                &fixture,
-                server.addr,
-                server.pid(),
-                scenario.call,
-                &settings,
-            );
+            let single = LoadSettings {
+                concurrency: 1,
+                connections: 1,
+                ..settings.clone()
+            };
+            let load = if scenario.single { &single } else { &settings };
+            let measured = load::drive(&fixture, server.addr, server.pid(), scenario.call, load);
             server.stop()?;
             results.push(measured?);
         }
@@ -289,6 +314,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             runtime: server::mode_name(scenario.mode),
             worker_threads: (scenario.mode == RuntimeMode::MultiThread)
                 .then_some(args.worker_threads.get()),
+            in_flight: if scenario.single { 1 } else { args.concurrency },
             measurement: load::median(results),
         })
         .collect();
@@ -419,5 +445,11 @@ mod tests {
         ] {
             assert!(names.contains(&expected), "{expected:?} missing");
         }
+        let single: Vec<&str> = scenarios(&args)
+            .iter()
+            .filter(|s| s.single)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(single, ["no-auth", "auth-hot"]);
     }
 }
