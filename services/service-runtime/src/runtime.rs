@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::RuntimeError;
 
 /// How a service schedules its work; see the module documentation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum RuntimeMode {
     /// One work-stealing runtime with `worker_threads` workers.
     #[default]
@@ -36,6 +37,17 @@ pub enum RuntimeMode {
     CurrentThread,
     /// `worker_threads` single-threaded runtimes sharing the listener.
     ThreadPerCore,
+}
+
+impl RuntimeMode {
+    /// The name a configuration (and a command line) uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeMode::MultiThread => "multi_thread",
+            RuntimeMode::CurrentThread => "current_thread",
+            RuntimeMode::ThreadPerCore => "thread_per_core",
+        }
+    }
 }
 
 /// The `[runtime]` section of a service's configuration.
@@ -151,6 +163,16 @@ mod tests {
         assert!(parse("[runtime]\nworker_threads = 0").is_err());
         assert!(parse("[runtime]\nmode = \"fast\"").is_err());
         assert!(parse("[runtime]\nthreads = 2").is_err());
+    }
+
+    #[test]
+    fn config_command_line_and_name_agree() {
+        use clap::ValueEnum;
+        for mode in RuntimeMode::value_variants() {
+            let text = format!("[runtime]\nmode = \"{}\"", mode.name());
+            assert_eq!(parse(&text).expect("config").mode, *mode);
+            assert_eq!(RuntimeMode::from_str(mode.name(), false), Ok(*mode));
+        }
     }
 
     #[test]

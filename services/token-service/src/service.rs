@@ -100,7 +100,8 @@ impl TokenServiceHandler {
         let source = request.remote_addr().map(|addr| addr.ip());
         let body = request.into_inner();
         let issuer = self.issuer.clone();
-        let run = move |issuer: &Issuer, authorization: Result<Option<String>, IssueError>| {
+        let by_certificate_alone = matches!(authorization, Ok(None));
+        let run = move |issuer: &Issuer| {
             let caller = issuer
                 .authenticate(authorization?.as_deref(), peer?.as_ref(), source)
                 .inspect_err(|err| {
@@ -110,8 +111,8 @@ impl TokenServiceHandler {
             tracing::debug!(client = %caller.client.id, sub = %caller.subject, by_certificate = caller.binding.is_some(), "client authenticated");
             then(issuer, &caller, body)
         };
-        if matches!(authorization, Ok(None)) {
-            return run(&issuer, authorization).map_err(Status::from);
+        if by_certificate_alone {
+            return run(&issuer).map_err(Status::from);
         }
         let slot = tokio::time::timeout(SLOT_WAIT, self.credential_slots.clone().acquire_owned())
             .await
@@ -120,7 +121,7 @@ impl TokenServiceHandler {
             .ok_or_else(|| Status::from(IssueError::Busy))?;
         let outcome = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            run(&issuer, authorization)
+            run(&issuer)
         })
         .await
         .map_err(|_| Status::internal("request failed"))?;

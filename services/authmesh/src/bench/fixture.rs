@@ -74,8 +74,8 @@ impl Fixture {
         } else {
             None
         };
+        let hot = bearer(&signed(&key)?)?;
         let key = Arc::new(key);
-        let hot = Tokens::sign(&key)?;
         Ok(Self {
             dir,
             tokens: Tokens { key, hot },
@@ -130,7 +130,7 @@ impl Tokens {
     /// # Errors
     /// [`BenchError::Tokens`] when signing fails.
     pub fn fresh(&self) -> Result<AsciiMetadataValue, BenchError> {
-        Self::sign(&self.key)
+        bearer(&signed(&self.key)?)
     }
 
     /// A newly signed token, without the `Bearer` prefix.
@@ -138,19 +138,24 @@ impl Tokens {
     /// # Errors
     /// [`BenchError::Tokens`] when signing fails.
     pub fn fresh_jwt(&self) -> Result<String, BenchError> {
-        Ok(self.key.sign(&claims(&random_jti()))?)
+        signed(&self.key)
     }
 
     /// The signing key.
     pub fn key(&self) -> &SigningKey {
         &self.key
     }
+}
 
-    fn sign(key: &SigningKey) -> Result<AsciiMetadataValue, BenchError> {
-        let token = key.sign(&claims(&random_jti()))?;
-        AsciiMetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| BenchError::Tokens("token is not ASCII".into()))
-    }
+/// A new token (random `jti`) signed by `key`.
+fn signed(key: &SigningKey) -> Result<String, BenchError> {
+    Ok(key.sign(&claims(&random_jti()))?)
+}
+
+/// `token` as an `authorization` value.
+fn bearer(token: &str) -> Result<AsciiMetadataValue, BenchError> {
+    AsciiMetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| BenchError::Tokens("token is not ASCII".into()))
 }
 
 /// Claims the bench inventory accepts for `GetStock`, with this `jti`.

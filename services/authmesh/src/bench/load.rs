@@ -4,7 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Barrier, Mutex, PoisonError},
+    sync::{Barrier, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -20,7 +20,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use super::{
     BenchError,
     fixture::{Fixture, Tokens},
-    server::SKU,
+    server::{Role, SKU},
 };
 
 /// Linux reports process CPU time in ticks of `USER_HZ`, 100 per second on
@@ -42,6 +42,32 @@ pub enum CallKind {
     Health,
     /// `IssueToken` as the `orders` workload (mTLS).
     IssueToken,
+}
+
+impl CallKind {
+    /// The scenario's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::GetStockAnonymous => "no-auth",
+            CallKind::GetStockHot => "auth-hot",
+            CallKind::GetStockCold => "auth-cold",
+            CallKind::Health => "health",
+            CallKind::IssueToken => "mint",
+        }
+    }
+
+    /// The server these calls go to.
+    pub fn role(self) -> Role {
+        match self {
+            CallKind::Health | CallKind::IssueToken => Role::TokenService,
+            _ => Role::Inventory,
+        }
+    }
+
+    /// Whether the server has the auth layer in front.
+    pub fn needs_auth(self) -> bool {
+        matches!(self, CallKind::GetStockHot | CallKind::GetStockCold)
+    }
 }
 
 /// How hard and how long to drive a server.
@@ -91,11 +117,32 @@ pub fn median(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     rounds.into_iter().nth(middle)
 }
 
-/// What one client thread saw.
+/// What a client task, a client thread or all of them saw.
 struct ThreadResult {
     histogram: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
+}
+
+impl ThreadResult {
+    fn new() -> Result<Self, BenchError> {
+        Ok(Self {
+            // Nanoseconds, 1 ns to 60 s, three significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|e| BenchError::Calls(e.to_string()))?,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    fn merge(&mut self, other: ThreadResult) -> Result<(), BenchError> {
+        self.histogram
+            .add(&other.histogram)
+            .map_err(|e| BenchError::Calls(e.to_string()))?;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        Ok(())
+    }
 }
 
 /// Drives the server at `addr` (process `pid`) with `kind` calls.
@@ -118,7 +165,7 @@ pub fn drive(
     let threads = thread_cores.len();
     // Every thread connects first; the clock starts when all have.
     let ready = Barrier::new(threads + 1);
-    let epoch = Mutex::new(None::<Instant>);
+    let epoch = OnceLock::new();
     let results = std::thread::scope(|scope| {
         let workers: Vec<_> = thread_cores
             .iter()
@@ -155,16 +202,15 @@ pub fn drive(
     });
     let (window, results) = results;
     let window = window?;
-    let mut histogram = new_histogram()?;
-    let (mut errors, mut first_error) = (0, None);
+    let mut total = ThreadResult::new()?;
     for result in results {
-        let result = result?;
-        histogram
-            .add(&result.histogram)
-            .map_err(|e| BenchError::Calls(e.to_string()))?;
-        errors += result.errors;
-        first_error = first_error.or(result.first_error);
+        total.merge(result?)?;
     }
+    let ThreadResult {
+        histogram,
+        errors,
+        first_error,
+    } = total;
     let calls = histogram.len();
     if calls == 0 {
         return Err(BenchError::Calls(
@@ -192,11 +238,6 @@ fn share(total: usize, parts: usize, index: usize) -> usize {
     total / parts + usize::from(index < total % parts)
 }
 
-fn new_histogram() -> Result<Histogram<u64>, BenchError> {
-    // Nanoseconds, 1 ns to 60 s, three significant digits.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Calls(e.to_string()))
-}
-
 /// What the server used in the measured window.
 struct Window {
     cpu_seconds: f64,
@@ -209,10 +250,10 @@ fn measure_window(
     pid: u32,
     settings: &LoadSettings,
     ready: &Barrier,
-    epoch: &Mutex<Option<Instant>>,
+    epoch: &OnceLock<Instant>,
 ) -> Result<Window, BenchError> {
     let start = Instant::now() + Duration::from_millis(10);
-    *epoch.lock().unwrap_or_else(PoisonError::into_inner) = Some(start);
+    let _ = epoch.set(start);
     ready.wait();
     let measure_from = start + settings.warmup;
     let measure_to = measure_from + settings.duration;
@@ -236,7 +277,7 @@ fn client_thread(
     kind: CallKind,
     settings: &LoadSettings,
     ready: &Barrier,
-    epoch: &Mutex<Option<Instant>>,
+    epoch: &OnceLock<Instant>,
 ) -> Result<ThreadResult, BenchError> {
     if let Some(core) = core {
         super::pin_current_thread(&[core])?;
@@ -247,7 +288,7 @@ fn client_thread(
     let tokens = fixture.tokens();
     runtime.block_on(async {
         let setup = fixture
-            .client_tls(matches!(kind, CallKind::Health | CallKind::IssueToken))
+            .client_tls(kind.role() == Role::TokenService)
             .and_then(|tls| {
                 (0..connections)
                     .map(|_| tls.channel(url).map_err(BenchError::from))
@@ -272,9 +313,8 @@ fn client_thread(
         if let Some(status) = connect_error {
             return Err(BenchError::Calls(describe(&status)));
         }
-        let start = epoch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let start = *epoch
+            .get()
             .ok_or_else(|| BenchError::Calls("no start time".into()))?;
         let measure_from = start + settings.warmup;
         let end = measure_from + settings.duration;
@@ -282,11 +322,7 @@ fn client_thread(
         for task in 0..tasks {
             let mut client = Client::new(kind, channels[task % channels.len()].clone());
             let tokens = tokens.clone();
-            let mut result = ThreadResult {
-                histogram: new_histogram()?,
-                errors: 0,
-                first_error: None,
-            };
+            let mut result = ThreadResult::new()?;
             set.spawn(async move {
                 tokio::time::sleep_until(start.into()).await;
                 loop {
@@ -311,22 +347,11 @@ fn client_thread(
                 result
             });
         }
-        let mut total = ThreadResult {
-            histogram: new_histogram()?,
-            errors: 0,
-            first_error: None,
-        };
+        let mut total = ThreadResult::new()?;
         let deadline = tokio::time::Instant::from_std(end + CALL_GRACE);
         loop {
             match tokio::time::timeout_at(deadline, set.join_next()).await {
-                Ok(Some(Ok(result))) => {
-                    total
-                        .histogram
-                        .add(&result.histogram)
-                        .map_err(|e| BenchError::Calls(e.to_string()))?;
-                    total.errors += result.errors;
-                    total.first_error = total.first_error.or(result.first_error);
-                }
+                Ok(Some(Ok(result))) => total.merge(result)?,
                 Ok(Some(Err(_))) => return Err(BenchError::Calls("a client task failed".into())),
                 Ok(None) => break,
                 Err(_) => {

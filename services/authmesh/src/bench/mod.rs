@@ -23,7 +23,7 @@ use self::{
     fixture::Fixture,
     load::{CallKind, LoadSettings, Measurement},
     report::{Report, Row},
-    server::{Role, ServerArgs, ServerProcess},
+    server::{ServerArgs, ServerProcess},
 };
 
 /// Why a bench could not run.
@@ -163,91 +163,59 @@ impl BenchArgs {
     }
 }
 
-/// One server set-up measured under one kind of call.
+/// One server set-up measured under one kind of call (which names it and
+/// says which server, with or without auth, answers it).
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
-    name: &'static str,
-    role: Role,
-    auth: bool,
-    mode: RuntimeMode,
     call: CallKind,
+    mode: RuntimeMode,
     /// One call in flight on one connection, instead of the configured load.
     single: bool,
 }
 
-fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
-    let mut list = Vec::new();
-    let modes = [
-        RuntimeMode::CurrentThread,
-        RuntimeMode::MultiThread,
-        RuntimeMode::ThreadPerCore,
-    ];
-    if args.runs(Part::Runtimes) {
-        for mode in modes {
-            list.push(Scenario {
-                name: "no-auth",
-                role: Role::Inventory,
-                auth: false,
-                mode,
-                call: CallKind::GetStockAnonymous,
-                single: false,
-            });
-            list.push(Scenario {
-                name: "auth-hot",
-                role: Role::Inventory,
-                auth: true,
-                mode,
-                call: CallKind::GetStockHot,
-                single: false,
-            });
+impl Scenario {
+    fn loaded(call: CallKind, mode: RuntimeMode) -> Self {
+        Self {
+            call,
+            mode,
+            single: false,
         }
+    }
+
+    /// `[runtime] worker_threads` of its server: set for multi_thread only.
+    fn worker_threads(self, args: &BenchArgs) -> Option<NonZeroUsize> {
+        (self.mode == RuntimeMode::MultiThread).then_some(args.worker_threads)
+    }
+}
+
+fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
+    use CallKind::{GetStockAnonymous, GetStockCold, GetStockHot, Health, IssueToken};
+    use RuntimeMode::{CurrentThread, MultiThread, ThreadPerCore};
+    let mut list = Vec::new();
+    if args.runs(Part::Runtimes) {
+        for mode in [CurrentThread, MultiThread, ThreadPerCore] {
+            list.push(Scenario::loaded(GetStockAnonymous, mode));
+            list.push(Scenario::loaded(GetStockHot, mode));
+        }
+    } else if args.runs(Part::Cold) {
+        // Cold is reported against no auth on the same runtime.
+        list.push(Scenario::loaded(GetStockAnonymous, CurrentThread));
     }
     if args.runs(Part::Cold) {
-        if !args.runs(Part::Runtimes) {
-            list.push(Scenario {
-                name: "no-auth",
-                role: Role::Inventory,
-                auth: false,
-                mode: RuntimeMode::CurrentThread,
-                call: CallKind::GetStockAnonymous,
-                single: false,
-            });
-        }
-        list.push(Scenario {
-            name: "auth-cold",
-            role: Role::Inventory,
-            auth: true,
-            mode: RuntimeMode::CurrentThread,
-            call: CallKind::GetStockCold,
-            single: false,
-        });
+        list.push(Scenario::loaded(GetStockCold, CurrentThread));
     }
     if args.runs(Part::Latency) {
-        for (name, auth, call) in [
-            ("no-auth", false, CallKind::GetStockAnonymous),
-            ("auth-hot", true, CallKind::GetStockHot),
-        ] {
+        for call in [GetStockAnonymous, GetStockHot] {
             list.push(Scenario {
-                name,
-                role: Role::Inventory,
-                auth,
-                mode: RuntimeMode::CurrentThread,
                 call,
+                mode: CurrentThread,
                 single: true,
             });
         }
     }
     if args.runs(Part::Mint) {
-        for (name, call) in [("health", CallKind::Health), ("mint", CallKind::IssueToken)] {
-            list.push(Scenario {
-                name,
-                role: Role::TokenService,
-                auth: false,
-                mode: RuntimeMode::CurrentThread,
-                call,
-                single: false,
-            });
-        }
+        list.push(Scenario::loaded(Health, CurrentThread));
+        list.push(Scenario::loaded(IssueToken, CurrentThread));
     }
     list
 }
@@ -278,28 +246,28 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         connections: args.connections,
         client_cores: client_cores.clone(),
     };
+    let single = LoadSettings {
+        concurrency: 1,
+        connections: 1,
+        ..settings.clone()
+    };
     let mut rounds: Vec<Vec<Measurement>> = vec![Vec::new(); scenarios.len()];
     for round in 1..=args.rounds {
         for (scenario, results) in scenarios.iter().zip(&mut rounds) {
             eprintln!(
                 "round {round}/{}: {} on {}",
                 args.rounds,
-                scenario.name,
-                server::mode_name(scenario.mode)
+                scenario.call.name(),
+                scenario.mode.name()
             );
             let server = ServerProcess::start(&ServerArgs {
-                role: scenario.role,
+                role: scenario.call.role(),
                 dir: fixture.dir().to_path_buf(),
-                auth: scenario.auth,
+                auth: scenario.call.needs_auth(),
                 mode: scenario.mode,
-                threads: (scenario.mode == RuntimeMode::MultiThread).then_some(args.worker_threads),
+                threads: scenario.worker_threads(args),
                 cores: server_cores.clone(),
             })?;
-            let single = LoadSettings {
-                concurrency: 1,
-                connections: 1,
-                ..settings.clone()
-            };
             let load = if scenario.single { &single } else { &settings };
             let measured = load::drive(&fixture, server.addr, server.pid(), scenario.call, load);
             server.stop()?;
@@ -310,10 +278,9 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         .iter()
         .zip(rounds)
         .map(|(scenario, results)| Row {
-            name: scenario.name,
-            runtime: server::mode_name(scenario.mode),
-            worker_threads: (scenario.mode == RuntimeMode::MultiThread)
-                .then_some(args.worker_threads.get()),
+            name: scenario.call.name(),
+            runtime: scenario.mode.name(),
+            worker_threads: scenario.worker_threads(args).map(NonZeroUsize::get),
             in_flight: if scenario.single { 1 } else { args.concurrency },
             measurement: load::median(results),
         })
@@ -430,7 +397,7 @@ mod tests {
         let args = Cli::parse_from(["bench"]).bench;
         let names: Vec<(&str, &str)> = scenarios(&args)
             .iter()
-            .map(|s| (s.name, server::mode_name(s.mode)))
+            .map(|s| (s.call.name(), s.mode.name()))
             .collect();
         for expected in [
             ("no-auth", "current_thread"),
@@ -448,7 +415,7 @@ mod tests {
         let single: Vec<&str> = scenarios(&args)
             .iter()
             .filter(|s| s.single)
-            .map(|s| s.name)
+            .map(|s| s.call.name())
             .collect();
         assert_eq!(single, ["no-auth", "auth-hot"]);
     }

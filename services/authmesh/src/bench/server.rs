@@ -61,7 +61,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub auth: bool,
     /// The runtime shape, as in a service's `[runtime] mode`.
-    #[arg(long, value_parser = parse_mode)]
+    #[arg(long, value_enum)]
     pub mode: RuntimeMode,
     /// `[runtime] worker_threads`.
     #[arg(long)]
@@ -69,21 +69,6 @@ pub struct ServerArgs {
     /// Pin the server to these cores (comma-separated); none: unpinned.
     #[arg(long, value_delimiter = ',')]
     pub cores: Vec<usize>,
-}
-
-/// A runtime mode by its configuration name (`current_thread`, ...).
-pub fn parse_mode(text: &str) -> Result<RuntimeMode, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("{text:?}: expected multi_thread, current_thread or thread_per_core"))
-}
-
-/// The configuration name of `mode`.
-pub fn mode_name(mode: RuntimeMode) -> &'static str {
-    match mode {
-        RuntimeMode::MultiThread => "multi_thread",
-        RuntimeMode::CurrentThread => "current_thread",
-        RuntimeMode::ThreadPerCore => "thread_per_core",
-    }
 }
 
 /// Where the bench inventory's TLS files and trusted keys are in `dir`.
@@ -203,26 +188,32 @@ async fn serve_inventory(
         stock: Arc::new(HashMap::from([(SKU.0.to_owned(), SKU.1)])),
     };
     let service = InventoryServer::new(handler);
-    let mut builder = service_runtime::server_builder();
-    if !args.auth {
-        announce(addr)?;
-        let router = builder.add_service(service);
-        return Ok(service_runtime::serve_router(
-            router, listener, &transport, false, runtime, shutdown,
-        )
-        .await?);
-    }
-    let verifier = Verifier::new(VerifierConfig::new(ISSUER, AUDIENCE))?;
-    let jwks: JwkSet = serde_json::from_str(&service_runtime::files::read_to_string(&files.jwks)?)?;
-    verifier.install_keys(&jwks)?;
-    let router = builder
-        .layer(AuthLayer::new(verifier, inventory::policy()))
-        .add_service(service);
+    let auth = if args.auth {
+        let verifier = Verifier::new(VerifierConfig::new(ISSUER, AUDIENCE))?;
+        let jwks: JwkSet =
+            serde_json::from_str(&service_runtime::files::read_to_string(&files.jwks)?)?;
+        verifier.install_keys(&jwks)?;
+        Some(AuthLayer::new(verifier, inventory::policy()))
+    } else {
+        None
+    };
     announce(addr)?;
-    Ok(
-        service_runtime::serve_router(router, listener, &transport, false, runtime, shutdown)
-            .await?,
-    )
+    // Two router types, so two calls: the baseline is the stock stack, not
+    // one wrapped in an `Either`.
+    let mut builder = service_runtime::server_builder();
+    let served = match auth {
+        None => {
+            let router = builder.add_service(service);
+            service_runtime::serve_router(router, listener, &transport, false, runtime, shutdown)
+                .await
+        }
+        Some(auth) => {
+            let router = builder.layer(auth).add_service(service);
+            service_runtime::serve_router(router, listener, &transport, false, runtime, shutdown)
+                .await
+        }
+    };
+    Ok(served?)
 }
 
 async fn serve_token_service(
@@ -266,7 +257,7 @@ impl ServerProcess {
             .arg("--dir")
             .arg(&args.dir)
             .arg("--mode")
-            .arg(mode_name(args.mode))
+            .arg(args.mode.name())
             // Only warnings: per-call logs would be measured too.
             .env("AUTHMESH_LOG", "warn")
             .stdin(Stdio::piped())
