@@ -9,9 +9,10 @@
 use std::{convert::Infallible, hint::black_box, time::SystemTime};
 
 use auth_interceptor::{
-    AuthLayer, Claims, JwkSet, MethodPolicy, SigningAlgorithm, SigningKey, Verifier,
-    VerifierConfig, token::split_token,
+    AuthLayer, Claims, JwkSet, MethodPolicy, SigningAlgorithm, Verifier, VerifierConfig,
+    token::split_token,
 };
+use authmesh_signing::SigningKey;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use tower::{Layer, Service, ServiceExt, service_fn};

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `google.rpc.ErrorInfo` domain of every AuthMesh denial.
-pub const ERROR_DOMAIN: &str = "authmesh";
+pub use authmesh_token::ERROR_DOMAIN;
 
 /// Why a call was not let through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,46 +220,22 @@ impl AuthError {
     }
 }
 
-impl From<AuthError> for Status {
-    fn from(err: AuthError) -> Status {
-        err.into_status(None)
+impl From<authmesh_token::TokenError> for AuthError {
+    fn from(err: authmesh_token::TokenError) -> Self {
+        use authmesh_token::TokenError;
+        match err {
+            TokenError::TooLarge { max } => AuthError::TokenTooLarge { max },
+            TokenError::Malformed(detail) => AuthError::MalformedToken(detail),
+            TokenError::WrongType => AuthError::WrongTokenType,
+            TokenError::InvalidClaims(detail) => AuthError::InvalidClaims(detail),
+            // A new profile error the verifier does not know yet is still a refusal.
+            _ => AuthError::MalformedToken("not the token profile"),
+        }
     }
 }
 
-/// Why a client could not attach a token to an outgoing call.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenSourceError {
-    /// No token is cached and the token service could not be reached.
-    #[error("no valid token for audience {audience}: token service unreachable ({detail})")]
-    Unavailable {
-        /// The audience the token is for.
-        audience: String,
-        /// What went wrong talking to the token service.
-        detail: String,
-    },
-    /// The token service answered and refused to mint.
-    #[error("token service refused a token for audience {audience}: {code:?}: {message}")]
-    Refused {
-        /// The audience the token is for.
-        audience: String,
-        /// The status code the token service returned.
-        code: Code,
-        /// Its message.
-        message: String,
-    },
-}
-
-impl From<TokenSourceError> for Status {
-    /// UNAVAILABLE while the token service cannot be reached (retrying may
-    /// help); PERMISSION_DENIED when it refused to mint, a configuration error
-    /// that retries would only hide.
-    fn from(err: TokenSourceError) -> Status {
-        let (code, reason) = match &err {
-            TokenSourceError::Unavailable { .. } => (Code::Unavailable, "TOKEN_SOURCE_UNAVAILABLE"),
-            TokenSourceError::Refused { .. } => (Code::PermissionDenied, "TOKEN_SOURCE_REFUSED"),
-        };
-        let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
-        Status::with_error_details(code, err.to_string(), details)
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        err.into_status(None)
     }
 }

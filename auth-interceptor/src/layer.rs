@@ -2,7 +2,9 @@
 
 use tower::Layer;
 
-use crate::{peer::PeerCache, policy::SharedPolicy, service::AuthService, verifier::Verifier};
+#[cfg(feature = "mtls")]
+use crate::peer::PeerCache;
+use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
 
 /// Verifies the bearer token of every call and applies the method policy.
 ///
@@ -15,6 +17,7 @@ use crate::{peer::PeerCache, policy::SharedPolicy, service::AuthService, verifie
 pub struct AuthLayer {
     verifier: Verifier,
     policy: SharedPolicy,
+    #[cfg(feature = "mtls")]
     peers: PeerCache,
 }
 
@@ -25,6 +28,7 @@ impl AuthLayer {
         Self {
             verifier,
             policy: policy.into(),
+            #[cfg(feature = "mtls")]
             peers: PeerCache::new(1024),
         }
     }
@@ -38,6 +42,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             self.verifier.clone(),
             self.policy.clone(),
+            #[cfg(feature = "mtls")]
             self.peers.clone(),
         )
     }

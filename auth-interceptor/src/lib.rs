@@ -1,57 +1,80 @@
-//! Authentication and authorization for every gRPC call of an AuthMesh service.
+//! Authentication and authorization for every gRPC call of a tonic server.
 //!
-//! Server side: a [`Verifier`] holds one issuer's public keys (refreshed in the
-//! background by [`spawn_key_refresh`]) and an [`AuthLayer`] checks each call's
-//! bearer token and the [`MethodPolicy`] before the router sees it, then puts
-//! the [`VerifiedClaims`] into the request extensions:
+//! A [`Verifier`] holds one issuer's public keys, kept current in the
+//! background from a [`KeySource`] (a static JWK Set, a file, the AuthMesh
+//! token service, an HTTPS JWKS URL or OIDC discovery). An [`AuthLayer`]
+//! checks each call's bearer token and the [`MethodPolicy`] before the
+//! router sees it, then puts the [`VerifiedClaims`] into the request
+//! extensions, where handlers read them through [`CallerExt`]:
 //!
-//! ```ignore
-//! let verifier = Verifier::new(VerifierConfig::new("https://issuer", "inventory"))?;
-//! let _keys = spawn_key_refresh(verifier.clone(), token_service_channel, Default::default());
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use auth_interceptor::{AuthLayer, CallerExt, KeySource, MethodPolicy, Verifier, VerifierConfig};
+//!
+//! let verifier = Verifier::new(VerifierConfig::new("https://issuer.example", "inventory"))?;
+//! let _keys = KeySource::file("jwks.json").spawn(&verifier, Default::default())?;
 //! let policy = MethodPolicy::new().require("/demo.inventory.v1.Inventory/GetStock", ["inventory.read"]);
-//! Server::builder().layer(AuthLayer::new(verifier, policy)).add_service(svc);
-//! // in a handler:
-//! let caller = request.extensions().get::<VerifiedClaims>().map(|c| c.sub.clone());
+//! let layer = AuthLayer::new(verifier, policy);
+//! // tonic::transport::Server::builder().layer(layer).add_service(...)
+//! // and in a handler: request.verified_claims().map(|claims| &claims.sub)
+//! # let _ = layer;
+//! # Ok(())
+//! # }
 //! ```
 //!
-//! Client side: a [`TokenSource`] keeps a token for one audience ready and a
-//! [`BearerInterceptor`] attaches it to outgoing calls.
+//! Nothing here signs tokens (that is `authmesh-signing`, for the issuer)
+//! or fetches them for outgoing calls (that is `authmesh-client`).
+//!
+//! # Features
+//! All off by default, so a service that only verifies builds only what it uses:
+//! - `token-service`: keys from the token service's `GetJwks` and
+//!   revocations streamed from it (brings the AuthMesh protos);
+//! - `jwks-url`: keys from an HTTPS JWKS URL or OIDC discovery;
+//! - `mtls`: the client certificate's identity and certificate-bound tokens;
+//! - `metrics`: decision, cache and key metrics through the `metrics` facade;
+//! - `toml`: method policies from TOML;
+//! - `mint-analysis`: what the issuer asks of a policy before it mints.
 
-pub mod clock;
 pub mod error;
-pub mod jwk;
-pub mod key_refresh;
+pub mod key_source;
+mod known_answer;
 pub mod layer;
 mod observe;
 pub mod peer;
 pub mod policy;
 mod replay;
 pub mod revocation;
+#[cfg(feature = "token-service")]
 pub mod revocation_watch;
 pub mod service;
-pub mod signing;
 pub mod stream_bound;
-pub mod token;
-pub mod token_source;
 pub mod verifier;
 
-pub use clock::{Clock, OffsetClock, SharedClock, SystemClock};
-pub use error::{AuthError, ERROR_DOMAIN, TokenSourceError};
-pub use jwk::{Jwk, JwkSet, KeyError};
-pub use key_refresh::{KeyRefreshHandle, KeyRefreshSettings, spawn_key_refresh, spawn_key_source};
+/// The token profile this crate verifies, re-exported so a verifier needs no
+/// second dependency: claims, JWKs and the clock.
+pub use authmesh_token::{self as token_profile, clock, jwk, profile as token};
+
+pub use authmesh_token::{
+    Claims, Clock, Confirmation, Jwk, JwkSet, KeyError, OffsetClock, SharedClock, SigningAlgorithm,
+    SystemClock, TokenHeader,
+};
+pub use error::{AuthError, ERROR_DOMAIN};
+#[cfg(feature = "token-service")]
+pub use key_source::spawn_key_refresh;
+pub use key_source::{
+    KeyRefreshHandle, KeyRefreshSettings, KeySource, KeySourceError, spawn_key_source,
+};
+pub use known_answer::{SelfTestError, self_test};
 pub use layer::AuthLayer;
-pub use peer::{CallerExt, PeerCache, PeerError, PeerIdentity};
+#[cfg(feature = "mtls")]
+pub use peer::PeerCache;
+pub use peer::{CallerExt, PeerError, PeerIdentity};
 pub use policy::{MethodPolicy, PolicyError, SharedPolicy};
 pub use revocation::{Revocation, RevokedTarget};
+#[cfg(feature = "token-service")]
 pub use revocation_watch::{
     RevocationWatchHandle, RevocationWatchSettings, spawn_revocation_watch,
 };
 pub use service::{AuthService, Decision, Denial, REQUEST_ID_HEADER, RequestId, decide};
-pub use signing::{SigningError, SigningKey, self_test};
 pub use stream_bound::TokenBoundBody;
-pub use token::{Claims, Confirmation, SigningAlgorithm, TokenHeader};
-pub use token_source::{
-    BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,
-    TokenSource,
-};
 pub use verifier::{VerifiedClaims, Verifier, VerifierConfig};

@@ -1,104 +1,138 @@
 //! The verifier's metrics, recorded through the `metrics` facade (a no-op
 //! until the process installs a recorder, e.g. service-runtime's Prometheus
 //! one). Handles are registered once per verifier, so the per-call path
-//! only bumps atomics: no label allocation, no lookup.
+//! only bumps atomics: no label allocation, no lookup. Without the
+//! `metrics` feature every handle is a no-op that compiles away.
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
+#[cfg(not(feature = "metrics"))]
+pub(crate) use disabled::VerifierMetrics;
+#[cfg(feature = "metrics")]
+pub(crate) use recording::VerifierMetrics;
 
-/// Per-verifier metric handles, labelled `service` = the verifier's audience.
-#[derive(Debug)]
-pub(crate) struct VerifierMetrics {
-    service: SharedString,
-    cache_hits: Counter,
-    cache_misses: Counter,
-    verify_hit_seconds: Histogram,
-    verify_miss_seconds: Histogram,
-    allowed: Counter,
-    key_refresh_failures: Counter,
-    keys_loaded_at: Gauge,
-    keys: Gauge,
-    revocations_applied: Counter,
-    revocations: Gauge,
+#[cfg(feature = "metrics")]
+mod recording {
+    use super::Duration;
+    use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
+
+    /// Per-verifier metric handles, labelled `service` = the verifier's audience.
+    #[derive(Debug)]
+    pub(crate) struct VerifierMetrics {
+        service: SharedString,
+        cache_hits: Counter,
+        cache_misses: Counter,
+        verify_hit_seconds: Histogram,
+        verify_miss_seconds: Histogram,
+        allowed: Counter,
+        key_refresh_failures: Counter,
+        keys_loaded_at: Gauge,
+        keys: Gauge,
+        revocations_applied: Counter,
+        revocations: Gauge,
+    }
+
+    impl VerifierMetrics {
+        pub(crate) fn new(service: &str) -> Self {
+            let service = SharedString::from(service.to_owned());
+            let s = || service.clone();
+            Self {
+                cache_hits: counter!("authmesh_token_cache_total", "service" => s(), "result" => "hit"),
+                cache_misses: counter!("authmesh_token_cache_total", "service" => s(), "result" => "miss"),
+                verify_hit_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "hit"),
+                verify_miss_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "miss"),
+                allowed: counter!("authmesh_decisions_total", "service" => s(), "decision" => "allow", "reason" => "OK"),
+                key_refresh_failures: counter!("authmesh_key_refresh_failures_total", "service" => s()),
+                keys_loaded_at: gauge!("authmesh_keys_loaded_timestamp_seconds", "service" => s()),
+                keys: gauge!("authmesh_keys", "service" => s()),
+                revocations_applied: counter!("authmesh_revocations_applied_total", "service" => s()),
+                revocations: gauge!("authmesh_revocations", "service" => s()),
+                service,
+            }
+        }
+
+        /// Handles that record nothing.
+        pub(crate) fn disabled() -> Self {
+            Self {
+                service: SharedString::const_str(""),
+                cache_hits: Counter::noop(),
+                cache_misses: Counter::noop(),
+                verify_hit_seconds: Histogram::noop(),
+                verify_miss_seconds: Histogram::noop(),
+                allowed: Counter::noop(),
+                key_refresh_failures: Counter::noop(),
+                keys_loaded_at: Gauge::noop(),
+                keys: Gauge::noop(),
+                revocations_applied: Counter::noop(),
+                revocations: Gauge::noop(),
+            }
+        }
+
+        /// One verification: from the cache or not, and how long it took.
+        pub(crate) fn verified(&self, cache_hit: bool, took: Duration) {
+            if cache_hit {
+                self.cache_hits.increment(1);
+                self.verify_hit_seconds.record(took.as_secs_f64());
+            } else {
+                self.cache_misses.increment(1);
+                self.verify_miss_seconds.record(took.as_secs_f64());
+            }
+        }
+
+        /// A call let through.
+        pub(crate) fn allowed(&self) {
+            self.allowed.increment(1);
+        }
+
+        /// A call refused, by reason (a small fixed set).
+        pub(crate) fn denied(&self, reason: &'static str) {
+            // Only disabled handles have no service (a verifier's audience is never empty).
+            if self.service.is_empty() {
+                return;
+            }
+            counter!("authmesh_decisions_total", "service" => self.service.clone(), "decision" => "deny", "reason" => reason)
+            .increment(1);
+        }
+
+        /// A key set was installed at `now` (Unix seconds).
+        pub(crate) fn keys_installed(&self, count: usize, now: u64) {
+            self.keys.set(count as f64);
+            self.keys_loaded_at.set(now as f64);
+        }
+
+        /// A key fetch failed or its result was refused.
+        pub(crate) fn key_refresh_failed(&self) {
+            self.key_refresh_failures.increment(1);
+        }
+
+        /// `added` new revocations; `total` now held.
+        pub(crate) fn revocations(&self, added: usize, total: usize) {
+            self.revocations_applied.increment(added as u64);
+            self.revocations.set(total as f64);
+        }
+    }
 }
 
-impl VerifierMetrics {
-    pub(crate) fn new(service: &str) -> Self {
-        let service = SharedString::from(service.to_owned());
-        let s = || service.clone();
-        Self {
-            cache_hits: counter!("authmesh_token_cache_total", "service" => s(), "result" => "hit"),
-            cache_misses: counter!("authmesh_token_cache_total", "service" => s(), "result" => "miss"),
-            verify_hit_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "hit"),
-            verify_miss_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "miss"),
-            allowed: counter!("authmesh_decisions_total", "service" => s(), "decision" => "allow", "reason" => "OK"),
-            key_refresh_failures: counter!("authmesh_key_refresh_failures_total", "service" => s()),
-            keys_loaded_at: gauge!("authmesh_keys_loaded_timestamp_seconds", "service" => s()),
-            keys: gauge!("authmesh_keys", "service" => s()),
-            revocations_applied: counter!("authmesh_revocations_applied_total", "service" => s()),
-            revocations: gauge!("authmesh_revocations", "service" => s()),
-            service,
+#[cfg(not(feature = "metrics"))]
+mod disabled {
+    use super::Duration;
+
+    /// Records nothing: the crate was built without `metrics`.
+    #[derive(Debug)]
+    pub(crate) struct VerifierMetrics;
+
+    impl VerifierMetrics {
+        pub(crate) fn new(_service: &str) -> Self {
+            Self
         }
-    }
-
-    /// Handles that record nothing.
-    pub(crate) fn disabled() -> Self {
-        Self {
-            service: SharedString::const_str(""),
-            cache_hits: Counter::noop(),
-            cache_misses: Counter::noop(),
-            verify_hit_seconds: Histogram::noop(),
-            verify_miss_seconds: Histogram::noop(),
-            allowed: Counter::noop(),
-            key_refresh_failures: Counter::noop(),
-            keys_loaded_at: Gauge::noop(),
-            keys: Gauge::noop(),
-            revocations_applied: Counter::noop(),
-            revocations: Gauge::noop(),
+        pub(crate) fn disabled() -> Self {
+            Self
         }
-    }
-
-    /// One verification: from the cache or not, and how long it took.
-    pub(crate) fn verified(&self, cache_hit: bool, took: Duration) {
-        if cache_hit {
-            self.cache_hits.increment(1);
-            self.verify_hit_seconds.record(took.as_secs_f64());
-        } else {
-            self.cache_misses.increment(1);
-            self.verify_miss_seconds.record(took.as_secs_f64());
-        }
-    }
-
-    /// A call let through.
-    pub(crate) fn allowed(&self) {
-        self.allowed.increment(1);
-    }
-
-    /// A call refused, by reason (a small fixed set).
-    pub(crate) fn denied(&self, reason: &'static str) {
-        // Only disabled handles have no service (a verifier's audience is never empty).
-        if self.service.is_empty() {
-            return;
-        }
-        counter!("authmesh_decisions_total", "service" => self.service.clone(), "decision" => "deny", "reason" => reason)
-            .increment(1);
-    }
-
-    /// A key set was installed at `now` (Unix seconds).
-    pub(crate) fn keys_installed(&self, count: usize, now: u64) {
-        self.keys.set(count as f64);
-        self.keys_loaded_at.set(now as f64);
-    }
-
-    /// A key fetch failed or its result was refused.
-    pub(crate) fn key_refresh_failed(&self) {
-        self.key_refresh_failures.increment(1);
-    }
-
-    /// `added` new revocations; `total` now held.
-    pub(crate) fn revocations(&self, added: usize, total: usize) {
-        self.revocations_applied.increment(added as u64);
-        self.revocations.set(total as f64);
+        pub(crate) fn verified(&self, _cache_hit: bool, _took: Duration) {}
+        pub(crate) fn allowed(&self) {}
+        pub(crate) fn denied(&self, _reason: &'static str) {}
+        pub(crate) fn keys_installed(&self, _count: usize, _now: u64) {}
+        pub(crate) fn key_refresh_failed(&self) {}
+        pub(crate) fn revocations(&self, _added: usize, _total: usize) {}
     }
 }

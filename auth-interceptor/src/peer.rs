@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
+#[cfg(feature = "mtls")]
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+#[cfg(feature = "mtls")]
 use x509_parser::{extensions::GeneralName, prelude::FromDer};
 
 /// The verified client certificate of a connection. Cheap to clone.
@@ -35,6 +37,7 @@ pub fn thumbprint(der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(der))
 }
 
+#[cfg(feature = "mtls")]
 impl PeerIdentity {
     /// The identity in a (verified) leaf certificate.
     ///
@@ -88,7 +91,9 @@ impl PeerIdentity {
             None => Ok(None),
         }
     }
+}
 
+impl PeerIdentity {
     /// The workload's SPIFFE ID, when its certificate carries one.
     pub fn spiffe_id(&self) -> Option<&str> {
         self.spiffe_id.as_deref()
@@ -103,9 +108,11 @@ impl PeerIdentity {
 /// Identities of recently seen client certificates, by the certificate's
 /// SHA-256: a connection's certificate is the same on every call, so it is
 /// parsed once rather than per call. Bounded; cheap to clone.
+#[cfg(feature = "mtls")]
 #[derive(Debug, Clone)]
 pub struct PeerCache(Arc<quick_cache::sync::Cache<[u8; 32], PeerIdentity>>);
 
+#[cfg(feature = "mtls")]
 impl PeerCache {
     /// A cache remembering up to `capacity` certificates.
     pub fn new(capacity: usize) -> Self {
@@ -161,6 +168,7 @@ impl<T> CallerExt for tonic::Request<T> {
 }
 
 #[cfg(test)]
+#[cfg(feature = "mtls")]
 mod tests {
     use super::*;
 

@@ -27,7 +27,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -118,6 +118,7 @@ impl Pattern {
     }
 
     /// Whether every method `other` matches, this matches too.
+    #[cfg(feature = "mint-analysis")]
     fn includes(&self, other: &Pattern) -> bool {
         match (self, other) {
             (_, Pattern::Exact(method)) => self.matches(method),
@@ -236,15 +237,6 @@ pub struct Allowed {
     pub rule: Arc<str>,
 }
 
-/// Why a token would be over-broad or useless for a service, so it is not minted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MintRefusal {
-    /// No rule that applies to this caller asks for these scopes.
-    UnusedScopes(Vec<String>),
-    /// No enforced rule would let this token call any method.
-    NoRule,
-}
-
 /// The authorization policy of one service. Cheap to share behind an `Arc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MethodPolicy {
@@ -347,9 +339,16 @@ impl MethodPolicy {
     ///
     /// # Errors
     /// [`PolicyError`] naming the first problem; nothing is partially applied.
+    #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
+        Self::from_file(file)
+    }
+
+    /// Builds a policy from its file form, whatever format it was read from.
+    #[cfg_attr(not(feature = "toml"), allow(dead_code))]
+    fn from_file(file: PolicyFile) -> Result<Self, PolicyError> {
         let mut policy = Self::new();
         for path in file.public {
             let allowed =
@@ -462,59 +461,6 @@ impl MethodPolicy {
             .collect()
     }
 
-    /// The scopes that some allow rule applying to this caller (by `sub` and
-    /// claim conditions; dry-run rules included, so a rule being rolled out
-    /// can be tried) requires: the only scopes worth putting in its token.
-    pub fn scopes_used_for(&self, claims: &Claims) -> BTreeSet<&str> {
-        self.rules
-            .iter()
-            .filter(|rule| rule.effect == Effect::Allow && rule.applies_to(claims))
-            .flat_map(|rule| rule.scopes.iter().map(String::as_str))
-            .collect()
-    }
-
-    /// Whether a token with `claims` is worth minting for this service:
-    /// every scope in it is asked for by a rule that applies to the caller,
-    /// and some enforced allow rule accepts it for at least one method that no
-    /// enforced deny rule takes away from it. Returns that rule's name.
-    ///
-    /// # Errors
-    /// [`MintRefusal`] saying what makes the token over-broad or useless.
-    pub fn admits(&self, claims: &Claims) -> Result<String, MintRefusal> {
-        let used = self.scopes_used_for(claims);
-        let unused: Vec<String> = claims
-            .scopes()
-            .filter(|scope| !used.contains(scope))
-            .map(str::to_owned)
-            .collect();
-        if !unused.is_empty() {
-            return Err(MintRefusal::UnusedScopes(unused));
-        }
-        let enforced = |rule: &&Rule, effect| {
-            rule.effect == effect
-                && !rule.dry_run
-                && rule.applies_to(claims)
-                && rule.missing_scopes(claims).is_empty()
-        };
-        let denies: Vec<&Rule> = self
-            .rules
-            .iter()
-            .filter(|r| enforced(r, Effect::Deny))
-            .collect();
-        self.rules
-            .iter()
-            .filter(|r| enforced(r, Effect::Allow))
-            .find(|allow| {
-                allow.methods.iter().any(|method| {
-                    !denies
-                        .iter()
-                        .any(|deny| deny.methods.iter().any(|d| d.includes(method)))
-                })
-            })
-            .map(|rule| rule.name.to_string())
-            .ok_or(MintRefusal::NoRule)
-    }
-
     /// Decides whether verified `claims` may call `path`.
     ///
     /// # Errors
@@ -576,6 +522,7 @@ fn dry_run_seen(path: &str, claims: &Claims, rule: &Rule, outcome: &'static str)
     tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = outcome, "dry-run rule");
     // Labelled by rule, not by method: a wildcard rule would otherwise let
     // callers mint label values with made-up method names.
+    #[cfg(feature = "metrics")]
     metrics::counter!(
         "authmesh_policy_dry_run_total",
         "rule" => rule.name.to_string(),
@@ -619,5 +566,11 @@ impl From<MethodPolicy> for SharedPolicy {
     }
 }
 
+#[cfg(feature = "mint-analysis")]
+mod mint;
+#[cfg(feature = "mint-analysis")]
+pub use mint::MintRefusal;
+
 #[cfg(test)]
+#[cfg(feature = "toml")]
 mod tests;

@@ -5,6 +5,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
+#[cfg(feature = "token-service")]
 use authmesh_proto::authmesh::v1 as proto;
 
 use crate::{error::AuthError, token::Claims};
@@ -42,6 +43,7 @@ pub struct Revocation {
 #[error("malformed revocation: {0}")]
 pub struct MalformedRevocation(pub &'static str);
 
+#[cfg(feature = "token-service")]
 impl TryFrom<proto::Revocation> for Revocation {
     type Error = MalformedRevocation;
 
@@ -70,6 +72,7 @@ impl TryFrom<proto::Revocation> for Revocation {
     }
 }
 
+#[cfg(feature = "token-service")]
 impl From<Revocation> for proto::Revocation {
     fn from(value: Revocation) -> Self {
         let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -270,6 +273,7 @@ mod tests {
         assert_eq!(revocations.len(), 0);
     }
 
+    #[cfg(feature = "token-service")]
     #[test]
     fn malformed_messages_are_refused() {
         let bad = [

@@ -16,11 +16,14 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::{Instrument, instrument::Instrumented};
 
+#[cfg(feature = "mtls")]
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+#[cfg(feature = "mtls")]
+use crate::peer::PeerCache;
 use crate::{
     error::AuthError,
-    peer::{PeerCache, PeerIdentity},
+    peer::{PeerError, PeerIdentity},
     policy::{MethodPolicy, SharedPolicy},
     stream_bound::TokenBoundBody,
     verifier::{VerifiedClaims, Verifier},
@@ -156,6 +159,7 @@ pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
     policy: SharedPolicy,
+    #[cfg(feature = "mtls")]
     peers: PeerCache,
 }
 
@@ -164,14 +168,32 @@ impl<S> AuthService<S> {
         inner: S,
         verifier: Verifier,
         policy: SharedPolicy,
-        peers: PeerCache,
+        #[cfg(feature = "mtls")] peers: PeerCache,
     ) -> Self {
         Self {
             inner,
             verifier,
             policy,
+            #[cfg(feature = "mtls")]
             peers,
         }
+    }
+
+    /// The verified client certificate of the call's connection, if any.
+    #[cfg(feature = "mtls")]
+    fn peer<B>(&self, request: &Request<B>) -> Result<Option<PeerIdentity>, PeerError> {
+        request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|info| self.peers.identify(info))
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    /// Without `mtls` no connection has a certificate identity.
+    #[cfg(not(feature = "mtls"))]
+    fn peer<B>(&self, _request: &Request<B>) -> Result<Option<PeerIdentity>, PeerError> {
+        Ok(None)
     }
 }
 
@@ -239,13 +261,8 @@ where
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), None, None, None);
         }
-        let peer = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(|info| self.peers.identify(info))
-            .transpose()
-            .map(Option::flatten);
-        let decided = peer
+        let decided = self
+            .peer(&request)
             .map_err(AuthError::from)
             .map_err(Denial::from)
             .and_then(|peer| {

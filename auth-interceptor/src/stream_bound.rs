@@ -16,10 +16,11 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tonic::{Status, codegen::Bytes};
+use tonic::Status;
 
 use crate::{error::AuthError, verifier::VerifiedClaims, verifier::Verifier};
 

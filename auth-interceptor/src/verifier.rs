@@ -481,14 +481,7 @@ impl Verifier {
         if SigningAlgorithm::from_name(&header.alg) != Some(key.algorithm) {
             return Err(AuthError::AlgorithmMismatch);
         }
-        let signature_ok = jsonwebtoken::crypto::verify(
-            parts.signature,
-            parts.signing_input.as_bytes(),
-            &key.decoding,
-            key.algorithm.to_jwt(),
-        )
-        .map_err(|_| AuthError::BadSignature)?;
-        if !signature_ok {
+        if !key.verify_signature(parts.signing_input.as_bytes(), parts.signature) {
             return Err(AuthError::BadSignature);
         }
         let claims = parse_claims(parts.payload)?;

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use auth_interceptor::{Clock, JwkSet, SigningAlgorithm, SigningKey, Verifier, VerifierConfig};
+use auth_interceptor::{Clock, JwkSet, SigningAlgorithm, Verifier, VerifierConfig};
+use authmesh_signing::SigningKey;
 
 /// The issuer the fixture verifier trusts.
 pub const ISSUER: &str = "https://issuer.fuzz";

@@ -6,7 +6,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use auth_interceptor::{Claims, ClientCredentials, OffsetClock, RefreshSettings, SharedClock};
+use auth_interceptor::{Claims, OffsetClock, SharedClock};
+use authmesh_client::{ClientCredentials, RefreshSettings};
 use service_runtime::ClientTls;
 
 use authmesh::{

@@ -19,8 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_interceptor::ClientCredentials;
 use authmesh::token_cli::{self, TokenServiceEndpoint};
+use authmesh_client::ClientCredentials;
 use authmesh_proto::demo::orders::v1::{PlaceOrderRequest, orders_client::OrdersClient};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use service_runtime::UpstreamConfig;

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use auth_interceptor::ClientCredentials;
 use authmesh::token_cli::{self, TokenServiceEndpoint};
+use authmesh_client::ClientCredentials;
 use authmesh_tests::TestMesh;
 use base64::{Engine, engine::general_purpose::STANDARD};
 

@@ -222,6 +222,7 @@ fn malformed_rules_are_refused_whole() {
     }
 }
 
+#[cfg(feature = "mint-analysis")]
 const MINT_POLICY: &str = r#"
 [[rule]]
 name = "read"
@@ -250,6 +251,7 @@ callers = ["spiffe://authmesh.local/demo-cli"]
 scopes = ["inventory.reserve"]
 "#;
 
+#[cfg(feature = "mint-analysis")]
 #[test]
 fn minting_admits_only_tokens_some_rule_accepts() {
     let policy = MethodPolicy::from_toml(MINT_POLICY).expect("policy");
@@ -287,6 +289,7 @@ fn minting_admits_only_tokens_some_rule_accepts() {
     );
 }
 
+#[cfg(feature = "mint-analysis")]
 #[test]
 fn minting_refuses_tokens_a_deny_rule_takes_everything_from() {
     let policy = MethodPolicy::from_toml(

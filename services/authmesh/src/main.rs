@@ -2,13 +2,14 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use auth_interceptor::{ClientCredentials, clock::system_clock};
+use auth_interceptor::clock::system_clock;
 use authmesh::{
     dev_state::{DEFAULT_PORTS, DEMO_CLIENT, DevState, MeshLayout, OPERATOR_CLIENT, WorkloadOwner},
     explain::{ExplainRequest, explain},
     mesh::Mesh,
     token_cli::{self, RevokeTarget, TokenServiceEndpoint},
 };
+use authmesh_client::ClientCredentials;
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 /// AuthMesh operator CLI.

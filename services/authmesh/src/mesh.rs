@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-use auth_interceptor::{RefreshSettings, SharedClock};
+use auth_interceptor::SharedClock;
+use authmesh_client::RefreshSettings;
 use inventory::InventoryHandler;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use auth_interceptor::{
-    ClientCredentials, Jwk, JwkSet, Verifier, VerifierConfig, token::split_token,
-};
+use auth_interceptor::{Jwk, JwkSet, Verifier, VerifierConfig, token::split_token};
+use authmesh_client::ClientCredentials;
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, IssueTokenRequest, IssueTokenResponse, RevokeRequest, RevokeResponse,
     SubjectRevocation, TokenRevocation, revoke_request, token_service_client::TokenServiceClient,

@@ -14,9 +14,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use auth_interceptor::{
-    BearerInterceptor, CallerExt, ClientCredentials, MethodPolicy, REQUEST_ID_HEADER,
-    RefreshSettings, SharedClock, TokenRefreshHandle, TokenRequest, TokenSource, VerifiedClaims,
+use auth_interceptor::{CallerExt, MethodPolicy, REQUEST_ID_HEADER, SharedClock, VerifiedClaims};
+use authmesh_client::{
+    BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,
+    TokenSource,
 };
 use authmesh_proto::demo::{
     inventory::v1::{GetStockRequest, ReserveRequest, inventory_client::InventoryClient},

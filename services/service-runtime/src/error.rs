@@ -36,9 +36,12 @@ pub enum RuntimeError {
     /// Token verification settings are out of range.
     #[error("verifier: {0}")]
     Verifier(#[from] auth_interceptor::verifier::ConfigError),
-    /// The sign-then-verify self-test failed at start.
+    /// The crypto known-answer self-test failed at start.
     #[error(transparent)]
-    SelfTest(#[from] auth_interceptor::SigningError),
+    SelfTest(#[from] auth_interceptor::SelfTestError),
+    /// A key source could not be set up.
+    #[error("key source: {0}")]
+    KeySource(#[from] auth_interceptor::KeySourceError),
     /// A client secret is missing or unreadable.
     #[error("client secret: {0}")]
     Secret(String),

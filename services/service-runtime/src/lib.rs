@@ -10,7 +10,6 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod http_endpoint;
-pub mod jwks_url;
 pub mod metrics;
 pub mod pki;
 pub mod runtime;

@@ -434,11 +434,10 @@ impl ClientTls {
         })
     }
 
-    /// The same TLS settings for HTTP/1.1 (ALPN `http/1.1` instead of `h2`).
-    pub fn http1_connector(&self) -> TlsConnector {
-        let mut config = rustls::ClientConfig::clone(self.connector.config());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
+    /// The rustls settings behind these connections (trust roots, and the
+    /// client certificate, reloaded as it changes), for the HTTPS key sources.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.connector.config().clone()
     }
 
     /// Changes each time the client certificate is reloaded (never, without one).

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use auth_interceptor::{
-    KeyRefreshHandle, RevocationWatchHandle, SharedClock, Verifier, spawn_key_refresh,
+    KeyRefreshHandle, KeySource, RevocationWatchHandle, SharedClock, Verifier,
     spawn_revocation_watch,
 };
 
@@ -13,7 +13,6 @@ use crate::{
     config::{AuthConfig, UpstreamConfig},
     error::RuntimeError,
     files::read_to_string,
-    jwks_url::spawn_jwks_url_refresh,
     tls::{ClientTls, RELOAD_INTERVAL, upstream_channel, upstream_tls},
 };
 
@@ -25,6 +24,8 @@ pub struct Verification {
     pub verifier: Verifier,
     _refresh: KeyRefreshHandle,
     _revocations: RevocationWatchHandle,
+    /// Keeps the JWKS URL's client certificate reloading while keys are fetched.
+    _jwks_tls: Option<ClientTls>,
 }
 
 impl Verification {
@@ -36,7 +37,8 @@ impl Verification {
     /// # Errors
     /// [`RuntimeError::Verifier`] for out-of-range settings,
     /// [`RuntimeError::SelfTest`] when the crypto backend fails its self-test,
-    /// [`RuntimeError::Tls`] for an unusable JWKS URL or CA.
+    /// [`RuntimeError::Tls`] for an unusable CA, [`RuntimeError::KeySource`]
+    /// for a JWKS URL that is not https.
     pub fn start(
         auth: &AuthConfig,
         upstream: &UpstreamConfig,
@@ -46,23 +48,29 @@ impl Verification {
         auth_interceptor::self_test()?;
         let token_service = upstream_channel(upstream, dir)?;
         let verifier = Verifier::with_clock(auth.verifier_config(), clock)?;
-        let refresh = match &auth.jwks_url {
-            None => spawn_key_refresh(verifier.clone(), token_service.clone(), auth.key_refresh()),
+        let (source, jwks_tls) = match &auth.jwks_url {
+            None => (KeySource::TokenService(token_service.clone()), None),
             Some(url) => {
                 let tls = match &auth.jwks_ca {
                     Some(ca) => ClientTls::new(&dir.join(ca), None, RELOAD_INTERVAL)?,
                     None => upstream_tls(upstream, dir)?,
                 };
                 tracing::info!(%url, "verification keys from a JWKS URL");
-                spawn_jwks_url_refresh(verifier.clone(), url, tls, auth.key_refresh())?
+                let source = KeySource::JwksUrl {
+                    url: url.clone(),
+                    tls: tls.client_config(),
+                };
+                (source, Some(tls))
             }
         };
+        let refresh = source.spawn(&verifier, auth.key_refresh())?;
         let revocations =
             spawn_revocation_watch(verifier.clone(), token_service, Default::default());
         Ok(Self {
             verifier,
             _refresh: refresh,
             _revocations: revocations,
+            _jwks_tls: jwks_tls,
         })
     }
 }

@@ -327,7 +327,6 @@ impl Issuer {
             .keys
             .signing()
             .ok_or_else(|| StartError::SelfTest("no signing key".into()))?;
-        auth_interceptor::signing::check_round_trip(&key)
-            .map_err(|e| StartError::SelfTest(e.to_string()))
+        authmesh_signing::check_round_trip(&key).map_err(|e| StartError::SelfTest(e.to_string()))
     }
 }

@@ -19,7 +19,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use auth_interceptor::{JwkSet, SharedClock, SigningAlgorithm, SigningKey};
+use auth_interceptor::{JwkSet, SharedClock, SigningAlgorithm};
+use authmesh_signing::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StartError;

@@ -23,7 +23,7 @@ use service_runtime::{
 };
 use tokio::net::TcpListener;
 
-pub use auth_interceptor::SigningKey;
+pub use authmesh_signing::SigningKey;
 pub use config::{ClientConfig, Config};
 pub use error::{IssueError, StartError};
 pub use issuer::Issuer;

@@ -115,7 +115,7 @@ async fn a_request_that_tries_to_set_sub_iss_or_extra_claims() {
         iss: "https://evil.example".into(),
         claims_json: r#"{"scope":"inventory.reserve","sub":"admin"}"#.into(),
     });
-    let basic = auth_interceptor::ClientCredentials::new(DEMO_CLIENT, mesh.secret(DEMO_CLIENT))
+    let basic = authmesh_client::ClientCredentials::new(DEMO_CLIENT, mesh.secret(DEMO_CLIENT))
         .basic_authorization()
         .expect("basic");
     request.metadata_mut().insert("authorization", basic);

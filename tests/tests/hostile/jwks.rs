@@ -10,11 +10,12 @@ use std::{
     time::Duration,
 };
 
-use auth_interceptor::{Jwk, JwkSet, SigningAlgorithm, SigningKey};
+use auth_interceptor::key_source::MAX_DOCUMENT_BYTES as MAX_JWKS_BYTES;
+use auth_interceptor::{Jwk, JwkSet, SigningAlgorithm};
 use authmesh_proto::authmesh::v1::GetJwksRequest;
+use authmesh_signing::SigningKey;
 use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
 use serde_json::{Value, json};
-use service_runtime::jwks_url::MAX_JWKS_BYTES;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,

@@ -10,7 +10,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use auth_interceptor::{Claims, JwkSet, SigningAlgorithm, SigningKey};
+use auth_interceptor::{Claims, JwkSet, SigningAlgorithm};
+use authmesh_signing::SigningKey;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use service_runtime::{
     ClientTls,

@@ -72,7 +72,7 @@ tokens_error!(
     auth_interceptor::verifier::ConfigError,
     auth_interceptor::KeyError,
     auth_interceptor::AuthError,
-    auth_interceptor::SigningError,
+    authmesh_signing::SigningError,
     jsonwebtoken::errors::Error
 );
 

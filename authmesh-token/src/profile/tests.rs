@@ -9,14 +9,14 @@ fn split_refuses_wrong_segment_counts_and_oversize() {
     assert!(split_token("a.b.c").is_ok());
     for bad in ["a.b", "a.b.c.d", "a.b.c.d.e", "", "..", ".b.c"] {
         assert!(
-            matches!(split_token(bad), Err(AuthError::MalformedToken(_))),
+            matches!(split_token(bad), Err(TokenError::Malformed(_))),
             "{bad}"
         );
     }
     let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
     assert!(matches!(
         split_token(&huge),
-        Err(AuthError::TokenTooLarge { .. })
+        Err(TokenError::TooLarge { .. })
     ));
 }
 
@@ -33,7 +33,7 @@ fn header_allows_only_alg_kid_typ() {
         r#"[]"#,
     ] {
         assert!(
-            matches!(parse_header(&b64(bad)), Err(AuthError::MalformedToken(_))),
+            matches!(parse_header(&b64(bad)), Err(TokenError::Malformed(_))),
             "{bad}"
         );
     }
@@ -41,7 +41,7 @@ fn header_allows_only_alg_kid_typ() {
         r#"{"alg":"EdDSA","kid":"k","typ":"JWT"}"#,
         r#"{"alg":"EdDSA","kid":"k","typ":"AT+JWT"}"#,
     ] {
-        assert_eq!(parse_header(&b64(bad_typ)), Err(AuthError::WrongTokenType));
+        assert_eq!(parse_header(&b64(bad_typ)), Err(TokenError::WrongType));
     }
 }
 

@@ -12,7 +12,7 @@ use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::token::SigningAlgorithm;
+use crate::profile::SigningAlgorithm;
 
 /// At most this many keys in one key set.
 pub const MAX_KEYS: usize = 32;
@@ -70,6 +70,9 @@ pub enum KeyError {
     /// Two keys share a `kid`.
     #[error("duplicate kid in key set")]
     DuplicateKid,
+    /// The document is not JSON of the JWK Set shape.
+    #[error("not a JWK Set: {0}")]
+    NotAJwkSet(String),
     /// A key failed validation.
     #[error("key {kid:?} refused: {reason}")]
     Refused {
@@ -89,8 +92,8 @@ pub struct VerificationKey {
     pub algorithm: SigningAlgorithm,
     /// The public key material (base64url coordinates), to tell a changed key
     /// under the same `kid` from the same key republished.
-    pub(crate) material: String,
-    pub(crate) decoding: DecodingKey,
+    material: String,
+    decoding: DecodingKey,
 }
 
 impl VerificationKey {
@@ -99,6 +102,19 @@ impl VerificationKey {
         self.kid == other.kid
             && self.algorithm == other.algorithm
             && self.material == other.material
+    }
+
+    /// Whether `signature` (base64url) is this key's signature over
+    /// `signing_input` with its one algorithm. Any error (bad base64, a
+    /// signature of the wrong length) is a "no".
+    pub fn verify_signature(&self, signing_input: &[u8], signature: &str) -> bool {
+        jsonwebtoken::crypto::verify(
+            signature,
+            signing_input,
+            &self.decoding,
+            self.algorithm.to_jwt(),
+        )
+        .unwrap_or(false)
     }
 }
 
@@ -249,6 +265,15 @@ impl Jwk {
 }
 
 impl JwkSet {
+    /// Parses a JWK Set document (`{"keys": [...]}`). The keys themselves
+    /// are validated when a verifier installs them.
+    ///
+    /// # Errors
+    /// [`KeyError::NotAJwkSet`] for anything but JSON of that shape.
+    pub fn from_json(document: &[u8]) -> Result<JwkSet, KeyError> {
+        serde_json::from_slice(document).map_err(|e| KeyError::NotAJwkSet(e.to_string()))
+    }
+
     /// Validates every key. One bad key refuses the whole document, so a
     /// half-understood key set is never installed.
     ///
@@ -272,6 +297,7 @@ impl JwkSet {
     }
 }
 
+#[cfg(feature = "proto")]
 impl From<authmesh_proto::authmesh::v1::JsonWebKey> for Jwk {
     fn from(key: authmesh_proto::authmesh::v1::JsonWebKey) -> Jwk {
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
@@ -289,6 +315,7 @@ impl From<authmesh_proto::authmesh::v1::JsonWebKey> for Jwk {
     }
 }
 
+#[cfg(feature = "proto")]
 impl From<Jwk> for authmesh_proto::authmesh::v1::JsonWebKey {
     fn from(key: Jwk) -> Self {
         Self {

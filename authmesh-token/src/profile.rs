@@ -13,7 +13,7 @@ use serde::{
     de::{self, DeserializeOwned, MapAccess, Visitor},
 };
 
-use crate::error::AuthError;
+use crate::error::TokenError;
 
 /// The only `typ` an access token may carry.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -172,10 +172,10 @@ pub struct TokenParts<'a> {
 /// serialization, missing or extra segments) is malformed.
 ///
 /// # Errors
-/// [`AuthError::TokenTooLarge`] above [`MAX_TOKEN_BYTES`], [`AuthError::MalformedToken`] otherwise.
-pub fn split_token(token: &str) -> Result<TokenParts<'_>, AuthError> {
+/// [`TokenError::TooLarge`] above [`MAX_TOKEN_BYTES`], [`TokenError::Malformed`] otherwise.
+pub fn split_token(token: &str) -> Result<TokenParts<'_>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(AuthError::TokenTooLarge {
+        return Err(TokenError::TooLarge {
             max: MAX_TOKEN_BYTES,
         });
     }
@@ -186,10 +186,10 @@ pub fn split_token(token: &str) -> Result<TokenParts<'_>, AuthError> {
         segments.next(),
         segments.next(),
     ) else {
-        return Err(AuthError::MalformedToken("expected three segments"));
+        return Err(TokenError::Malformed("expected three segments"));
     };
     if header.is_empty() || payload.is_empty() {
-        return Err(AuthError::MalformedToken("empty segment"));
+        return Err(TokenError::Malformed("empty segment"));
     }
     let signing_input = &token[..header.len() + 1 + payload.len()];
     Ok(TokenParts {
@@ -203,16 +203,16 @@ pub fn split_token(token: &str) -> Result<TokenParts<'_>, AuthError> {
 /// Decodes and strictly parses the header segment.
 ///
 /// # Errors
-/// [`AuthError::MalformedToken`] for bad base64, bad JSON, duplicate or
-/// unknown members; [`AuthError::WrongTokenType`] when `typ` is not `at+jwt`.
-pub fn parse_header(segment: &str) -> Result<TokenHeader, AuthError> {
+/// [`TokenError::Malformed`] for bad base64, bad JSON, duplicate or
+/// unknown members; [`TokenError::WrongType`] when `typ` is not `at+jwt`.
+pub fn parse_header(segment: &str) -> Result<TokenHeader, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
-        .map_err(|_| AuthError::MalformedToken("header is not base64url"))?;
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
     let header: TokenHeader = serde_json::from_slice(&bytes)
-        .map_err(|_| AuthError::MalformedToken("header is not the allowed JOSE header"))?;
+        .map_err(|_| TokenError::Malformed("header is not the allowed JOSE header"))?;
     if header.typ != ACCESS_TOKEN_TYPE {
-        return Err(AuthError::WrongTokenType);
+        return Err(TokenError::WrongType);
     }
     Ok(header)
 }
@@ -221,13 +221,15 @@ pub fn parse_header(segment: &str) -> Result<TokenHeader, AuthError> {
 /// signature verified.
 ///
 /// # Errors
-/// [`AuthError::InvalidClaims`] for bad base64, JSON that is not an object,
+/// [`TokenError::InvalidClaims`] for bad base64, JSON that is not an object,
 /// duplicate members, or claims of the wrong type.
-pub fn parse_claims(segment: &str) -> Result<Claims, AuthError> {
+pub fn parse_claims(segment: &str) -> Result<Claims, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
-        .map_err(|_| AuthError::InvalidClaims("payload is not base64url"))?;
-    parse_object_strict(&bytes).ok_or(AuthError::InvalidClaims("claims are not the token profile"))
+        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
+    parse_object_strict(&bytes).ok_or(TokenError::InvalidClaims(
+        "claims are not the token profile",
+    ))
 }
 
 /// Parses a JSON object into `T`, refusing duplicate top-level members (which

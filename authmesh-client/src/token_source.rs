@@ -19,10 +19,9 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::{
-    clock::{SharedClock, system_clock},
-    error::TokenSourceError,
-};
+use authmesh_token::{SharedClock, system_clock};
+
+use crate::error::TokenSourceError;
 
 /// A client id and its secret, sent as HTTP Basic credentials.
 #[derive(Clone)]
