@@ -202,6 +202,7 @@ where
     let socket = listener.into_std().map_err(RuntimeError::Runtime)?;
     let stop = Arc::new(tokio::sync::watch::Sender::new(Stop::Serving));
     let mut finished = Vec::with_capacity(runtimes);
+    let mut threads = Vec::with_capacity(runtimes);
     for index in 0..runtimes {
         let started = socket.try_clone().and_then(|socket| {
             let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
@@ -216,10 +217,13 @@ where
                     }
                     let _ = done.send(served);
                 })
-                .map(|_| finished_rx)
+                .map(|thread| (thread, finished_rx))
         });
         match started {
-            Ok(finished_rx) => finished.push(finished_rx),
+            Ok((thread, finished_rx)) => {
+                threads.push(thread);
+                finished.push(finished_rx);
+            }
             Err(err) => {
                 stop.send_replace(Stop::Abort);
                 return Err(RuntimeError::Runtime(err));
@@ -243,6 +247,14 @@ where
             }
         }
     };
+    // A thread answers just before it ends: wait for the ends too, so a
+    // stopped server has no serving thread left.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     for result in ended {
         // A thread that vanished without an answer panicked; it was serving, so say so.
         result.unwrap_or_else(|_| {
