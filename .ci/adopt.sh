@@ -43,6 +43,9 @@ if count != 1:
     '[package]\nname = "echo"\nversion = "0.1.0"\nedition = "2024"\n\n'
     '# Not part of the AuthMesh workspace.\n[workspace]\n\n' + deps)
 EOF
+# The other Rust snippets of the docs are compiled doc examples.
+python3 .ci/doc-snippets.py "$root"
+
 # The workspace's versions, so the check builds what CI tested.
 cp Cargo.lock "$app/"
 cd "$app"

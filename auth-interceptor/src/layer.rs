@@ -8,10 +8,15 @@ use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
 
 /// Verifies the bearer token of every call and applies the method policy.
 ///
-/// ```ignore
-/// Server::builder()
-///     .layer(AuthLayer::new(verifier, policy))
-///     .add_service(MyServer::new(handler))
+/// ```
+/// # fn example(verifier: auth_interceptor::Verifier) {
+/// use auth_interceptor::{AuthLayer, MethodPolicy};
+///
+/// let policy = MethodPolicy::new().require("/demo.echo.v1.Echo/Say", ["echo.say"]);
+/// let layer = AuthLayer::new(verifier, policy);
+/// // tonic::transport::Server::builder().layer(layer).add_service(EchoServer::new(handler))
+/// # let _ = layer;
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthLayer {

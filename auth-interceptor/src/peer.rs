@@ -143,7 +143,19 @@ impl PeerCache {
     }
 }
 
-/// What the auth layer proved about a call, for handlers.
+/// What the auth layer proved about a call, for handlers: they read it
+/// here and never parse headers themselves.
+///
+/// ```
+/// # fn handler(request: tonic::Request<()>) {
+/// use auth_interceptor::CallerExt;
+///
+/// let claims = request.verified_claims(); // the token: sub, aud, scope, jti
+/// let workload = request.peer_identity().and_then(|p| p.spiffe_id()); // the client certificate (mtls)
+/// let request_id = request.request_id(); // pass it on to the calls you make
+/// # let _ = (claims, workload, request_id);
+/// # }
+/// ```
 pub trait CallerExt {
     /// The claims of the verified bearer token.
     fn verified_claims(&self) -> Option<&crate::VerifiedClaims>;

@@ -4,19 +4,24 @@
 //! ahead of expiry; a [`BearerInterceptor`] attaches it to outgoing calls.
 //!
 //! ```no_run
-//! # async fn example(channel: tonic::transport::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example(token_service_channel: tonic::transport::Channel, inventory_channel: tonic::transport::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! # use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
 //! use authmesh_client::{BearerInterceptor, ClientCredentials, TokenRequest, TokenSource};
 //!
-//! let source = TokenSource::new(
-//!     channel.clone(), // to the token service
-//!     Some(ClientCredentials::new("orders", std::env::var("CLIENT_SECRET")?)),
-//!     TokenRequest { audience: "inventory".into(), scopes: vec![], ttl_seconds: None },
+//! let secret = std::fs::read_to_string("billing.secret")?;
+//! let tokens = TokenSource::new(
+//!     token_service_channel, // with your workload certificate, if any
+//!     Some(ClientCredentials::new("billing", secret.trim())), // None: the certificate alone authenticates
+//!     TokenRequest {
+//!         audience: "inventory".into(),
+//!         scopes: vec!["inventory.read".into()],
+//!         ttl_seconds: None,
+//!     },
 //! );
-//! let _refresh = source.spawn_refresh(); // keeps the token fresh until dropped
-//! source.ready(std::time::Duration::from_secs(5)).await?;
-//! let interceptor = BearerInterceptor::new(source);
-//! // SomeClient::with_interceptor(inventory_channel, interceptor)
-//! # let _ = interceptor;
+//! let _refresh = tokens.spawn_refresh(); // refreshes at 80% of the lifetime, backs off while the issuer is down
+//! tokens.ready(std::time::Duration::from_secs(5)).await?; // optional: wait for the first token
+//! let mut inventory = InventoryClient::with_interceptor(inventory_channel, BearerInterceptor::new(tokens));
+//! # let _ = &mut inventory;
 //! # Ok(())
 //! # }
 //! ```
