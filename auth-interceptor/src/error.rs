@@ -44,9 +44,25 @@ pub enum AuthError {
     /// The signature does not verify with the named key.
     #[error("signature does not verify")]
     BadSignature,
-    /// The signed claims are not the token profile (wrong types, duplicates, missing fields).
+    /// The header lacks `alg`, `kid` or `typ` (named).
+    #[error("header member {0} is missing")]
+    MissingHeader(&'static str),
+    /// `alg`, `kid` or `typ` (named) is not a string.
+    #[error("header member {0} is not a string")]
+    InvalidHeader(&'static str),
+    /// A header member beyond `alg`, `kid` and `typ` (named when registered,
+    /// else `unknown`): never followed.
+    #[error("header member {0} is not accepted")]
+    UnsupportedHeader(&'static str),
+    /// The signed payload is not one JSON object with unique members.
     #[error("claims rejected: {0}")]
     InvalidClaims(&'static str),
+    /// A required claim (named) is absent.
+    #[error("claim {0} is missing")]
+    MissingClaim(&'static str),
+    /// A claim (named) has the wrong type or an unusable value.
+    #[error("claim {0} is not valid")]
+    InvalidClaim(&'static str),
     /// `iss` is not the configured issuer.
     #[error("issuer mismatch")]
     IssuerMismatch,
@@ -127,7 +143,12 @@ impl AuthError {
             AuthError::UnknownKey => "UNKNOWN_KEY",
             AuthError::AlgorithmMismatch => "ALGORITHM_MISMATCH",
             AuthError::BadSignature => "SIGNATURE_INVALID",
+            AuthError::MissingHeader(_) => "HEADER_MISSING",
+            AuthError::InvalidHeader(_) => "HEADER_INVALID",
+            AuthError::UnsupportedHeader(_) => "HEADER_UNSUPPORTED",
             AuthError::InvalidClaims(_) => "CLAIMS_INVALID",
+            AuthError::MissingClaim(_) => "CLAIM_MISSING",
+            AuthError::InvalidClaim(_) => "CLAIM_INVALID",
             AuthError::IssuerMismatch => "ISSUER_MISMATCH",
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::Expired => "TOKEN_EXPIRED",
@@ -190,10 +211,24 @@ impl AuthError {
 
 impl AuthError {
     /// The `google.rpc.ErrorInfo` metadata of this error besides the
-    /// decision id: for policy denials the method and the rule.
+    /// decision id: for policy denials the method and the rule; for a
+    /// refused claim or header member, its name (a fixed name, never text
+    /// from the token); for malformed `authorization` metadata, what is wrong.
     pub fn metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::new();
         match self {
+            AuthError::MissingClaim(name) | AuthError::InvalidClaim(name) => {
+                metadata.insert("claim".to_owned(), (*name).to_owned());
+            }
+            AuthError::MissingHeader(name)
+            | AuthError::InvalidHeader(name)
+            | AuthError::UnsupportedHeader(name) => {
+                metadata.insert("header".to_owned(), (*name).to_owned());
+            }
+            AuthError::MalformedAuthorization(problem) => {
+                metadata.insert("metadata".to_owned(), "authorization".to_owned());
+                metadata.insert("problem".to_owned(), (*problem).to_owned());
+            }
             AuthError::MissingScopes { method, rule, .. }
             | AuthError::RuleDenied { method, rule } => {
                 metadata.insert("method".to_owned(), method.clone());
@@ -228,6 +263,11 @@ impl From<authmesh_token::TokenError> for AuthError {
             TokenError::Malformed(detail) => AuthError::MalformedToken(detail),
             TokenError::WrongType => AuthError::WrongTokenType,
             TokenError::InvalidClaims(detail) => AuthError::InvalidClaims(detail),
+            TokenError::MissingHeader(name) => AuthError::MissingHeader(name),
+            TokenError::InvalidHeader(name) => AuthError::InvalidHeader(name),
+            TokenError::UnsupportedHeader(name) => AuthError::UnsupportedHeader(name),
+            TokenError::MissingClaim(name) => AuthError::MissingClaim(name),
+            TokenError::InvalidClaim(name) => AuthError::InvalidClaim(name),
             // A new profile error the verifier does not know yet is still a refusal.
             _ => AuthError::MalformedToken("not the token profile"),
         }

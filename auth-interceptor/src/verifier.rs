@@ -497,13 +497,17 @@ impl Verifier {
         if claims.aud.as_bytes() != config.audience.as_bytes() {
             return Err(AuthError::AudienceMismatch);
         }
-        if claims.sub.is_empty() || claims.jti.is_empty() {
-            return Err(AuthError::InvalidClaims("empty sub or jti"));
+        if claims.sub.is_empty() {
+            return Err(AuthError::InvalidClaim("sub"));
         }
+        if claims.jti.is_empty() {
+            return Err(AuthError::InvalidClaim("jti"));
+        }
+        // Issued after it expires: the issue time is what cannot be right.
         let lifetime = claims
             .exp
             .checked_sub(claims.iat)
-            .ok_or(AuthError::InvalidClaims("exp before iat"))?;
+            .ok_or(AuthError::InvalidClaim("iat"))?;
         if lifetime > config.max_lifetime_seconds {
             return Err(AuthError::LifetimeTooLong);
         }

@@ -20,7 +20,23 @@ pub enum TokenError {
     /// The header `typ` is not `at+jwt`: not an access token.
     #[error("token type is not at+jwt")]
     WrongType,
-    /// The signed claims are not the token profile (wrong types, duplicates, missing fields).
+    /// The header lacks `alg`, `kid` or `typ` (named).
+    #[error("header member {0} is missing")]
+    MissingHeader(&'static str),
+    /// `alg`, `kid` or `typ` (named) is not a string.
+    #[error("header member {0} is not a string")]
+    InvalidHeader(&'static str),
+    /// A header member other than `alg`, `kid` and `typ`: named when it is
+    /// a registered one (`jku`, `jwk`, `x5u`, `crit`, ...), else `unknown`.
+    #[error("header member {0} is not accepted")]
+    UnsupportedHeader(&'static str),
+    /// The payload is not one JSON object with unique members.
     #[error("claims rejected: {0}")]
     InvalidClaims(&'static str),
+    /// A required claim (named) is absent.
+    #[error("claim {0} is missing")]
+    MissingClaim(&'static str),
+    /// A claim (named) has the wrong type or an unusable value.
+    #[error("claim {0} is not valid")]
+    InvalidClaim(&'static str),
 }

@@ -200,17 +200,49 @@ pub fn split_token(token: &str) -> Result<TokenParts<'_>, TokenError> {
     })
 }
 
-/// Decodes and strictly parses the header segment.
+/// The JOSE header members other than `alg`, `kid` and `typ` that a refusal
+/// may name. Any other name is attacker-chosen text and is reported as
+/// `unknown`, so nothing from the token is ever echoed back.
+const KNOWN_HEADERS: [&str; 12] = [
+    "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc", "cty", "epk",
+];
+
+/// Decodes and strictly parses the header segment: exactly `alg`, `kid` and
+/// `typ`, each a string, no member twice.
 ///
 /// # Errors
-/// [`TokenError::Malformed`] for bad base64, bad JSON, duplicate or
-/// unknown members; [`TokenError::WrongType`] when `typ` is not `at+jwt`.
+/// [`TokenError::Malformed`] for bad base64, bad JSON or a repeated member;
+/// [`TokenError::UnsupportedHeader`] for any other member (never followed);
+/// [`TokenError::MissingHeader`] or [`TokenError::InvalidHeader`] naming
+/// the member; [`TokenError::WrongType`] when `typ` is not `at+jwt`.
 pub fn parse_header(segment: &str) -> Result<TokenHeader, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let header: TokenHeader = serde_json::from_slice(&bytes)
-        .map_err(|_| TokenError::Malformed("header is not the allowed JOSE header"))?;
+    let mut object = parse_object(&bytes).ok_or(TokenError::Malformed(
+        "header is not a JSON object with unique members",
+    ))?;
+    if let Some(extra) = object
+        .keys()
+        .find(|name| !matches!(name.as_str(), "alg" | "kid" | "typ"))
+    {
+        let named = KNOWN_HEADERS
+            .iter()
+            .find(|known| **known == extra.as_str())
+            .copied()
+            .unwrap_or("unknown");
+        return Err(TokenError::UnsupportedHeader(named));
+    }
+    let mut member = |name: &'static str| match object.remove(name) {
+        None => Err(TokenError::MissingHeader(name)),
+        Some(serde_json::Value::String(value)) => Ok(value),
+        Some(_) => Err(TokenError::InvalidHeader(name)),
+    };
+    let header = TokenHeader {
+        alg: member("alg")?,
+        kid: member("kid")?,
+        typ: member("typ")?,
+    };
     if header.typ != ACCESS_TOKEN_TYPE {
         return Err(TokenError::WrongType);
     }
@@ -221,22 +253,72 @@ pub fn parse_header(segment: &str) -> Result<TokenHeader, TokenError> {
 /// signature verified.
 ///
 /// # Errors
-/// [`TokenError::InvalidClaims`] for bad base64, JSON that is not an object,
-/// duplicate members, or claims of the wrong type.
+/// [`TokenError::InvalidClaims`] for bad base64, JSON that is not an object
+/// or repeats a member; [`TokenError::MissingClaim`] for a required claim
+/// that is absent and [`TokenError::InvalidClaim`] for a claim of the wrong
+/// type (a string `exp`, an array `aud`, a `null`), each naming the claim.
 pub fn parse_claims(segment: &str) -> Result<Claims, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
-    parse_object_strict(&bytes).ok_or(TokenError::InvalidClaims(
-        "claims are not the token profile",
-    ))
+    let object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
+        "payload is not a JSON object with unique members",
+    ))?;
+    claims_from_object(object)
 }
 
-/// Parses a JSON object into `T`, refusing duplicate top-level members (which
-/// serde alone only catches for the fields `T` knows about).
-fn parse_object_strict<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    let object: UniqueKeyObject = serde_json::from_slice(bytes).ok()?;
-    serde_json::from_value(serde_json::Value::Object(object.0)).ok()
+/// Takes each claim of the profile out of `object` by name, so a refusal
+/// names the claim; members the profile does not know are ignored.
+fn claims_from_object(
+    mut object: serde_json::Map<String, serde_json::Value>,
+) -> Result<Claims, TokenError> {
+    let mut claim = |name: &'static str| Claim {
+        name,
+        value: object.remove(name),
+    };
+    Ok(Claims {
+        iss: claim("iss").required()?,
+        sub: claim("sub").required()?,
+        aud: claim("aud").required()?,
+        exp: claim("exp").required()?,
+        nbf: claim("nbf").optional()?,
+        iat: claim("iat").required()?,
+        jti: claim("jti").required()?,
+        scope: claim("scope").optional()?.unwrap_or_default(),
+        client_id: claim("client_id").optional()?,
+        cnf: claim("cnf").optional()?,
+        one_time: claim("one_time").optional()?.unwrap_or(false),
+    })
+}
+
+/// One claim taken out of the payload, with its name for the refusal.
+struct Claim {
+    name: &'static str,
+    value: Option<serde_json::Value>,
+}
+
+impl Claim {
+    /// The claim's value when present; present means of the right type
+    /// (an explicit `null` is a wrong type, not an absent claim).
+    fn optional<T: DeserializeOwned>(self) -> Result<Option<T>, TokenError> {
+        let name = self.name;
+        self.value
+            .map(|value| serde_json::from_value(value).map_err(|_| TokenError::InvalidClaim(name)))
+            .transpose()
+    }
+
+    fn required<T: DeserializeOwned>(self) -> Result<T, TokenError> {
+        let name = self.name;
+        self.optional()?.ok_or(TokenError::MissingClaim(name))
+    }
+}
+
+/// A JSON object with no top-level member twice (which serde alone only
+/// catches for the fields a struct knows about).
+fn parse_object(bytes: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_slice::<UniqueKeyObject>(bytes)
+        .ok()
+        .map(|object| object.0)
 }
 
 /// A JSON object whose top-level keys are all distinct.

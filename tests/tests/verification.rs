@@ -7,6 +7,7 @@ use auth_interceptor::SigningAlgorithm;
 use authmesh_proto::demo::inventory::v1::{GetStockRequest, GetStockResponse, ReserveRequest};
 use authmesh_tests::{SigningKey, TestMesh, bearer, expect_status, get_stock};
 use tonic::{Code, Request, codegen::http::uri::PathAndQuery};
+use tonic_types::StatusExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_token_with_the_right_scope_is_served() {
@@ -32,11 +33,18 @@ async fn bad_tokens_are_unauthenticated() {
         Some("TOKEN_MISSING"),
     );
 
+    // {"alg":"EdDSA"}: the header names what it lacks.
     let garbled = "eyJhbGciOiJFZERTQSJ9.garbage.garbage";
-    expect_status(
+    let status = expect_status(
         inventory.get_stock(bearer(get_stock(), garbled)).await,
         Code::Unauthenticated,
-        Some("TOKEN_MALFORMED"),
+        Some("HEADER_MISSING"),
+    );
+    assert_eq!(
+        status
+            .get_details_error_info()
+            .map(|info| info.metadata["header"].clone()),
+        Some("kid".to_owned())
     );
 
     let for_orders = mesh.mint("orders", &[], None).await;

@@ -24,18 +24,45 @@ fn split_refuses_wrong_segment_counts_and_oversize() {
 fn header_allows_only_alg_kid_typ() {
     let ok = b64(r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt"}"#);
     assert_eq!(parse_header(&ok).map(|h| h.kid), Ok("k".to_owned()));
-    for bad in [
-        r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","jku":"https://evil"}"#,
-        r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","crit":["exp"]}"#,
-        r#"{"alg":"EdDSA","alg":"none","kid":"k","typ":"at+jwt"}"#,
-        r#"{"alg":null,"kid":"k","typ":"at+jwt"}"#,
-        r#"{"kid":"k","typ":"at+jwt"}"#,
-        r#"[]"#,
+    for (bad, expected) in [
+        (
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","jku":"https://evil"}"#,
+            TokenError::UnsupportedHeader("jku"),
+        ),
+        (
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","crit":["exp"]}"#,
+            TokenError::UnsupportedHeader("crit"),
+        ),
+        (
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","evil-secret-name":1}"#,
+            TokenError::UnsupportedHeader("unknown"),
+        ),
+        (
+            r#"{"alg":"EdDSA","alg":"none","kid":"k","typ":"at+jwt"}"#,
+            TokenError::Malformed("header is not a JSON object with unique members"),
+        ),
+        (
+            r#"{"alg":null,"kid":"k","typ":"at+jwt"}"#,
+            TokenError::InvalidHeader("alg"),
+        ),
+        (
+            r#"{"kid":"k","typ":"at+jwt"}"#,
+            TokenError::MissingHeader("alg"),
+        ),
+        (
+            r#"{"alg":"EdDSA","kid":7,"typ":"at+jwt"}"#,
+            TokenError::InvalidHeader("kid"),
+        ),
+        (
+            r#"{"alg":"EdDSA","kid":"k"}"#,
+            TokenError::MissingHeader("typ"),
+        ),
+        (
+            r#"[]"#,
+            TokenError::Malformed("header is not a JSON object with unique members"),
+        ),
     ] {
-        assert!(
-            matches!(parse_header(&b64(bad)), Err(TokenError::Malformed(_))),
-            "{bad}"
-        );
+        assert_eq!(parse_header(&b64(bad)), Err(expected), "{bad}");
     }
     for bad_typ in [
         r#"{"alg":"EdDSA","kid":"k","typ":"JWT"}"#,
@@ -70,4 +97,51 @@ fn claims_are_typed_and_unique() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     assert!(parse_claims(&b64(&deep)).is_err());
     assert!(parse_claims(&URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x7b])).is_err());
+}
+
+#[test]
+fn a_refused_claim_is_named() {
+    for (bad, expected) in [
+        (
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"iat":1,"jti":"j"}"#,
+            TokenError::InvalidClaim("aud"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","aud":"a","exp":"10","iat":1,"jti":"j"}"#,
+            TokenError::InvalidClaim("exp"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","aud":"a","exp":10,"nbf":null,"iat":1,"jti":"j"}"#,
+            TokenError::InvalidClaim("nbf"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","aud":"a","exp":10,"iat":1}"#,
+            TokenError::MissingClaim("jti"),
+        ),
+        (
+            r#"{"sub":"s","aud":"a","exp":10,"iat":1,"jti":"j"}"#,
+            TokenError::MissingClaim("iss"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","aud":"a","exp":10,"iat":1.5,"jti":"j"}"#,
+            TokenError::InvalidClaim("iat"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","aud":"a","exp":10,"iat":1,"jti":"j","cnf":{"x5t#S256":"t","jwk":{}}}"#,
+            TokenError::InvalidClaim("cnf"),
+        ),
+        (
+            r#"{"iss":"i","sub":"s","sub":"t","aud":"a","exp":10,"iat":1,"jti":"j"}"#,
+            TokenError::InvalidClaims("payload is not a JSON object with unique members"),
+        ),
+    ] {
+        assert_eq!(parse_claims(&b64(bad)), Err(expected), "{bad}");
+    }
+    let all = r#"{"iss":"i","sub":"s","aud":"a","exp":10,"nbf":1,"iat":1,"jti":"j","scope":"x","client_id":"c","cnf":{"x5t#S256":"t"},"one_time":true,"other":[1]}"#;
+    let claims = parse_claims(&b64(all)).expect("every claim of the profile");
+    assert_eq!(
+        (claims.nbf, claims.client_id.as_deref(), claims.one_time),
+        (Some(1), Some("c"), true)
+    );
+    assert_eq!(claims.cnf.map(|c| c.x5t_s256), Some("t".to_owned()));
 }

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use auth_interceptor::{Jwk, JwkSet, Verifier, VerifierConfig, token::split_token};
+use auth_interceptor::{
+    AuthError, Jwk, JwkSet, Verifier, VerifierConfig,
+    token::{parse_claims, split_token},
+};
 use authmesh_client::ClientCredentials;
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, IssueTokenRequest, IssueTokenResponse, RevokeRequest, RevokeResponse,
@@ -187,8 +190,13 @@ pub async fn inspect(
     let claims = decode_segment(parts.payload, "payload")?;
     let verification = match (claims["iss"].as_str(), claims["aud"].as_str()) {
         (Some(iss), Some(aud)) => verify_now(endpoint, token, iss, aud).await,
+        // No issuer or audience to verify for: say which claim is wrong, as a verifier would.
         _ => {
-            serde_json::json!({"verified": false, "reason": "CLAIMS_INVALID", "detail": "iss and aud must be strings"})
+            let err = match parse_claims(parts.payload) {
+                Err(err) => AuthError::from(err),
+                Ok(_) => AuthError::InvalidClaims("iss and aud must be strings"),
+            };
+            serde_json::json!({"verified": false, "reason": err.reason(), "detail": err.to_string()})
         }
     };
     Ok(serde_json::json!({"header": header, "claims": claims, "verification": verification}))

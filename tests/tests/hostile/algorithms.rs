@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::{Suite, attacker_ed25519, b64, sign_with};
+use crate::{Suite, attacker_ed25519, b64, named, sign_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alg_none_in_any_spelling_empty_missing_or_not_a_string() {
@@ -39,11 +39,13 @@ async fn alg_none_in_any_spelling_empty_missing_or_not_a_string() {
                     &format!("{header}.{claims}.{signature}"),
                     Code::Unauthenticated,
                     // A string is an algorithm name (one the key does not
-                    // have); anything else is not a JOSE header at all.
+                    // have); anything else is a header member of the wrong type.
                     if is_string {
                         "ALGORITHM_MISMATCH"
+                    } else if case == "missing" {
+                        "HEADER_MISSING"
                     } else {
-                        "TOKEN_MALFORMED"
+                        "HEADER_INVALID"
                     },
                 )
                 .await;
@@ -224,13 +226,33 @@ async fn embedded_jwk_or_jku_and_x5u_pointing_elsewhere() {
             header.to_string().as_bytes(),
             claims.as_bytes(),
         );
-        suite
-            .refused(case, &token, Code::Unauthenticated, "TOKEN_MALFORMED")
+        // Registered names are named; anything else is `unknown`, so no
+        // text of the attacker's comes back.
+        let extra = header
+            .as_object()
+            .and_then(|h| {
+                h.keys()
+                    .find(|k| !["alg", "kid", "typ"].contains(&k.as_str()))
+            })
+            .cloned()
+            .unwrap_or_default();
+        let expected = if extra == "x-extra" {
+            "unknown"
+        } else {
+            extra.as_str()
+        };
+        let status = suite
+            .refused(case, &token, Code::Unauthenticated, "HEADER_UNSUPPORTED")
             .await;
+        assert_eq!(
+            named(&status, "header").as_deref(),
+            Some(expected),
+            "{case}"
+        );
         // The same header signed with the issuer's own key: still refused.
         let token = suite.sign(&header, &suite.claims());
         suite
-            .refused(case, &token, Code::Unauthenticated, "TOKEN_MALFORMED")
+            .refused(case, &token, Code::Unauthenticated, "HEADER_UNSUPPORTED")
             .await;
     }
     let dialled = tokio::time::timeout(std::time::Duration::from_secs(1), bait.accept()).await;

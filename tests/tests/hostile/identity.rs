@@ -5,13 +5,13 @@ use authmesh_tests::bearer;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::Suite;
+use crate::{Suite, named};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aud_missing_another_services_or_of_a_wrong_type() {
     let suite = Suite::start().await;
     let cases: Vec<(&str, Option<Value>, &str)> = vec![
-        ("aud missing", None, "CLAIMS_INVALID"),
+        ("aud missing", None, "CLAIM_MISSING"),
         ("aud orders", Some(json!("orders")), "AUDIENCE_MISMATCH"),
         (
             "aud the issuer",
@@ -28,20 +28,23 @@ async fn aud_missing_another_services_or_of_a_wrong_type() {
             Some(json!("inventory ")),
             "AUDIENCE_MISMATCH",
         ),
-        ("aud an array", Some(json!(["inventory"])), "CLAIMS_INVALID"),
+        ("aud an array", Some(json!(["inventory"])), "CLAIM_INVALID"),
         (
             "aud two services",
             Some(json!(["orders", "inventory"])),
-            "CLAIMS_INVALID",
+            "CLAIM_INVALID",
         ),
-        ("aud a number", Some(json!(1)), "CLAIMS_INVALID"),
-        ("aud null", Some(Value::Null), "CLAIMS_INVALID"),
+        ("aud a number", Some(json!(1)), "CLAIM_INVALID"),
+        ("aud null", Some(Value::Null), "CLAIM_INVALID"),
     ];
     for (case, aud, reason) in cases {
         let token = suite.with_claim("aud", aud);
-        suite
+        let status = suite
             .refused(case, &token, Code::Unauthenticated, reason)
             .await;
+        if reason.starts_with("CLAIM_") {
+            assert_eq!(named(&status, "claim").as_deref(), Some("aud"), "{case}");
+        }
     }
     suite.mesh.stop().await;
 }
@@ -86,7 +89,7 @@ async fn iss_missing_or_another_issuers() {
     let suite = Suite::start().await;
     let issuer = suite.mesh.issuer();
     let cases: Vec<(&str, Option<Value>, &str)> = vec![
-        ("iss missing", None, "CLAIMS_INVALID"),
+        ("iss missing", None, "CLAIM_MISSING"),
         (
             "iss another issuer",
             Some(json!("https://evil.example")),
@@ -102,14 +105,17 @@ async fn iss_missing_or_another_issuers() {
             Some(json!(issuer.to_uppercase())),
             "ISSUER_MISMATCH",
         ),
-        ("iss an array", Some(json!([issuer])), "CLAIMS_INVALID"),
-        ("iss null", Some(Value::Null), "CLAIMS_INVALID"),
+        ("iss an array", Some(json!([issuer])), "CLAIM_INVALID"),
+        ("iss null", Some(Value::Null), "CLAIM_INVALID"),
     ];
     for (case, iss, reason) in cases {
         let token = suite.with_claim("iss", iss);
-        suite
+        let status = suite
             .refused(case, &token, Code::Unauthenticated, reason)
             .await;
+        if reason.starts_with("CLAIM_") {
+            assert_eq!(named(&status, "claim").as_deref(), Some("iss"), "{case}");
+        }
     }
     suite.mesh.stop().await;
 }
@@ -134,9 +140,9 @@ async fn typ_missing_or_jwt() {
             }
         }
         let token = suite.sign(&header, &claims);
-        // Without `typ` the header is not the allowed JOSE header at all.
+        // Without `typ` the header names the member it lacks.
         let reason = if case == "typ missing" {
-            "TOKEN_MALFORMED"
+            "HEADER_MISSING"
         } else {
             "TOKEN_TYPE_INVALID"
         };

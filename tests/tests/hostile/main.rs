@@ -179,9 +179,9 @@ impl Suite {
     /// GetStock with `authorization: Bearer <token>` is refused with `code`
     /// and `reason`, reaches no handler, and the token appears in neither
     /// the answer nor the logs.
-    pub async fn refused(&self, case: &str, token: &str, code: Code, reason_: &str) {
+    pub async fn refused(&self, case: &str, token: &str, code: Code, reason_: &str) -> Status {
         self.refused_request(case, bearer(get_stock(), token), code, reason_, &[token])
-            .await;
+            .await
     }
 
     /// `request` to inventory's GetStock is refused with `code` and `reason`,
@@ -194,7 +194,7 @@ impl Suite {
         code: Code,
         reason_: &str,
         secrets: &[&str],
-    ) {
+    ) -> Status {
         let mut client = self.mesh.inventory_client();
         self.refused_by(
             case,
@@ -204,7 +204,7 @@ impl Suite {
             secrets,
             |request| async move { client.get_stock(request).await.map(drop) },
         )
-        .await;
+        .await
     }
 
     /// Like [`Suite::refused_request`] for any call to any mesh server.
@@ -216,7 +216,8 @@ impl Suite {
         reason_: &str,
         secrets: &[&str],
         call: F,
-    ) where
+    ) -> Status
+    where
         F: FnOnce(Request<T>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
@@ -266,7 +267,16 @@ impl Suite {
                 .any(|line| line.contains(&request_id) && line.contains(&denial)),
             "{case}: the refusal is logged with its reason under request id {request_id}"
         );
+        status
     }
+}
+
+/// What the refusal's ErrorInfo names under `key` (`claim` or `header`).
+pub fn named(status: &Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
 }
 
 /// A secret and, for a token, each of its segments long enough to be telling.

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::Suite;
+use crate::{Suite, named};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_beyond_the_leeway_is_refused_and_within_it_served() {
@@ -64,9 +64,9 @@ async fn exp_nbf_and_iat_of_the_wrong_type_or_range() {
             let reason = match (claim, *what) {
                 ("exp", "huge") => "TOKEN_LIFETIME_TOO_LONG",
                 ("nbf", "huge") => "TOKEN_NOT_YET_VALID",
-                _ => "CLAIMS_INVALID",
+                _ => "CLAIM_INVALID",
             };
-            suite
+            let status = suite
                 .refused(
                     &format!("{claim} {what}"),
                     &token,
@@ -74,6 +74,9 @@ async fn exp_nbf_and_iat_of_the_wrong_type_or_range() {
                     reason,
                 )
                 .await;
+            if reason == "CLAIM_INVALID" {
+                assert_eq!(named(&status, "claim").as_deref(), Some(claim), "{what}");
+            }
         }
     }
     suite.mesh.stop().await;
