@@ -274,6 +274,12 @@ impl From<authmesh_token::TokenError> for AuthError {
     }
 }
 
+/// A fresh decision id: ties the caller's error to the server's log line
+/// without revealing anything.
+pub(crate) fn new_decision_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         err.into_status(None)

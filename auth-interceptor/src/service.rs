@@ -315,7 +315,7 @@ fn deny<F>(
 ) -> ResponseFuture<F> {
     let latency_us = started.elapsed().as_micros() as u64;
     // Ties the caller's error to this log line without revealing anything.
-    let decision_id = format!("{:016x}", rand::random::<u64>());
+    let decision_id = crate::error::new_decision_id();
     let caller = claims.map(|c| c.sub.as_str()).unwrap_or("");
     let aud = claims.map(|c| c.aud.as_str()).unwrap_or("");
     let jti = claims.map(|c| c.jti.as_str()).unwrap_or("");

@@ -57,15 +57,20 @@ impl TokenBoundBody {
     /// Drops the handler's stream and answers `error` in the trailers.
     fn cut(&mut self, error: AuthError) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.inner = None;
+        let decision_id = crate::error::new_decision_id();
         tracing::info!(
             caller = %self.claims.sub,
             aud = %self.claims.aud,
             jti = %self.claims.jti,
             reason = error.reason(),
+            %decision_id,
             "response ended: the token that opened the call no longer holds"
         );
         let mut trailers = HeaderMap::new();
-        if let Err(status) = error.into_status(None).add_header(&mut trailers) {
+        if let Err(status) = error
+            .into_status(Some(&decision_id))
+            .add_header(&mut trailers)
+        {
             // Every AuthError message is a fixed ASCII string, so this is
             // unreachable; a bare status still ends the call correctly.
             return Poll::Ready(Some(Err(status)));

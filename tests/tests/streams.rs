@@ -13,6 +13,7 @@ use authmesh_tests::{
     TestMesh, bearer, decode_claims, expect_status, get_stock, reason, reserve_one,
 };
 use tonic::{Code, Status, Streaming};
+use tonic_types::StatusExt;
 
 /// Long enough for a one-second recheck on a loaded machine; a stream that
 /// is never cut fails the test here instead of hanging it.
@@ -88,6 +89,12 @@ async fn a_stream_ends_when_its_token_expires_beyond_the_leeway() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(reason(&status).as_deref(), Some("TOKEN_EXPIRED"));
     assert!(!status.message().contains(&watcher));
+    // Like every denial, the cut names its decision, which the log line carries.
+    let decision_id = status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get("decision_id").cloned())
+        .expect("decision_id");
+    assert_eq!(decision_id.len(), 16, "{decision_id}");
 
     // The cut ended that stream only: the server and new streams go on.
     let mut again = watch(&mesh, &fresh).await;
