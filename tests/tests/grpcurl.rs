@@ -223,7 +223,7 @@ async fn grpcurl_walkthrough() {
     );
 
     // `authmesh token inspect` on the same token.
-    let report = token_cli::inspect(&endpoint, &order_token)
+    let report = token_cli::inspect(&endpoint, &mesh.state, &order_token)
         .await
         .expect("inspect");
     assert_eq!(report["verification"]["verified"], true, "{report}");

@@ -60,10 +60,11 @@ async fn orders_rides_out_a_token_service_outage_until_its_token_expires() {
 
     // Orders' token for inventory (300 s) is now expired and none can be fetched.
     mesh.clock.advance(301);
+    // The token source's reason reaches orders' caller: the status table's promise.
     let status = expect_status(
         orders.place_order(bearer(order(), &caller)).await,
         Code::Unavailable,
-        None,
+        Some("TOKEN_SOURCE_UNAVAILABLE"),
     );
     assert!(
         status

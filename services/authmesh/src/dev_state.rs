@@ -48,46 +48,6 @@ pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
     inventory: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50053),
 };
 
-/// The policy `up` writes for inventory (edit `.authmesh/inventory.policy.toml`).
-const INVENTORY_POLICY: &str = r#"# Who may call inventory. Deny rules run before allow rules; a method that
-# no rule allows is denied. Only the methods listed in `public` skip tokens.
-public = [
-  "/grpc.health.v1.Health/Check",
-  "/grpc.health.v1.Health/Watch",
-  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-]
-
-[[rule]]
-name = "read-stock"
-methods = [
-  "/demo.inventory.v1.Inventory/GetStock",
-  "/demo.inventory.v1.Inventory/WatchStock",
-]
-scopes = ["inventory.read"]
-
-[[rule]]
-name = "reserve-stock"
-methods = ["/demo.inventory.v1.Inventory/Reserve"]
-scopes = ["inventory.reserve"]
-"#;
-
-/// The policy `up` writes for orders (edit `.authmesh/orders.policy.toml`).
-const ORDERS_POLICY: &str = r#"# Who may call orders. Deny rules run before allow rules; a method that
-# no rule allows is denied. Only the methods listed in `public` skip tokens.
-public = [
-  "/grpc.health.v1.Health/Check",
-  "/grpc.health.v1.Health/Watch",
-  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-]
-
-[[rule]]
-name = "place-order"
-methods = ["/demo.orders.v1.Orders/PlaceOrder"]
-scopes = ["orders.write"]
-"#;
-
 /// How the token service replicas are reached in the compose cluster
 /// (docker-compose.yml): one name for both.
 pub const COMPOSE_TOKEN_SERVICE_URL: &str = "https://token-service:50051";
@@ -224,6 +184,9 @@ impl DevState {
             path: dir.to_path_buf(),
             source: e,
         })?;
+        // A state that already has its CA is not new: a file missing from it
+        // was deleted, and regenerating it must not go unnoticed.
+        let existing = dir.join("tls").join("ca.pem").exists();
         let state = Self { dir };
         state.renew_due_certificates()?;
         let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
@@ -241,7 +204,7 @@ impl DevState {
             client_ca: Some("tls/ca.pem".into()),
             client_auth,
         };
-        write_if_missing(&state.token_service_config(), || {
+        write_if_missing(&state.token_service_config(), existing, || {
             let hash = |secret: &str| {
                 token_service::credentials::hash_secret(secret).map_err(StateError::Secret)
             };
@@ -308,13 +271,13 @@ impl DevState {
             };
             Ok(toml::to_string(&config)?)
         })?;
-        write_if_missing(&state.dir.join("inventory.policy.toml"), || {
-            Ok(INVENTORY_POLICY.to_owned())
+        write_if_missing(&state.dir.join("inventory.policy.toml"), existing, || {
+            Ok(inventory::POLICY_FILE.to_owned())
         })?;
-        write_if_missing(&state.dir.join("orders.policy.toml"), || {
-            Ok(ORDERS_POLICY.to_owned())
+        write_if_missing(&state.dir.join("orders.policy.toml"), existing, || {
+            Ok(orders::POLICY_FILE.to_owned())
         })?;
-        write_if_missing(&state.inventory_config(), || {
+        write_if_missing(&state.inventory_config(), existing, || {
             let config = inventory::Config {
                 listen: layout.listen.inventory.to_string(),
                 insecure_plaintext: false,
@@ -330,7 +293,7 @@ impl DevState {
             };
             Ok(toml::to_string(&config)?)
         })?;
-        write_if_missing(&state.orders_config(), || {
+        write_if_missing(&state.orders_config(), existing, || {
             let config = orders::Config {
                 listen: layout.listen.orders.to_string(),
                 insecure_plaintext: false,
@@ -574,12 +537,21 @@ impl DevState {
 
 /// Writes what `contents` builds to `path` unless the file exists, so
 /// state a user edited (or a secret already issued) is never overwritten.
+/// Writes `path` unless it exists; in an `existing` state, says so on
+/// standard error, since the file was deleted and now has the defaults.
 fn write_if_missing(
     path: &Path,
+    existing: bool,
     contents: impl FnOnce() -> Result<String, StateError>,
 ) -> Result<(), StateError> {
     if !path.exists() {
         write_public(path, contents()?.as_bytes())?;
+        if existing {
+            eprintln!(
+                "warning: {} was missing; wrote it again with the defaults",
+                path.display()
+            );
+        }
     }
     Ok(())
 }

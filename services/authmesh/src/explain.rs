@@ -2,33 +2,27 @@
 //! offline with the service's own configuration, policy file, the issuer's
 //! current keys and revocations, and the very function the auth layer runs.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use auth_interceptor::{
-    AuthError, Decision, Denial, PeerIdentity, Revocation, VerifiedClaims, Verifier, decide,
-};
-use authmesh_proto::authmesh::v1::{
-    WatchRevocationsRequest, token_service_client::TokenServiceClient,
+    AuthError, Decision, Denial, PeerIdentity, VerifiedClaims, Verifier, decide,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde_json::{Value, json};
-use service_runtime::{AuthConfig, UpstreamConfig, upstream_channel};
-use tonic::transport::Channel;
+use service_runtime::{AuthConfig, UpstreamConfig};
 
 use crate::{
     dev_state::DevState,
-    token_cli::{TokenCliError, fetch_keys},
+    token_cli::{IssuerView, TokenCliError},
 };
-
-/// Longest wait for the token service's revocation list.
-const REVOCATIONS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A call to explain.
 #[derive(Debug, Clone)]
 pub struct ExplainRequest<'a> {
     /// The bearer token.
     pub token: &'a str,
-    /// `inventory` or `orders`: the service whose configuration decides.
+    /// The service whose configuration decides: `inventory` or `orders`,
+    /// or its gRPC name (`demo.inventory.v1.Inventory`).
     pub service: &'a str,
     /// The exact gRPC path.
     pub method: &'a str,
@@ -44,8 +38,22 @@ struct ServiceView {
     built_in: auth_interceptor::MethodPolicy,
 }
 
+/// The demo service a name means: its short name (`inventory`) or its gRPC
+/// service name (`demo.inventory.v1.Inventory`), so `explain` and `policy
+/// check` take the same spelling.
+pub fn demo_service(name: &str) -> Option<(&'static str, &'static str)> {
+    const SERVICES: [(&str, &str); 2] = [
+        ("inventory", "demo.inventory.v1.Inventory"),
+        ("orders", "demo.orders.v1.Orders"),
+    ];
+    SERVICES
+        .into_iter()
+        .find(|(short, grpc)| name == *short || name == *grpc)
+}
+
 fn service_view(state: &DevState, service: &str) -> Result<ServiceView, TokenCliError> {
-    match service {
+    let short = demo_service(service).map_or(service, |(short, _)| short);
+    match short {
         "inventory" => {
             let loaded = state.load_inventory()?;
             Ok(ServiceView {
@@ -65,40 +73,9 @@ fn service_view(state: &DevState, service: &str) -> Result<ServiceView, TokenCli
             })
         }
         other => Err(TokenCliError::Usage(format!(
-            "unknown service {other:?}: expected inventory or orders"
+            "unknown service {other:?}: expected inventory or orders (or demo.inventory.v1.Inventory, demo.orders.v1.Orders)"
         ))),
     }
-}
-
-/// The full revocation list, as a verifier receives it first on its watch.
-async fn fetch_revocations(channel: Channel) -> Result<Vec<Revocation>, TokenCliError> {
-    let mut client = TokenServiceClient::new(channel)
-        .max_decoding_message_size(auth_interceptor::revocation_watch::MAX_BATCH_BYTES);
-    let mut stream = client
-        .watch_revocations(WatchRevocationsRequest {})
-        .await?
-        .into_inner();
-    let mut all = Vec::new();
-    let read = async {
-        while let Some(batch) = stream.message().await? {
-            all.extend(
-                batch
-                    .revocations
-                    .into_iter()
-                    .filter_map(|r| Revocation::try_from(r).ok()),
-            );
-            if batch.snapshot {
-                return Ok(());
-            }
-        }
-        Err(TokenCliError::Usage(
-            "the token service ended the revocation list early".into(),
-        ))
-    };
-    tokio::time::timeout(REVOCATIONS_TIMEOUT, read)
-        .await
-        .map_err(|_| TokenCliError::Usage("no revocation list within 5 s".into()))??;
-    Ok(all)
 }
 
 /// Decides `request` as the service would, without making the call (and
@@ -112,7 +89,16 @@ pub async fn explain(
     request: &ExplainRequest<'_>,
 ) -> Result<Value, TokenCliError> {
     let view = service_view(state, request.service)?;
-    let policy = view.auth.policy(&view.dir, view.built_in)?.policy;
+    let policy = view
+        .auth
+        .policy(&view.dir, view.built_in)
+        .map_err(|err| {
+            TokenCliError::Usage(format!(
+                "{err}; a running {} keeps deciding with the last policy that loaded, which explain cannot see: fix the file first",
+                request.service
+            ))
+        })?
+        .policy;
     if policy.is_public(request.method) {
         return Ok(json!({
             "decision": "allow",
@@ -121,16 +107,16 @@ pub async fn explain(
             "detail": "public method: no token is checked",
         }));
     }
-    let channel = upstream_channel(&view.token_service, &view.dir)?;
+    let issuer = IssuerView::load(&view.token_service, &view.dir, state).await?;
     let verifier = Verifier::new(auth_interceptor::VerifierConfig {
         record_metrics: false,
         ..view.auth.verifier_config()
     })
     .map_err(|e| TokenCliError::Usage(e.to_string()))?;
     verifier
-        .install_keys(&fetch_keys(channel.clone()).await?)
+        .install_keys(&issuer.keys)
         .map_err(|e| TokenCliError::Usage(format!("the issuer's keys were refused: {e}")))?;
-    verifier.apply_revocations(&fetch_revocations(channel).await?);
+    verifier.apply_revocations(&issuer.revocations);
     let peer = request
         .cert
         .map(|path| {
@@ -174,14 +160,19 @@ pub async fn explain(
     };
     let mut report = match decided {
         Ok(decision) => {
-            if decision.claims.one_time {
+            // The replay cache lives in each running service: whether this
+            // one has seen the token already, only it knows.
+            let decision_name = if decision.claims.one_time {
                 notes.push(
-                    "one-time token: the service accepts it on one call only (explain did not use it up)"
+                    "one-time token: allowed only if the service has not accepted it yet; that lives in the running service, so explain cannot tell (and did not use it up)"
                         .into(),
                 );
-            }
+                "allow_if_unused"
+            } else {
+                "allow"
+            };
             json!({
-                "decision": "allow",
+                "decision": decision_name,
                 "method": request.method,
                 "rule": &*decision.rule,
                 "caller": caller(&decision.claims),
@@ -201,6 +192,7 @@ pub async fn explain(
             })
         }
     };
+    report["keys_from"] = json!(issuer.source);
     if !notes.is_empty() {
         report["notes"] = json!(notes);
     }

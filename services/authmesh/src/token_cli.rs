@@ -3,17 +3,20 @@
 use std::path::{Path, PathBuf};
 
 use auth_interceptor::{
-    AuthError, Jwk, JwkSet, Verifier, VerifierConfig,
+    AuthError, Jwk, JwkSet, Revocation, Verifier, VerifierConfig,
     token::{parse_claims, split_token},
 };
 use authmesh_client::ClientCredentials;
 use authmesh_proto::authmesh::v1::{
     GetJwksRequest, IssueTokenRequest, IssueTokenResponse, RevokeRequest, RevokeResponse,
-    SubjectRevocation, TokenRevocation, revoke_request, token_service_client::TokenServiceClient,
+    SubjectRevocation, TokenRevocation, WatchRevocationsRequest, revoke_request,
+    token_service_client::TokenServiceClient,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use service_runtime::{RuntimeError, UpstreamConfig, upstream_channel};
 use tonic::transport::Channel;
+
+use crate::dev_state::DevState;
 
 /// Why a token command failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +53,24 @@ impl TokenServiceEndpoint {
     /// # Errors
     /// [`RuntimeError`] for unusable TLS files or URL.
     pub fn channel(&self) -> Result<Channel, RuntimeError> {
-        let upstream = UpstreamConfig {
+        // A plain-HTTP URL would only ever fail as "Cancelled": say why instead.
+        if !self.url.starts_with("https://") {
+            return Err(RuntimeError::Tls(format!(
+                "--url {:?}: every AuthMesh server speaks TLS; use https://host:port",
+                self.url
+            )));
+        }
+        upstream_channel(&self.upstream(), Path::new("."))
+    }
+
+    /// The endpoint as a service's `[token_service]` section would name it.
+    pub fn upstream(&self) -> UpstreamConfig {
+        UpstreamConfig {
             url: self.url.clone(),
             ca: Some(self.ca.clone()),
             cert: self.identity.as_ref().map(|(cert, _)| cert.clone()),
             key: self.identity.as_ref().map(|(_, key)| key.clone()),
-        };
-        upstream_channel(&upstream, Path::new("."))
+        }
     }
 }
 
@@ -183,13 +197,14 @@ fn decode_segment(segment: &str, what: &str) -> Result<serde_json::Value, TokenC
 /// [`TokenCliError::NotAToken`] when it cannot even be decoded.
 pub async fn inspect(
     endpoint: &TokenServiceEndpoint,
+    state: &DevState,
     token: &str,
 ) -> Result<serde_json::Value, TokenCliError> {
     let parts = split_token(token).map_err(|e| TokenCliError::NotAToken(e.to_string()))?;
     let header = decode_segment(parts.header, "header")?;
     let claims = decode_segment(parts.payload, "payload")?;
     let verification = match (claims["iss"].as_str(), claims["aud"].as_str()) {
-        (Some(iss), Some(aud)) => verify_now(endpoint, token, iss, aud).await,
+        (Some(iss), Some(aud)) => verify_now(endpoint, state, token, iss, aud).await,
         // No issuer or audience to verify for: say which claim is wrong, as a verifier would.
         _ => {
             let err = match parse_claims(parts.payload) {
@@ -202,17 +217,22 @@ pub async fn inspect(
     Ok(serde_json::json!({"header": header, "claims": claims, "verification": verification}))
 }
 
+/// Whether `token` verifies now, as a verifier for its own `iss` and `aud`
+/// would decide: the issuer's keys and the revocations in force.
 async fn verify_now(
     endpoint: &TokenServiceEndpoint,
+    state: &DevState,
     token: &str,
     iss: &str,
     aud: &str,
 ) -> serde_json::Value {
-    let keys = async { fetch_keys(endpoint.channel()?).await };
-    let keys = match keys.await {
-        Ok(keys) => keys,
+    if let Err(err) = endpoint.channel() {
+        return serde_json::json!({"verified": null, "detail": format!("not checked: {err}")});
+    }
+    let view = match IssuerView::load(&endpoint.upstream(), Path::new("."), state).await {
+        Ok(view) => view,
         Err(err) => {
-            return serde_json::json!({"verified": null, "detail": format!("not checked: cannot fetch keys from {}: {err}", endpoint.url)});
+            return serde_json::json!({"verified": null, "detail": format!("not checked: {err}")});
         }
     };
     let outcome = Verifier::new(VerifierConfig {
@@ -222,18 +242,142 @@ async fn verify_now(
     .map_err(|e| e.to_string())
     .and_then(|verifier| {
         verifier
-            .install_keys(&keys)
+            .install_keys(&view.keys)
             .map(|()| verifier)
             .map_err(|e| e.to_string())
     });
     match outcome {
         Err(detail) => serde_json::json!({"verified": false, "detail": detail}),
-        Ok(verifier) => match verifier.verify(token) {
-            Ok(_) => serde_json::json!({"verified": true, "keys_from": endpoint.url}),
-            Err(err) => {
-                serde_json::json!({"verified": false, "reason": err.reason(), "detail": err.to_string(), "keys_from": endpoint.url})
+        Ok(verifier) => {
+            verifier.apply_revocations(&view.revocations);
+            match verifier.verify(token) {
+                Ok(_) => serde_json::json!({"verified": true, "keys_from": view.source}),
+                Err(err) => {
+                    serde_json::json!({"verified": false, "reason": err.reason(), "detail": err.to_string(), "keys_from": view.source})
+                }
             }
-        },
+        }
+    }
+}
+
+/// Longest wait for the token service's revocation list.
+const REVOCATIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The full revocation list, as a verifier receives it first on its watch.
+///
+/// # Errors
+/// [`TokenCliError`] when the stream cannot be opened or read in time.
+pub async fn fetch_revocations(channel: Channel) -> Result<Vec<Revocation>, TokenCliError> {
+    let mut client = TokenServiceClient::new(channel)
+        .max_decoding_message_size(auth_interceptor::revocation_watch::MAX_BATCH_BYTES);
+    let mut stream = client
+        .watch_revocations(WatchRevocationsRequest {})
+        .await?
+        .into_inner();
+    let mut all = Vec::new();
+    let read = async {
+        while let Some(batch) = stream.message().await? {
+            all.extend(
+                batch
+                    .revocations
+                    .into_iter()
+                    .filter_map(|r| Revocation::try_from(r).ok()),
+            );
+            if batch.snapshot {
+                return Ok(());
+            }
+        }
+        Err(TokenCliError::Usage(
+            "the token service ended the revocation list early".into(),
+        ))
+    };
+    tokio::time::timeout(REVOCATIONS_TIMEOUT, read)
+        .await
+        .map_err(|_| TokenCliError::Usage("no revocation list within 5 s".into()))??;
+    Ok(all)
+}
+
+/// What a verifier knows of the issuer: its published keys and the
+/// revocations in force.
+#[derive(Debug, Clone)]
+pub struct IssuerView {
+    /// The keys verifiers trust now.
+    pub keys: JwkSet,
+    /// The revocations in force.
+    pub revocations: Vec<Revocation>,
+    /// Where they came from, for the report.
+    pub source: String,
+}
+
+impl IssuerView {
+    /// Asks the token service at `upstream` (paths relative to `dir`); when
+    /// it cannot be reached, reads the same keys and revocations from the
+    /// state directory (the token service's key directory and revocations
+    /// file), so the answer works offline too.
+    ///
+    /// # Errors
+    /// [`TokenCliError`] when neither the token service nor the state can tell.
+    pub async fn load(
+        upstream: &UpstreamConfig,
+        dir: &Path,
+        state: &DevState,
+    ) -> Result<Self, TokenCliError> {
+        let online = async {
+            let channel = upstream_channel(upstream, dir)?;
+            let keys = fetch_keys(channel.clone()).await?;
+            let revocations = fetch_revocations(channel).await?;
+            Ok::<_, TokenCliError>((keys, revocations))
+        };
+        match online.await {
+            Ok((keys, revocations)) => Ok(Self {
+                keys,
+                revocations,
+                source: upstream.url.clone(),
+            }),
+            Err(online_error) => Self::from_state(state).map_err(|offline_error| {
+                TokenCliError::Usage(format!(
+                    "cannot tell which keys and revocations are in force: the token service at {} answered {online_error}, and the state directory {}: {offline_error}",
+                    upstream.url,
+                    state.dir().display()
+                ))
+            }),
+        }
+    }
+
+    /// The keys and revocations the token service of `state` publishes,
+    /// read from its files without starting it (and without creating anything).
+    fn from_state(state: &DevState) -> Result<Self, TokenCliError> {
+        let loaded = state.load_token_service()?;
+        let key_dir = loaded.path(&loaded.config.key_dir);
+        if !key_dir.is_dir() {
+            return Err(TokenCliError::Usage(format!(
+                "no key directory {}",
+                key_dir.display()
+            )));
+        }
+        let clock = auth_interceptor::clock::system_clock();
+        let failed = |e: token_service::error::StartError| TokenCliError::Usage(e.to_string());
+        let keys = token_service::keys::KeyStore::load_or_create(
+            &key_dir,
+            loaded.config.algorithm,
+            clock.clone(),
+        )
+        .map_err(failed)?
+        .published();
+        let revocations = token_service::revocations::RevocationStore::load(
+            &loaded.path(&loaded.config.revocations_file),
+            clock,
+        )
+        .map_err(failed)?
+        .snapshot();
+        Ok(Self {
+            keys,
+            revocations,
+            source: format!(
+                "{} (offline: the token service was not reachable)",
+                state.dir().display()
+            ),
+        })
     }
 }
 

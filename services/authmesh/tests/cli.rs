@@ -126,6 +126,49 @@ async fn up_mint_inspect_and_ctrl_c() {
     assert!(!refused.status.success());
     assert!(refused.stdout.is_empty());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+    // An audience nobody registered: the answer names it and what may be asked for.
+    let unknown = authmesh(
+        dir.path(),
+        &["token", "mint", "--aud", "billing", "--url", &url],
+    );
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains(r#"unknown audience "billing""#) && said.contains("inventory, orders"),
+        "{said}"
+    );
+    // No credentials at all for a client id: the error names the files looked for.
+    let nobody = authmesh(
+        dir.path(),
+        &[
+            "token",
+            "mint",
+            "--aud",
+            "inventory",
+            "--client-id",
+            "nobody",
+            "--url",
+            &url,
+        ],
+    );
+    assert!(!nobody.status.success());
+    let said = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        said.contains("nobody.secret") && said.contains("nobody.pem"),
+        "{said}"
+    );
+    // Plain HTTP is never what an AuthMesh server speaks: say so instead of "Cancelled".
+    let plain = url.replace("https://", "http://");
+    let http = authmesh(
+        dir.path(),
+        &["token", "mint", "--aud", "inventory", "--url", &plain],
+    );
+    assert!(!http.status.success());
+    let said = String::from_utf8_lossy(&http.stderr);
+    assert!(
+        said.contains("https://") && !said.contains("Cancelled"),
+        "{said}"
+    );
 
     let inspected = authmesh(dir.path(), &["token", "inspect", token, "--url", &url]);
     assert!(
@@ -158,12 +201,16 @@ async fn up_mint_inspect_and_ctrl_c() {
                 method,
             ],
         );
-        assert!(
-            output.status.success(),
-            "{}",
+        let report = serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json");
+        // Like the call: 0 when allowed, 1 when denied.
+        let expected = if report["decision"] == "deny" { 1 } else { 0 };
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "{report} {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json")
+        report
     };
     let reserve = explain("/demo.inventory.v1.Inventory/Reserve");
     assert_eq!(reserve["decision"], "deny", "{reserve}");
@@ -187,6 +234,18 @@ async fn up_mint_inspect_and_ctrl_c() {
     assert_eq!(revoked["revoked"]["jti"], jti, "{revoked}");
     let after = explain("/demo.inventory.v1.Inventory/GetStock");
     assert_eq!(after["reason"], "TOKEN_REVOKED", "{after}");
+    // `token inspect` takes revocations into account too, and says no with its exit code.
+    let inspected = authmesh(dir.path(), &["token", "inspect", token, "--url", &url]);
+    assert_eq!(inspected.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("json");
+    assert_eq!(
+        report["verification"]["reason"], "TOKEN_REVOKED",
+        "{report}"
+    );
+    let (head, _) = token.rsplit_once('.').expect("signature");
+    let forged = format!("{head}.AAAA");
+    let inspected = authmesh(dir.path(), &["token", "inspect", &forged, "--url", &url]);
+    assert_eq!(inspected.status.code(), Some(1), "a bad signature is a no");
     // demo-cli is not an operator.
     let not_allowed = authmesh(
         dir.path(),
@@ -322,6 +381,117 @@ async fn up_mint_inspect_and_ctrl_c() {
     assert!(
         !printed.contains(token),
         "the token never appears in the output"
+    );
+
+    // With the mesh stopped, explain still answers from the state's own
+    // keys and revocations, as the walkthrough uses it.
+    let offline = authmesh(
+        dir.path(),
+        &[
+            "explain",
+            "--token",
+            token,
+            "--service",
+            "demo.inventory.v1.Inventory",
+            "--method",
+            "/demo.inventory.v1.Inventory/GetStock",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&offline.stdout).expect("json");
+    assert_eq!(report["reason"], "TOKEN_REVOKED", "{report}");
+    assert!(
+        report["keys_from"]
+            .as_str()
+            .is_some_and(|from| from.contains("offline")),
+        "{report}"
+    );
+    assert_eq!(offline.status.code(), Some(1));
+}
+
+/// What a newcomer got wrong, command by command, gets an answer that says
+/// what to do, without a running mesh.
+#[test]
+fn newcomer_mistakes_get_clear_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = authmesh(dir.path(), &["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // policy check takes the same service names as explain.
+    let policy = dir.path().join("inventory.policy.toml");
+    let checked = authmesh(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            policy.to_str().expect("utf-8"),
+            "--service",
+            "inventory",
+        ],
+    );
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // An empty secret is not hashed.
+    let mut hash = Command::new(BIN)
+        .arg("hash-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hash-secret");
+    drop(hash.stdin.take());
+    let hashed = hash.wait_with_output().expect("wait");
+    assert!(!hashed.status.success());
+    assert!(hashed.stdout.is_empty());
+
+    // A deleted configuration is written again, and said so.
+    std::fs::remove_file(dir.path().join("token-service.toml")).expect("remove");
+    let again = authmesh(dir.path(), &["init"]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("token-service.toml was missing"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A broken CA key stops `up` before any banner, naming the file, and
+    // without printing its bytes.
+    std::fs::write(dir.path().join("tls/ca-key.pem"), "PRIVATE KEY garbage").expect("write");
+    let up = authmesh(dir.path(), &["up", "--metrics-listen", "off"]);
+    assert!(!up.status.success());
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(
+        said.contains("ca-key.pem") && !said.contains("[80, 82"),
+        "{said}"
+    );
+    assert!(!String::from_utf8_lossy(&up.stdout).contains("AuthMesh is up"));
+
+    // explain with a policy file that does not load says why it will not decide.
+    std::fs::write(&policy, "[[rule]]\nname = 1\n").expect("write");
+    let explained = authmesh(
+        dir.path(),
+        &[
+            "explain",
+            "--token",
+            "a.b.c",
+            "--service",
+            "inventory",
+            "--method",
+            "/demo.inventory.v1.Inventory/GetStock",
+        ],
+    );
+    assert_eq!(explained.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&explained.stderr).contains("last policy that loaded"),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
     );
 }
 

@@ -67,12 +67,14 @@ fn default_stock() -> BTreeMap<String, u32> {
     BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)])
 }
 
-/// The method policy of the inventory API.
+/// The policy of the inventory API: what `authmesh up` writes to
+/// `inventory.policy.toml`, and what inventory enforces without a policy file.
+pub const POLICY_FILE: &str = include_str!("../inventory.policy.toml");
+
+/// [`POLICY_FILE`], parsed. It parses (a unit test says so); if it ever did
+/// not, every method would be denied, never allowed.
 pub fn policy() -> MethodPolicy {
-    MethodPolicy::new()
-        .require("/demo.inventory.v1.Inventory/GetStock", [SCOPE_READ])
-        .require("/demo.inventory.v1.Inventory/Reserve", [SCOPE_RESERVE])
-        .require("/demo.inventory.v1.Inventory/WatchStock", [SCOPE_READ])
+    MethodPolicy::from_toml(POLICY_FILE).unwrap_or_else(|_| MethodPolicy::new())
 }
 
 /// A recorded reservation, with the verified identity that made it.
@@ -291,4 +293,16 @@ pub async fn run(
         shutdown,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_file_parses_and_covers_every_method() {
+        assert!(MethodPolicy::from_toml(POLICY_FILE).is_ok());
+        service_runtime::check_coverage(&policy(), "demo.inventory.v1.Inventory", true)
+            .expect("every inventory method has a rule");
+    }
 }

@@ -88,9 +88,14 @@ fn default_listen() -> String {
     "127.0.0.1:50052".into()
 }
 
-/// The method policy of the orders API.
+/// The policy of the orders API: what `authmesh up` writes to
+/// `orders.policy.toml`, and what orders enforces without a policy file.
+pub const POLICY_FILE: &str = include_str!("../orders.policy.toml");
+
+/// [`POLICY_FILE`], parsed. It parses (a unit test says so); if it ever did
+/// not, every method would be denied, never allowed.
 pub fn policy() -> MethodPolicy {
-    MethodPolicy::new().require("/demo.orders.v1.Orders/PlaceOrder", [SCOPE_WRITE])
+    MethodPolicy::from_toml(POLICY_FILE).unwrap_or_else(|_| MethodPolicy::new())
 }
 
 type Inventory = InventoryClient<InterceptedService<Channel, BearerInterceptor>>;
@@ -246,7 +251,8 @@ fn from_inventory(status: Status) -> Status {
         Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() => {
             Status::unavailable(message)
         }
-        code => Status::new(code, message),
+        // Inventory's (or the token source's) ErrorInfo goes on with it.
+        code => Status::with_details(code, message, status.details().to_vec().into()),
     }
 }
 
@@ -408,6 +414,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn the_policy_file_parses_and_covers_every_method() {
+        assert!(MethodPolicy::from_toml(POLICY_FILE).is_ok());
+        service_runtime::check_coverage(&policy(), "demo.orders.v1.Orders", true)
+            .expect("every orders method has a rule");
+    }
 
     #[test]
     fn a_cut_connection_is_unavailable_but_statuses_inventory_sent_pass_through() {

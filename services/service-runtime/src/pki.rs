@@ -111,7 +111,12 @@ impl DevPki {
         let (cert_path, key_path) = (self.ca_cert(), self.dir.join("ca-key.pem"));
         if cert_path.exists() && key_path.exists() {
             let pem = read_to_string(&key_path)?;
-            return Ok(KeyPair::from_pem(&pem)?);
+            // rcgen's own error would print the file's bytes: name the file instead.
+            return KeyPair::from_pem(&pem).map_err(|_| RuntimeError::Config {
+                origin: key_path.display().to_string(),
+                detail: "not a PEM private key the dev CA can sign with (PKCS#8, ECDSA P-256)"
+                    .into(),
+            });
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = ca_params().self_signed(&key)?;

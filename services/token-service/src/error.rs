@@ -23,8 +23,13 @@ pub enum IssueError {
     #[error("client certificate names no registered workload")]
     UnknownWorkload,
     /// The audience is not a service this issuer mints for.
-    #[error("unknown audience")]
-    UnknownAudience,
+    #[error("unknown audience {audience:?}; this client may request: {allowed}")]
+    UnknownAudience {
+        /// The requested audience, cut to a printable 64 characters (it is the caller's own input).
+        audience: String,
+        /// The audiences the client may request, comma-separated.
+        allowed: String,
+    },
     /// Tokens for the issuer itself are never minted.
     #[error("tokens for the token service itself are not issued")]
     SelfAudience,
@@ -97,7 +102,7 @@ impl IssueError {
             IssueError::BadCredentials => "CREDENTIALS_INVALID",
             IssueError::IdentityConflict => "IDENTITY_CONFLICT",
             IssueError::UnknownWorkload => "UNKNOWN_WORKLOAD",
-            IssueError::UnknownAudience => "AUDIENCE_UNKNOWN",
+            IssueError::UnknownAudience { .. } => "AUDIENCE_UNKNOWN",
             IssueError::SelfAudience | IssueError::AudienceNotAllowed { .. } => {
                 "AUDIENCE_NOT_ALLOWED"
             }
@@ -129,7 +134,7 @@ impl IssueError {
             | IssueError::ScopeNotAccepted { .. }
             | IssueError::PolicyRefused { .. }
             | IssueError::RevokeNotAllowed => Code::PermissionDenied,
-            IssueError::UnknownAudience
+            IssueError::UnknownAudience { .. }
             | IssueError::InvalidScope
             | IssueError::InvalidRevocation(_)
             | IssueError::TtlOutOfRange { .. } => Code::InvalidArgument,

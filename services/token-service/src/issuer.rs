@@ -236,7 +236,20 @@ impl Issuer {
             return Err(IssueError::SelfAudience);
         }
         if !self.audiences.contains(audience) {
-            return Err(IssueError::UnknownAudience);
+            let mut allowed: Vec<&str> = client.audiences.keys().map(String::as_str).collect();
+            allowed.sort_unstable();
+            return Err(IssueError::UnknownAudience {
+                audience: audience
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect(),
+                allowed: if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                },
+            });
         }
         let allowed =
             client

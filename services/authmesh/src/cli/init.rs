@@ -1,0 +1,49 @@
+//! `authmesh init`: the mesh's state without starting it.
+
+use std::{path::Path, path::PathBuf, process::ExitCode};
+
+use clap::ValueEnum;
+
+use super::CliError;
+use crate::dev_state::{DEFAULT_PORTS, DevState, MeshLayout, WorkloadOwner};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// `local`: what `up` uses (127.0.0.1, localhost). `compose`: each
+    /// server on all interfaces, reached by its docker-compose.yml name.
+    #[arg(long, value_enum, default_value_t = Layout::Local)]
+    layout: Layout,
+    /// Also copy what a client on the host needs (the CA certificate, the
+    /// demo-cli and operator certificates and keys, demo-cli's secret)
+    /// into this directory, laid out like a state directory and owned by
+    /// the directory's owner.
+    #[arg(long)]
+    client_kit: Option<PathBuf>,
+    /// `WORKLOAD=UID[:GID]`: the user a server runs as, given its own
+    /// private files (and, for token-service, its keys and revocations)
+    /// and nothing else. Repeat for each server.
+    #[arg(long = "owner", value_parser = WorkloadOwner::parse)]
+    owners: Vec<WorkloadOwner>,
+}
+
+/// Where the servers of a generated state listen and find each other.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Layout {
+    Local,
+    Compose,
+}
+
+pub(super) fn run(state_dir: &Path, args: Args) -> Result<ExitCode, CliError> {
+    let layout = match args.layout {
+        Layout::Local => MeshLayout::local(DEFAULT_PORTS),
+        Layout::Compose => MeshLayout::compose(),
+    };
+    let state = DevState::ensure_layout(state_dir, &layout)?;
+    state.hand_over(&args.owners)?;
+    println!("state ready in {}", state.dir().display());
+    if let Some(kit) = args.client_kit {
+        state.export_client_kit(&kit)?;
+        println!("client kit in {} (use it as --state-dir)", kit.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
