@@ -247,3 +247,43 @@ async fn hostile_jwks_servers_are_refused() {
     server.abort();
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_takes_its_keys_from_oidc_discovery_and_only_for_its_issuer() {
+    use auth_interceptor::{AuthError, KeySource, Verifier, VerifierConfig};
+    use service_runtime::tls::ClientTls;
+
+    let mesh = TestMesh::start().await;
+    let tls = ClientTls::new(&mesh.ca_path(), None, std::time::Duration::from_secs(60))
+        .expect("client tls")
+        .client_config();
+    let token = mesh.mint("inventory", &["inventory.read"], None).await;
+
+    let verifier =
+        Verifier::new(VerifierConfig::new(mesh.issuer(), "inventory")).expect("verifier");
+    let _keys = KeySource::OidcDiscovery { tls: tls.clone() }
+        .spawn(&verifier, Default::default())
+        .expect("discovery source");
+    tokio::time::timeout(std::time::Duration::from_secs(10), verifier.keys_loaded())
+        .await
+        .expect("keys found through the discovery document");
+    assert_eq!(
+        verifier.verify(&token).map(|claims| claims.sub.clone()),
+        Ok(authmesh_tests::decode_claims(&token).sub)
+    );
+
+    // A document served for another issuer name (here: one with a trailing
+    // slash) is not trusted: no keys, and calls fail closed.
+    let other = Verifier::new(VerifierConfig::new(
+        format!("{}/", mesh.issuer()),
+        "inventory",
+    ))
+    .expect("verifier");
+    let _refused = KeySource::OidcDiscovery { tls }
+        .spawn(&other, Default::default())
+        .expect("discovery source");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(other.key_ids().is_empty());
+    assert_eq!(other.verify(&token), Err(AuthError::KeysUnavailable));
+    mesh.stop().await;
+}
