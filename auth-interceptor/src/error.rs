@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-pub use authmesh_token::ERROR_DOMAIN;
+pub use authmesh_token::{ERROR_DOMAIN, TokenError};
 
 /// Why a call was not let through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,18 +23,10 @@ pub enum AuthError {
     /// The `authorization` metadata was present but not exactly one `Bearer <token>`.
     #[error("malformed authorization metadata: {0}")]
     MalformedAuthorization(&'static str),
-    /// The token is longer than the cap, so it was not decoded at all.
-    #[error("token larger than {max} bytes")]
-    TokenTooLarge {
-        /// The cap in bytes.
-        max: usize,
-    },
-    /// The token is not a well-formed compact JWS with an acceptable header.
-    #[error("malformed token: {0}")]
-    MalformedToken(&'static str),
-    /// The header `typ` is not `at+jwt`: not an access token.
-    #[error("token type is not at+jwt")]
-    WrongTokenType,
+    /// The token is not the AuthMesh token profile: too large, not a
+    /// compact JWS, a bad header, claims missing or of the wrong type.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// No key of the issuer has the token's `kid`.
     #[error("no key with the token's kid")]
     UnknownKey,
@@ -44,25 +36,6 @@ pub enum AuthError {
     /// The signature does not verify with the named key.
     #[error("signature does not verify")]
     BadSignature,
-    /// The header lacks `alg`, `kid` or `typ` (named).
-    #[error("header member {0} is missing")]
-    MissingHeader(&'static str),
-    /// `alg`, `kid` or `typ` (named) is not a string.
-    #[error("header member {0} is not a string")]
-    InvalidHeader(&'static str),
-    /// A header member beyond `alg`, `kid` and `typ` (named when registered,
-    /// else `unknown`): never followed.
-    #[error("header member {0} is not accepted")]
-    UnsupportedHeader(&'static str),
-    /// The signed payload is not one JSON object with unique members.
-    #[error("claims rejected: {0}")]
-    InvalidClaims(&'static str),
-    /// A required claim (named) is absent.
-    #[error("claim {0} is missing")]
-    MissingClaim(&'static str),
-    /// A claim (named) has the wrong type or an unusable value.
-    #[error("claim {0} is not valid")]
-    InvalidClaim(&'static str),
     /// `iss` is not the configured issuer.
     #[error("issuer mismatch")]
     IssuerMismatch,
@@ -137,18 +110,10 @@ impl AuthError {
         match self {
             AuthError::MissingToken => "TOKEN_MISSING",
             AuthError::MalformedAuthorization(_) => "AUTHORIZATION_MALFORMED",
-            AuthError::TokenTooLarge { .. } => "TOKEN_TOO_LARGE",
-            AuthError::MalformedToken(_) => "TOKEN_MALFORMED",
-            AuthError::WrongTokenType => "TOKEN_TYPE_INVALID",
+            AuthError::Token(err) => err.reason(),
             AuthError::UnknownKey => "UNKNOWN_KEY",
             AuthError::AlgorithmMismatch => "ALGORITHM_MISMATCH",
             AuthError::BadSignature => "SIGNATURE_INVALID",
-            AuthError::MissingHeader(_) => "HEADER_MISSING",
-            AuthError::InvalidHeader(_) => "HEADER_INVALID",
-            AuthError::UnsupportedHeader(_) => "HEADER_UNSUPPORTED",
-            AuthError::InvalidClaims(_) => "CLAIMS_INVALID",
-            AuthError::MissingClaim(_) => "CLAIM_MISSING",
-            AuthError::InvalidClaim(_) => "CLAIM_INVALID",
             AuthError::IssuerMismatch => "ISSUER_MISMATCH",
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::Expired => "TOKEN_EXPIRED",
@@ -217,13 +182,10 @@ impl AuthError {
     pub fn metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::new();
         match self {
-            AuthError::MissingClaim(name) | AuthError::InvalidClaim(name) => {
-                metadata.insert("claim".to_owned(), (*name).to_owned());
-            }
-            AuthError::MissingHeader(name)
-            | AuthError::InvalidHeader(name)
-            | AuthError::UnsupportedHeader(name) => {
-                metadata.insert("header".to_owned(), (*name).to_owned());
+            AuthError::Token(err) => {
+                if let Some((kind, name)) = err.names() {
+                    metadata.insert(kind.to_owned(), name.to_owned());
+                }
             }
             AuthError::MalformedAuthorization(problem) => {
                 metadata.insert("metadata".to_owned(), "authorization".to_owned());
@@ -252,25 +214,6 @@ impl AuthError {
         }
         let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         Status::with_error_details(self.code(), self.caller_message(), details)
-    }
-}
-
-impl From<authmesh_token::TokenError> for AuthError {
-    fn from(err: authmesh_token::TokenError) -> Self {
-        use authmesh_token::TokenError;
-        match err {
-            TokenError::TooLarge { max } => AuthError::TokenTooLarge { max },
-            TokenError::Malformed(detail) => AuthError::MalformedToken(detail),
-            TokenError::WrongType => AuthError::WrongTokenType,
-            TokenError::InvalidClaims(detail) => AuthError::InvalidClaims(detail),
-            TokenError::MissingHeader(name) => AuthError::MissingHeader(name),
-            TokenError::InvalidHeader(name) => AuthError::InvalidHeader(name),
-            TokenError::UnsupportedHeader(name) => AuthError::UnsupportedHeader(name),
-            TokenError::MissingClaim(name) => AuthError::MissingClaim(name),
-            TokenError::InvalidClaim(name) => AuthError::InvalidClaim(name),
-            // A new profile error the verifier does not know yet is still a refusal.
-            _ => AuthError::MalformedToken("not the token profile"),
-        }
     }
 }
 

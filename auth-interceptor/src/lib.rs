@@ -58,7 +58,7 @@ pub use authmesh_token::{
     Claims, Clock, Confirmation, Jwk, JwkSet, KeyError, OffsetClock, SharedClock, SigningAlgorithm,
     SystemClock, TokenHeader,
 };
-pub use error::{AuthError, ERROR_DOMAIN};
+pub use error::{AuthError, ERROR_DOMAIN, TokenError};
 #[cfg(feature = "token-service")]
 pub use key_source::spawn_key_refresh;
 pub use key_source::{

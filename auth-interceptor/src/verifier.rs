@@ -28,6 +28,7 @@ use crate::{
     replay::ReplayCache,
     revocation::{Revocation, Revocations, RevokedTarget},
     token::{Claims, MAX_TOKEN_BYTES, SigningAlgorithm, parse_claims, parse_header, split_token},
+    token_profile::TokenError,
 };
 
 /// Longest leeway the verifier accepts for `exp`/`nbf`/`iat`.
@@ -296,9 +297,10 @@ impl Verifier {
         cache_hit: &mut bool,
     ) -> Result<VerifiedClaims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::TokenTooLarge {
+            return Err(TokenError::TooLarge {
                 max: MAX_TOKEN_BYTES,
-            });
+            }
+            .into());
         }
         let now = self.inner.clock.now();
         let digest = token_digest(token);
@@ -498,16 +500,16 @@ impl Verifier {
             return Err(AuthError::AudienceMismatch);
         }
         if claims.sub.is_empty() {
-            return Err(AuthError::InvalidClaim("sub"));
+            return Err(TokenError::InvalidClaim("sub").into());
         }
         if claims.jti.is_empty() {
-            return Err(AuthError::InvalidClaim("jti"));
+            return Err(TokenError::InvalidClaim("jti").into());
         }
         // Issued after it expires: the issue time is what cannot be right.
         let lifetime = claims
             .exp
             .checked_sub(claims.iat)
-            .ok_or(AuthError::InvalidClaim("iat"))?;
+            .ok_or(TokenError::InvalidClaim("iat"))?;
         if lifetime > config.max_lifetime_seconds {
             return Err(AuthError::LifetimeTooLong);
         }

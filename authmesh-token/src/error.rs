@@ -40,3 +40,34 @@ pub enum TokenError {
     #[error("claim {0} is not valid")]
     InvalidClaim(&'static str),
 }
+
+impl TokenError {
+    /// The machine-readable reason a verifier reports in `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::TooLarge { .. } => "TOKEN_TOO_LARGE",
+            TokenError::Malformed(_) => "TOKEN_MALFORMED",
+            TokenError::WrongType => "TOKEN_TYPE_INVALID",
+            TokenError::MissingHeader(_) => "HEADER_MISSING",
+            TokenError::InvalidHeader(_) => "HEADER_INVALID",
+            TokenError::UnsupportedHeader(_) => "HEADER_UNSUPPORTED",
+            TokenError::InvalidClaims(_) => "CLAIMS_INVALID",
+            TokenError::MissingClaim(_) => "CLAIM_MISSING",
+            TokenError::InvalidClaim(_) => "CLAIM_INVALID",
+        }
+    }
+
+    /// What the refusal names, for `ErrorInfo` metadata: `("claim", name)`
+    /// or `("header", name)`. Names are fixed strings, never token text.
+    pub fn names(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            TokenError::MissingClaim(name) | TokenError::InvalidClaim(name) => {
+                Some(("claim", name))
+            }
+            TokenError::MissingHeader(name)
+            | TokenError::InvalidHeader(name)
+            | TokenError::UnsupportedHeader(name) => Some(("header", name)),
+            _ => None,
+        }
+    }
+}

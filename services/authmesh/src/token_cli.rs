@@ -209,7 +209,9 @@ pub async fn inspect(
         _ => {
             let err = match parse_claims(parts.payload) {
                 Err(err) => AuthError::from(err),
-                Ok(_) => AuthError::InvalidClaims("iss and aud must be strings"),
+                Ok(_) => AuthError::from(auth_interceptor::TokenError::InvalidClaims(
+                    "iss and aud must be strings",
+                )),
             };
             serde_json::json!({"verified": false, "reason": err.reason(), "detail": err.to_string()})
         }
