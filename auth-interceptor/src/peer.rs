@@ -119,6 +119,21 @@ impl PeerCache {
         Self(Arc::new(quick_cache::sync::Cache::new(capacity.max(1))))
     }
 
+    /// The identity of the connection a request came on, if it is a TLS
+    /// connection whose client sent a certificate: pass the request's
+    /// `extensions().get()` (an `http` or a `tonic` request's).
+    ///
+    /// # Errors
+    /// [`PeerError`] when the certificate has no usable identity (never cached).
+    pub fn identify_connection(
+        &self,
+        info: Option<&TlsConnectInfo<TcpConnectInfo>>,
+    ) -> Result<Option<PeerIdentity>, PeerError> {
+        info.map(|info| self.identify(info))
+            .transpose()
+            .map(Option::flatten)
+    }
+
     /// The identity of a TLS connection, if the client sent a certificate.
     ///
     /// # Errors

@@ -17,9 +17,6 @@ use tower::Service;
 use tracing::{Instrument, instrument::Instrumented};
 
 #[cfg(feature = "mtls")]
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-
-#[cfg(feature = "mtls")]
 use crate::peer::PeerCache;
 use crate::{
     error::AuthError,
@@ -182,12 +179,7 @@ impl<S> AuthService<S> {
     /// The verified client certificate of the call's connection, if any.
     #[cfg(feature = "mtls")]
     fn peer<B>(&self, request: &Request<B>) -> Result<Option<PeerIdentity>, PeerError> {
-        request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(|info| self.peers.identify(info))
-            .transpose()
-            .map(Option::flatten)
+        self.peers.identify_connection(request.extensions().get())
     }
 
     /// Without `mtls` no connection has a certificate identity.

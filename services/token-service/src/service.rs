@@ -15,10 +15,7 @@ use authmesh_proto::authmesh::v1::{
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{
-    Request, Response, Status,
-    transport::server::{TcpConnectInfo, TlsConnectInfo},
-};
+use tonic::{Request, Response, Status};
 
 use crate::{
     error::IssueError,
@@ -130,12 +127,8 @@ impl TokenServiceHandler {
 
     /// The verified client certificate of the connection, if one was sent.
     fn peer_identity<T>(&self, request: &Request<T>) -> Result<Option<PeerIdentity>, IssueError> {
-        request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(|info| self.peers.identify(info))
-            .transpose()
-            .map(Option::flatten)
+        self.peers
+            .identify_connection(request.extensions().get())
             .map_err(|_| IssueError::UnknownWorkload)
     }
 }
