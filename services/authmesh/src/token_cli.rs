@@ -359,13 +359,9 @@ impl IssuerView {
         }
         let clock = auth_interceptor::clock::system_clock();
         let failed = |e: token_service::error::StartError| TokenCliError::Usage(e.to_string());
-        let keys = token_service::keys::KeyStore::load_or_create(
-            &key_dir,
-            loaded.config.algorithm,
-            clock.clone(),
-        )
-        .map_err(failed)?
-        .published();
+        let keys = token_service::keys::KeyStore::load(&key_dir, clock.clone())
+            .map_err(failed)?
+            .published();
         let revocations = token_service::revocations::RevocationStore::load(
             &loaded.path(&loaded.config.revocations_file),
             clock,

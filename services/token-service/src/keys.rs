@@ -84,13 +84,30 @@ impl KeyStore {
         algorithm: SigningAlgorithm,
         clock: SharedClock,
     ) -> Result<Self, StartError> {
+        Self::open(dir, Some(algorithm), clock)
+    }
+
+    /// Loads the keys of `dir` and creates none: for tools that read an
+    /// issuer's state without being the issuer (`authmesh explain` offline).
+    ///
+    /// # Errors
+    /// [`StartError::Key`] when a key file or the ring is unusable or no key can sign now.
+    pub fn load(dir: &Path, clock: SharedClock) -> Result<Self, StartError> {
+        Self::open(dir, None, clock)
+    }
+
+    fn open(
+        dir: &Path,
+        create: Option<SigningAlgorithm>,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
         let store = Self {
             dir: dir.to_path_buf(),
             ring: ArcSwap::from_pointee(Vec::new()),
             clock,
             ring_modified: Mutex::new(modified(&dir.join(KEYRING_FILE))),
         };
-        let ring = load_ring(dir, Some(algorithm))?;
+        let ring = load_ring(dir, create)?;
         store.install(ring)?;
         Ok(store)
     }
