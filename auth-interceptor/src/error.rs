@@ -105,6 +105,40 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every [`AuthError::reason`], so decision metrics can be registered
+    /// once per reason instead of looked up on each denial.
+    pub const REASONS: [&'static str; 29] = [
+        "TOKEN_MISSING",
+        "AUTHORIZATION_MALFORMED",
+        "TOKEN_TOO_LARGE",
+        "TOKEN_MALFORMED",
+        "TOKEN_TYPE_INVALID",
+        "HEADER_MISSING",
+        "HEADER_INVALID",
+        "HEADER_UNSUPPORTED",
+        "CLAIMS_INVALID",
+        "CLAIM_MISSING",
+        "CLAIM_INVALID",
+        "UNKNOWN_KEY",
+        "ALGORITHM_MISMATCH",
+        "SIGNATURE_INVALID",
+        "ISSUER_MISMATCH",
+        "AUDIENCE_MISMATCH",
+        "TOKEN_EXPIRED",
+        "TOKEN_NOT_YET_VALID",
+        "TOKEN_ISSUED_IN_FUTURE",
+        "TOKEN_LIFETIME_TOO_LONG",
+        "TOKEN_BINDING_MISMATCH",
+        "TOKEN_BINDING_REQUIRED",
+        "PEER_IDENTITY_INVALID",
+        "KEYS_UNAVAILABLE",
+        "TOKEN_REVOKED",
+        "REVOCATIONS_UNAVAILABLE",
+        "TOKEN_REPLAYED",
+        "REPLAY_CACHE_FULL",
+        "POLICY_DENIED",
+    ];
+
     /// The machine-readable reason sent in `google.rpc.ErrorInfo`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -226,5 +260,70 @@ pub(crate) fn new_decision_id() -> String {
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         err.into_status(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// One of each variant (and of each token-profile refusal): a variant
+    /// added without its reason in [`AuthError::REASONS`] fails here.
+    fn one_of_each() -> Vec<AuthError> {
+        let token = [
+            TokenError::TooLarge { max: 1 },
+            TokenError::Malformed("x"),
+            TokenError::WrongType,
+            TokenError::MissingHeader("kid"),
+            TokenError::InvalidHeader("kid"),
+            TokenError::UnsupportedHeader("crit"),
+            TokenError::InvalidClaims("x"),
+            TokenError::MissingClaim("jti"),
+            TokenError::InvalidClaim("jti"),
+        ];
+        let method = || "/p.S/M".to_owned();
+        let mut all: Vec<AuthError> = token.into_iter().map(AuthError::Token).collect();
+        all.extend([
+            AuthError::MissingToken,
+            AuthError::MalformedAuthorization("x"),
+            AuthError::UnknownKey,
+            AuthError::AlgorithmMismatch,
+            AuthError::BadSignature,
+            AuthError::IssuerMismatch,
+            AuthError::AudienceMismatch,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::IssuedInFuture,
+            AuthError::LifetimeTooLong,
+            AuthError::BindingMismatch,
+            AuthError::BindingRequired,
+            AuthError::PeerIdentity(crate::peer::PeerError::Unparsable),
+            AuthError::KeysUnavailable,
+            AuthError::RevocationsUnavailable,
+            AuthError::Revoked,
+            AuthError::Replayed,
+            AuthError::ReplayCacheFull,
+            AuthError::MissingScopes {
+                method: method(),
+                missing: "a".into(),
+                rule: "r".into(),
+            },
+            AuthError::RuleDenied {
+                method: method(),
+                rule: "r".into(),
+            },
+            AuthError::NoRule { method: method() },
+        ]);
+        all
+    }
+
+    #[test]
+    fn reasons_lists_every_reason_once() {
+        let listed: BTreeSet<&str> = AuthError::REASONS.into_iter().collect();
+        assert_eq!(listed.len(), AuthError::REASONS.len(), "no reason twice");
+        let produced: BTreeSet<&str> = one_of_each().iter().map(AuthError::reason).collect();
+        assert_eq!(produced, listed);
     }
 }

@@ -35,7 +35,10 @@
 //! - `toml`: method policies from TOML;
 //! - `mint-analysis`: what the issuer asks of a policy before it mints.
 
+pub mod bearer;
+pub mod call_path;
 pub mod error;
+pub mod future;
 pub mod key_source;
 mod known_answer;
 pub mod layer;
@@ -43,6 +46,7 @@ mod observe;
 pub mod peer;
 pub mod policy;
 mod replay;
+pub mod request_id;
 pub mod revocation;
 #[cfg(feature = "token-service")]
 pub mod revocation_watch;
@@ -58,7 +62,10 @@ pub use authmesh_token::{
     Claims, Clock, Confirmation, Jwk, JwkSet, KeyError, OffsetClock, SharedClock, SigningAlgorithm,
     SystemClock, TokenHeader,
 };
+pub use bearer::bearer_token;
+pub use call_path::{Decision, Denial, decide};
 pub use error::{AuthError, ERROR_DOMAIN, TokenError};
+pub use future::ResponseFuture;
 #[cfg(feature = "token-service")]
 pub use key_source::spawn_key_refresh;
 pub use key_source::{
@@ -69,12 +76,15 @@ pub use layer::AuthLayer;
 #[cfg(feature = "mtls")]
 pub use peer::PeerCache;
 pub use peer::{CallerExt, PeerError, PeerIdentity};
-pub use policy::{MethodPolicy, PolicyError, SharedPolicy};
+pub use policy::{
+    DryRunEffect, DryRunOutcome, Evaluation, MethodPolicy, PolicyError, SharedPolicy,
+};
+pub use request_id::{REQUEST_ID_HEADER, RequestId};
 pub use revocation::{Revocation, RevokedTarget};
 #[cfg(feature = "token-service")]
 pub use revocation_watch::{
     RevocationWatchHandle, RevocationWatchSettings, spawn_revocation_watch,
 };
-pub use service::{AuthService, Decision, Denial, REQUEST_ID_HEADER, RequestId, decide};
+pub use service::AuthService;
 pub use stream_bound::TokenBoundBody;
 pub use verifier::{VerifiedClaims, Verifier, VerifierConfig};

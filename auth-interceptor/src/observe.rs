@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::policy::DryRunOutcome;
+
 #[cfg(not(feature = "metrics"))]
 pub(crate) use disabled::VerifierMetrics;
 #[cfg(feature = "metrics")]
@@ -13,8 +15,12 @@ pub(crate) use recording::VerifierMetrics;
 
 #[cfg(feature = "metrics")]
 mod recording {
-    use super::Duration;
+    use super::{DryRunOutcome, Duration};
+    use crate::error::AuthError;
     use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
+
+    /// Deny counters by reason.
+    type DenyCounters = std::collections::HashMap<&'static str, Counter, ahash::RandomState>;
 
     /// Per-verifier metric handles, labelled `service` = the verifier's audience.
     #[derive(Debug)]
@@ -25,6 +31,7 @@ mod recording {
         verify_hit_seconds: Histogram,
         verify_miss_seconds: Histogram,
         allowed: Counter,
+        denied: DenyCounters,
         key_refresh_failures: Counter,
         keys_loaded_at: Gauge,
         keys: Gauge,
@@ -42,6 +49,10 @@ mod recording {
                 verify_hit_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "hit"),
                 verify_miss_seconds: histogram!("authmesh_verification_seconds", "service" => s(), "cache" => "miss"),
                 allowed: counter!("authmesh_decisions_total", "service" => s(), "decision" => "allow", "reason" => "OK"),
+                denied: AuthError::REASONS
+                    .into_iter()
+                    .map(|reason| (reason, counter!("authmesh_decisions_total", "service" => s(), "decision" => "deny", "reason" => reason)))
+                    .collect(),
                 key_refresh_failures: counter!("authmesh_key_refresh_failures_total", "service" => s()),
                 keys_loaded_at: gauge!("authmesh_keys_loaded_timestamp_seconds", "service" => s()),
                 keys: gauge!("authmesh_keys", "service" => s()),
@@ -60,6 +71,7 @@ mod recording {
                 verify_hit_seconds: Histogram::noop(),
                 verify_miss_seconds: Histogram::noop(),
                 allowed: Counter::noop(),
+                denied: DenyCounters::default(),
                 key_refresh_failures: Counter::noop(),
                 keys_loaded_at: Gauge::noop(),
                 keys: Gauge::noop(),
@@ -84,13 +96,31 @@ mod recording {
             self.allowed.increment(1);
         }
 
-        /// A call refused, by reason (a small fixed set).
+        /// A call refused, by reason (a small fixed set, registered up front).
         pub(crate) fn denied(&self, reason: &'static str) {
-            // Only disabled handles have no service (a verifier's audience is never empty).
+            if let Some(counter) = self.denied.get(reason) {
+                counter.increment(1);
+            } else if !self.service.is_empty() {
+                // A reason missing from AuthError::REASONS (a unit test
+                // guards the list) is still counted, just looked up each time.
+                counter!("authmesh_decisions_total", "service" => self.service.clone(), "decision" => "deny", "reason" => reason)
+                    .increment(1);
+            }
+        }
+
+        /// What a dry-run rule would have decided on a call. Labelled by
+        /// rule, not by method: a wildcard rule would otherwise let callers
+        /// mint label values with made-up method names.
+        pub(crate) fn dry_run(&self, outcome: &DryRunOutcome) {
+            // Only disabled handles have no service (an audience is never empty).
             if self.service.is_empty() {
                 return;
             }
-            counter!("authmesh_decisions_total", "service" => self.service.clone(), "decision" => "deny", "reason" => reason)
+            counter!(
+                "authmesh_policy_dry_run_total",
+                "rule" => outcome.rule.to_string(),
+                "outcome" => outcome.would.as_str()
+            )
             .increment(1);
         }
 
@@ -115,7 +145,7 @@ mod recording {
 
 #[cfg(not(feature = "metrics"))]
 mod disabled {
-    use super::Duration;
+    use super::{DryRunOutcome, Duration};
 
     /// Records nothing: the crate was built without `metrics`.
     #[derive(Debug)]
@@ -131,6 +161,7 @@ mod disabled {
         pub(crate) fn verified(&self, _cache_hit: bool, _took: Duration) {}
         pub(crate) fn allowed(&self) {}
         pub(crate) fn denied(&self, _reason: &'static str) {}
+        pub(crate) fn dry_run(&self, _outcome: &DryRunOutcome) {}
         pub(crate) fn keys_installed(&self, _count: usize, _now: u64) {}
         pub(crate) fn key_refresh_failed(&self) {}
         pub(crate) fn revocations(&self, _added: usize, _total: usize) {}

@@ -7,8 +7,9 @@
 //! - Deny rules are evaluated before allow rules; a method no rule allows is
 //!   denied. Only listed `public` methods (health, reflection) skip
 //!   authentication altogether.
-//! - A rule marked `dry_run` is evaluated and logged as would-allow or
-//!   would-deny, but never decides.
+//! - A rule marked `dry_run` is evaluated, never decides, and its
+//!   would-allow or would-deny comes back in the [`Evaluation`] (the auth
+//!   layer logs and counts it).
 //!
 //! ```toml
 //! public = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"]
@@ -461,18 +462,42 @@ impl MethodPolicy {
             .collect()
     }
 
-    /// Decides whether verified `claims` may call `path`.
+    /// Decides whether verified `claims` may call `path`; what dry-run rules
+    /// would have decided is left out (see [`MethodPolicy::evaluate`]).
     ///
     /// # Errors
     /// [`AuthError::RuleDenied`] for a matching deny rule, [`AuthError::MissingScopes`]
     /// when an allow rule for the method applies but scopes are missing,
     /// [`AuthError::NoRule`] when no allow rule applies.
     pub fn authorize(&self, path: &str, claims: &Claims) -> Result<Allowed, AuthError> {
+        self.evaluate(path, claims).result
+    }
+
+    /// Decides whether verified `claims` may call `path`, and returns what
+    /// every dry-run rule met on the way would have decided. Changes nothing
+    /// and logs nothing: recording the dry-run outcomes is the caller's
+    /// (the auth layer logs and counts them; `authmesh explain` prints them).
+    pub fn evaluate(&self, path: &str, claims: &Claims) -> Evaluation {
+        let mut dry_run = Vec::new();
+        let result = self.decide_recording(path, claims, &mut dry_run);
+        Evaluation { result, dry_run }
+    }
+
+    fn decide_recording(
+        &self,
+        path: &str,
+        claims: &Claims,
+        dry_run: &mut Vec<DryRunOutcome>,
+    ) -> Result<Allowed, AuthError> {
         let covering = || self.index.covering(&self.rules, path);
+        let seen = |rule: &Rule, would: DryRunEffect| DryRunOutcome {
+            rule: rule.name.clone(),
+            would,
+        };
         for rule in covering().filter(|r| r.effect == Effect::Deny) {
             if rule.applies_to(claims) && rule.scopes_held(claims) {
                 if rule.dry_run {
-                    dry_run_seen(path, claims, rule, "would-deny");
+                    dry_run.push(seen(rule, DryRunEffect::WouldDeny));
                     continue;
                 }
                 return Err(AuthError::RuleDenied {
@@ -488,7 +513,7 @@ impl MethodPolicy {
             }
             if rule.scopes_held(claims) {
                 if rule.dry_run {
-                    dry_run_seen(path, claims, rule, "would-allow");
+                    dry_run.push(seen(rule, DryRunEffect::WouldAllow));
                     continue;
                 }
                 return Ok(Allowed {
@@ -517,18 +542,42 @@ impl MethodPolicy {
     }
 }
 
-/// Logs and counts what a dry-run rule would have decided.
-fn dry_run_seen(path: &str, claims: &Claims, rule: &Rule, outcome: &'static str) {
-    tracing::info!(rpc = %path, caller = %claims.sub, rule = %rule.name, decision = outcome, "dry-run rule");
-    // Labelled by rule, not by method: a wildcard rule would otherwise let
-    // callers mint label values with made-up method names.
-    #[cfg(feature = "metrics")]
-    metrics::counter!(
-        "authmesh_policy_dry_run_total",
-        "rule" => rule.name.to_string(),
-        "outcome" => outcome
-    )
-    .increment(1);
+/// What a policy decided on one call, with what its dry-run rules would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The decision of the rules in force.
+    pub result: Result<Allowed, AuthError>,
+    /// Each dry-run rule that would have decided the call, in evaluation
+    /// order. Empty (and unallocated) when the policy has none for the method.
+    pub dry_run: Vec<DryRunOutcome>,
+}
+
+/// What one dry-run rule would have decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRunOutcome {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// Its effect, had it been in force.
+    pub would: DryRunEffect,
+}
+
+/// A dry-run rule's effect, had it been in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRunEffect {
+    /// An allow rule whose caller and scopes matched.
+    WouldAllow,
+    /// A deny rule whose caller and scopes matched.
+    WouldDeny,
+}
+
+impl DryRunEffect {
+    /// `would-allow` or `would-deny`, as logged and as the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DryRunEffect::WouldAllow => "would-allow",
+            DryRunEffect::WouldDeny => "would-deny",
+        }
+    }
 }
 
 /// The policy in force, replaceable while the server runs (hot reload):

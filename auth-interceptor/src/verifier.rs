@@ -284,14 +284,23 @@ impl Verifier {
     /// [`AuthError::KeysUnavailable`] when no keys are loaded; another
     /// [`AuthError`] naming the first check the token failed.
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        let claims = self.authenticate(token)?;
+        self.check_revocations(&claims)?;
+        Ok(claims)
+    }
+
+    /// The token's signature, profile and times, from the cache when this
+    /// token verified before: everything [`Verifier::verify`] checks but
+    /// revocation, which the call path runs as its own step.
+    pub(crate) fn authenticate(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
         let started = std::time::Instant::now();
         let mut cache_hit = false;
-        let verified = self.verify_recording(token, &mut cache_hit);
+        let verified = self.authenticate_recording(token, &mut cache_hit);
         self.inner.metrics.verified(cache_hit, started.elapsed());
         verified
     }
 
-    fn verify_recording(
+    fn authenticate_recording(
         &self,
         token: &str,
         cache_hit: &mut bool,
@@ -315,13 +324,13 @@ impl Verifier {
             if still_trusted {
                 *cache_hit = true;
                 self.check_times(&hit.claims, now)?;
-                self.check_revocations(&hit.claims)?;
                 return Ok(hit.claims);
             }
         }
         let (claims, key) = self.verify_uncached(token, now)?;
         let claims = VerifiedClaims(Arc::new(claims));
-        // Cached before the revocation check: a revoked token stays revoked on every later call anyway.
+        // Cached whether or not it is revoked: a revoked token stays revoked
+        // on every later call anyway, and revocation is checked on each.
         self.inner.cache.insert(
             digest,
             CachedToken {
@@ -329,7 +338,6 @@ impl Verifier {
                 key,
             },
         );
-        self.check_revocations(&claims)?;
         Ok(claims)
     }
 
@@ -420,7 +428,7 @@ impl Verifier {
 
     /// Refuses a revoked token, and every token while the revocation list
     /// has not arrived (a token that verified might still be revoked).
-    fn check_revocations(&self, claims: &Claims) -> Result<(), AuthError> {
+    pub(crate) fn check_revocations(&self, claims: &Claims) -> Result<(), AuthError> {
         if self.inner.revocations_pending.load(Ordering::Acquire) {
             return Err(AuthError::RevocationsUnavailable);
         }

@@ -9,7 +9,7 @@
 
 #![no_main]
 
-use auth_interceptor::service::bearer_token;
+use auth_interceptor::bearer::bearer_token;
 use authmesh_fuzz::{AUDIENCE, ISSUER, KID_PLACEHOLDER, NOW, fixture};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use libfuzzer_sys::fuzz_target;

@@ -95,6 +95,26 @@ methods = ["/demo.inventory.v1.Inventory/*"]
         .get_stock(bearer(get_stock(), &token))
         .await
         .expect("dry-run deny does not block");
+    // `explain` runs the same decision and reports what the dry-run rule
+    // would have done, next to the rule that really decided.
+    let report = authmesh::explain::explain(
+        &mesh.state,
+        &authmesh::explain::ExplainRequest {
+            token: &token,
+            service: "inventory",
+            method: "/demo.inventory.v1.Inventory/GetStock",
+            cert: None,
+        },
+    )
+    .await
+    .expect("explain");
+    assert_eq!(report["decision"], "allow", "{report}");
+    assert_eq!(report["rule"], "read-stock", "{report}");
+    assert_eq!(
+        report["dry_run"],
+        serde_json::json!([{ "rule": "planned-lockdown", "decision": "would-deny" }]),
+        "{report}"
+    );
     mesh.stop().await;
 }
 

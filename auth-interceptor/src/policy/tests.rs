@@ -186,6 +186,32 @@ methods = ["/demo.inventory.v1.Inventory/Reserve"]
         vec![RESERVE],
         "dry-run rules cover nothing"
     );
+    let seen = |path, scope| {
+        let evaluation = policy.evaluate(path, &claims(ORDERS, scope));
+        let outcomes: Vec<(String, &str)> = evaluation
+            .dry_run
+            .iter()
+            .map(|o| (o.rule.to_string(), o.would.as_str()))
+            .collect();
+        (evaluation.result.is_ok(), outcomes)
+    };
+    assert_eq!(
+        seen(GET, "inventory.read"),
+        (true, vec![("planned-deny".to_owned(), "would-deny")]),
+        "the dry-run deny is returned beside the real allow"
+    );
+    assert_eq!(
+        seen(RESERVE, ""),
+        (false, vec![("planned-allow".to_owned(), "would-allow")]),
+        "the dry-run allow is returned beside the real denial"
+    );
+    assert!(
+        policy
+            .evaluate("/demo.orders.v1.Orders/PlaceOrder", &claims(ORDERS, ""))
+            .dry_run
+            .is_empty(),
+        "no dry-run rule covers the method: nothing returned"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use auth_interceptor::{
-    AuthError, Decision, Denial, PeerIdentity, VerifiedClaims, Verifier, decide,
+    AuthError, Decision, Denial, DryRunOutcome, Evaluation, PeerIdentity, VerifiedClaims, Verifier,
+    decide,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde_json::{Value, json};
@@ -140,23 +141,31 @@ pub async fn explain(
         Err(Denial {
             error: AuthError::BindingMismatch,
             claims: Some(claims),
+            ..
         }) if peer.is_none() => {
             notes.push(format!(
                 "token is bound to the client certificate with x5t#S256 {}; binding not checked (pass --cert)",
                 claims.cnf.as_ref().map_or("", |c| c.x5t_s256.as_str())
             ));
-            policy
-                .authorize(request.method, &claims)
-                .map(|allowed| Decision {
-                    claims: claims.clone(),
+            let Evaluation { result, dry_run } = policy.evaluate(request.method, &claims);
+            match result {
+                Ok(allowed) => Ok(Decision {
+                    claims,
                     rule: allowed.rule,
-                })
-                .map_err(|error| Denial {
+                    dry_run,
+                }),
+                Err(error) => Err(Denial {
                     error,
                     claims: Some(claims),
-                })
+                    dry_run,
+                }),
+            }
         }
         other => other,
+    };
+    let dry_run = match &decided {
+        Ok(decision) => dry_run_report(&decision.dry_run),
+        Err(denial) => dry_run_report(&denial.dry_run),
     };
     let mut report = match decided {
         Ok(decision) => {
@@ -178,7 +187,7 @@ pub async fn explain(
                 "caller": caller(&decision.claims),
             })
         }
-        Err(Denial { error, claims }) => {
+        Err(Denial { error, claims, .. }) => {
             let status = error.clone().into_status(None);
             json!({
                 "decision": "deny",
@@ -192,11 +201,22 @@ pub async fn explain(
             })
         }
     };
+    if !dry_run.is_empty() {
+        report["dry_run"] = json!(dry_run);
+    }
     report["keys_from"] = json!(issuer.source);
     if !notes.is_empty() {
         report["notes"] = json!(notes);
     }
     Ok(report)
+}
+
+/// What the dry-run rules would have decided, as the layer logs it.
+fn dry_run_report(outcomes: &[DryRunOutcome]) -> Vec<Value> {
+    outcomes
+        .iter()
+        .map(|outcome| json!({ "rule": &*outcome.rule, "decision": outcome.would.as_str() }))
+        .collect()
 }
 
 fn caller(claims: &VerifiedClaims) -> Value {

@@ -1,0 +1,98 @@
+//! [`RequestId`]: the id of one call, for logs across services.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+use http::{HeaderMap, HeaderValue};
+
+/// The metadata key of the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of one call, for logs across services: the caller's `x-request-id`
+/// when it sent a sane one (1 to 128 of `A-Z a-z 0-9 - _ .`), else a fresh
+/// one. Handlers find it in the request extensions, pass it on to the calls
+/// they make, and it comes back to the caller in the response metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The id of a call with `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let sent = headers.get(REQUEST_ID_HEADER).filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .as_bytes()
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        match sent {
+            // Shares the request's bytes: no copy.
+            Some(id) => Self(id.clone()),
+            None => Self::generate(),
+        }
+    }
+
+    /// A fresh id: 16 hex digits, unique within the process (a counter)
+    /// and unlikely to repeat across processes (a random start). Every
+    /// call without an id makes one, so no RNG and no formatting machinery.
+    fn generate() -> Self {
+        static START: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let start = *START.get_or_init(rand::random::<u64>);
+        // An odd multiplier is a bijection on u64: distinct counts, distinct ids.
+        let id = start
+            .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (index, digit) in text.iter_mut().enumerate() {
+            *digit = HEX[((id >> (60 - 4 * index)) & 0xf) as usize];
+        }
+        Self(HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII gets in (checked above, or hex digits).
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id for the response metadata. Marked sensitive so HTTP/2 sends
+    /// it as a never-indexed literal: each call's id is new, and indexing
+    /// it would churn both ends' HPACK tables (and evict the headers that
+    /// do repeat) on every call.
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        let mut value = self.0.clone();
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_hex() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| {
+                RequestId::from_headers(&HeaderMap::new())
+                    .as_str()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
+}
