@@ -9,7 +9,7 @@ use std::time::Duration;
 use authmesh_proto::authmesh::v1::{
     RevocationBatch, WatchRevocationsRequest, token_service_client::TokenServiceClient,
 };
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{Streaming, transport::Channel};
 
 use crate::{revocation::Revocation, verifier::Verifier};
@@ -41,12 +41,8 @@ impl Default for RevocationWatchSettings {
 
 /// The running watch; stops when dropped.
 #[derive(Debug)]
-pub struct RevocationWatchHandle(JoinHandle<()>);
-
-impl Drop for RevocationWatchHandle {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+pub struct RevocationWatchHandle {
+    _task: AbortOnDropHandle<()>,
 }
 
 /// Starts watching the token service on `channel` for revocations and
@@ -59,7 +55,9 @@ pub fn spawn_revocation_watch(
 ) -> RevocationWatchHandle {
     verifier.require_revocation_sync();
     let client = TokenServiceClient::new(channel).max_decoding_message_size(MAX_BATCH_BYTES);
-    RevocationWatchHandle(tokio::spawn(watch_loop(verifier, client, settings)))
+    RevocationWatchHandle {
+        _task: AbortOnDropHandle::new(tokio::spawn(watch_loop(verifier, client, settings))),
+    }
 }
 
 async fn watch_loop(

@@ -11,7 +11,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use arc_swap::ArcSwapOption;
 use authmesh_proto::authmesh::v1::{IssueTokenRequest, token_service_client::TokenServiceClient};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -144,12 +145,8 @@ impl fmt::Debug for TokenSource {
 
 /// The background refresh task; stops when dropped.
 #[derive(Debug)]
-pub struct TokenRefreshHandle(JoinHandle<()>);
-
-impl Drop for TokenRefreshHandle {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+pub struct TokenRefreshHandle {
+    _task: AbortOnDropHandle<()>,
 }
 
 impl TokenSource {
@@ -201,7 +198,9 @@ impl TokenSource {
     /// Starts the background refresh. Keep the handle alive as long as the source is used.
     pub fn spawn_refresh(&self) -> TokenRefreshHandle {
         let source = self.clone();
-        TokenRefreshHandle(tokio::spawn(async move { source.refresh_loop().await }))
+        TokenRefreshHandle {
+            _task: AbortOnDropHandle::new(tokio::spawn(async move { source.refresh_loop().await })),
+        }
     }
 
     /// The cached token's `authorization` value, if it has not expired.

@@ -71,10 +71,12 @@ async fn a_panicking_call_is_internal_and_the_server_keeps_serving() {
         mesh.shared_clock(),
     )
     .expect("verification");
-    let policy = settings
-        .auth
-        .policy(&config.dir, inventory::policy())
-        .expect("policy");
+    let policy = service_runtime::PolicySource::from_config(
+        &settings.auth,
+        &config.dir,
+        inventory::policy(),
+    )
+    .expect("policy");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

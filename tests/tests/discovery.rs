@@ -201,7 +201,8 @@ async fn hostile_jwks_servers_are_refused() {
     use auth_interceptor::key_source::{MAX_DOCUMENT_BYTES as MAX_JWKS_BYTES, fetch_jwks};
     use service_runtime::{
         http_endpoint::{Bytes, Routes, serve_http},
-        tls::{ClientTls, tls_incoming},
+        tls::tls_incoming,
+        upstream::ClientTls,
     };
 
     let mesh = TestMesh::start().await;
@@ -251,7 +252,7 @@ async fn hostile_jwks_servers_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_takes_its_keys_from_oidc_discovery_and_only_for_its_issuer() {
     use auth_interceptor::{AuthError, KeySource, Verifier, VerifierConfig};
-    use service_runtime::tls::ClientTls;
+    use service_runtime::upstream::ClientTls;
 
     let mesh = TestMesh::start().await;
     let tls = ClientTls::new(&mesh.ca_path(), None, std::time::Duration::from_secs(60))

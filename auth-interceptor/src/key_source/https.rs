@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::KeySourceError;
 use crate::jwk::JwkSet;
@@ -161,7 +162,7 @@ async fn get_json<T: DeserializeOwned>(
         .await
         .map_err(|e| failed("HTTP", e.into()))?;
     // Aborted on every way out, so a slow server cannot keep the connection.
-    let driver = AbortOnDrop(tokio::spawn(connection));
+    let driver = AbortOnDropHandle::new(tokio::spawn(connection));
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
             header::HOST,
@@ -196,12 +197,4 @@ async fn get_json<T: DeserializeOwned>(
         .to_bytes();
     drop(driver);
     serde_json::from_slice(&body).map_err(|source| KeySourceError::NotJson { url, what, source })
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -29,7 +29,8 @@ use std::{
     time::Duration,
 };
 
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     jwk::{JwkSet, KeyError},
@@ -227,7 +228,7 @@ impl KeySource {
         match self {
             KeySource::Static(set) => {
                 verifier.install_keys(&set)?;
-                Ok(KeyRefreshHandle(None))
+                Ok(KeyRefreshHandle { _task: None })
             }
             KeySource::File(path) => Ok(spawn_key_source(
                 verifier,
@@ -287,16 +288,10 @@ async fn read_bounded(path: &Path) -> Result<Vec<u8>, KeySourceError> {
     tokio::fs::read(path).await.map_err(read)
 }
 
-/// The running refresh task; stops when dropped.
+/// The running refresh task (none for a static key set); stops when dropped.
 #[derive(Debug)]
-pub struct KeyRefreshHandle(Option<JoinHandle<()>>);
-
-impl Drop for KeyRefreshHandle {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
-        }
-    }
+pub struct KeyRefreshHandle {
+    _task: Option<AbortOnDropHandle<()>>,
 }
 
 /// Starts keeping `verifier`'s keys current from any source: `fetch` is
@@ -312,7 +307,11 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<JwkSet, KeySourceError>> + Send + 'static,
 {
-    KeyRefreshHandle(Some(tokio::spawn(refresh_loop(verifier, fetch, settings))))
+    KeyRefreshHandle {
+        _task: Some(AbortOnDropHandle::new(tokio::spawn(refresh_loop(
+            verifier, fetch, settings,
+        )))),
+    }
 }
 
 async fn refresh_loop<F, Fut>(verifier: Verifier, mut fetch: F, settings: KeyRefreshSettings)

@@ -90,9 +90,7 @@ pub async fn explain(
     request: &ExplainRequest<'_>,
 ) -> Result<Value, TokenCliError> {
     let view = service_view(state, request.service)?;
-    let policy = view
-        .auth
-        .policy(&view.dir, view.built_in)
+    let policy = service_runtime::PolicySource::from_config(&view.auth, &view.dir, view.built_in)
         .map_err(|err| {
             TokenCliError::Usage(format!(
                 "{err}; a running {} keeps deciding with the last policy that loaded, which explain cannot see: fix the file first",

@@ -17,17 +17,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // The whole cause: "reading x.pem: permission denied", not just "reading x.pem".
-            let mut message = err.to_string();
-            let mut source = err.source();
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                // Many errors already print their cause; say each once.
-                if !message.contains(&text) {
-                    message = format!("{message}: {text}");
-                }
-                source = cause.source();
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", service_runtime::error::report(&*err));
             // `explain` and `token inspect` answer 1 for "no": failing is 2.
             if answers {
                 ExitCode::from(2)

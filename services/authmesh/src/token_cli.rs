@@ -13,7 +13,7 @@ use authmesh_proto::authmesh::v1::{
     token_service_client::TokenServiceClient,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use service_runtime::{RuntimeError, UpstreamConfig, upstream_channel};
+use service_runtime::{RuntimeError, TlsError, UpstreamConfig, upstream_channel};
 use tonic::transport::Channel;
 
 use crate::dev_state::DevState;
@@ -55,10 +55,7 @@ impl TokenServiceEndpoint {
     pub fn channel(&self) -> Result<Channel, RuntimeError> {
         // A plain-HTTP URL would only ever fail as "Cancelled": say why instead.
         if !self.url.starts_with("https://") {
-            return Err(RuntimeError::Tls(format!(
-                "--url {:?}: every AuthMesh server speaks TLS; use https://host:port",
-                self.url
-            )));
+            return Err(TlsError::PlainHttp(self.url.clone()).into());
         }
         upstream_channel(&self.upstream(), Path::new("."))
     }

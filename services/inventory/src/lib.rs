@@ -19,8 +19,8 @@ use authmesh_proto::demo::inventory::v1::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, Loaded, RuntimeConfig, RuntimeError, ServerTlsFiles, Transport, UpstreamConfig,
-    Verification, serve_authenticated,
+    AuthConfig, Loaded, PolicySource, RuntimeConfig, RuntimeError, ServerTlsFiles, Transport,
+    UpstreamConfig, Verification, serve_authenticated,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
@@ -281,7 +281,7 @@ pub async fn run(
     )?;
     let verification =
         Verification::start(&settings.auth, &settings.token_service, &config.dir, clock)?;
-    let policy = settings.auth.policy(&config.dir, policy())?;
+    let policy = PolicySource::from_config(&settings.auth, &config.dir, policy())?;
     let service = InventoryServer::new(handler);
     serve_authenticated(
         listener,

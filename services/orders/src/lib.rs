@@ -28,9 +28,9 @@ use authmesh_proto::demo::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    AuthConfig, ClientTls, Loaded, RuntimeConfig, RuntimeError, ServerTlsFiles, Transport,
-    UpstreamConfig, Verification, client_secret, serve_authenticated, upstream_channel,
-    upstream_tls,
+    AuthConfig, BackgroundTask, ClientTls, Loaded, PolicySource, RuntimeConfig, RuntimeError,
+    ServerTlsFiles, Transport, UpstreamConfig, Verification, client_secret, serve_authenticated,
+    upstream_channel, upstream_tls,
 };
 use tokio::net::TcpListener;
 use tonic::{
@@ -379,12 +379,12 @@ pub async fn run(
         refresh: token_refresh,
     };
     let calls = Arc::new(ArcSwap::from_pointee(outgoing.build()?));
-    let follower = AbortOnDrop(tokio::spawn(outgoing.follow_certificate(calls.clone())));
+    let follower = BackgroundTask::spawn(outgoing.follow_certificate(calls.clone()));
     let handler = OrdersHandler {
         calls,
         next_order: Arc::new(AtomicU64::new(1)),
     };
-    let policy = settings.auth.policy(&config.dir, policy())?;
+    let policy = PolicySource::from_config(&settings.auth, &config.dir, policy())?;
     let service = OrdersServer::new(handler);
     serve_authenticated(
         listener,
@@ -398,15 +398,6 @@ pub async fn run(
     .await?;
     drop(follower);
     Ok(())
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub fn exit_code(service: &str, result: Result<(), Box<dyn std::error::Error>>) 
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(service, error = %err, "stopped with an error");
+            let error = crate::error::report(&*err);
+            tracing::error!(service, %error, "stopped with an error");
             ExitCode::FAILURE
         }
     }

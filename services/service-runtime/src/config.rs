@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, de::DeserializeOwned};
 
-use crate::{error::RuntimeError, files::read_to_string};
+use crate::{
+    error::{ConfigProblem, RuntimeError},
+    files::read_to_string,
+};
 
 /// Prefix of configuration overrides.
 pub const ENV_PREFIX: &str = "AUTHMESH_";
@@ -44,7 +47,7 @@ where
     let origin = path.display().to_string();
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| RuntimeError::Config {
         origin: origin.clone(),
-        detail: e.to_string(),
+        problem: e.into(),
     })?;
     for (name, value) in env {
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
@@ -55,14 +58,14 @@ where
         {
             continue;
         }
-        apply_override(&mut table, key, &value).map_err(|detail| RuntimeError::Config {
+        apply_override(&mut table, key, &value).map_err(|problem| RuntimeError::Config {
             origin: name.clone(),
-            detail,
+            problem,
         })?;
     }
     let config = T::deserialize(table).map_err(|e| RuntimeError::Config {
         origin,
-        detail: e.to_string(),
+        problem: e.into(),
     })?;
     let dir = path
         .parent()
@@ -71,10 +74,10 @@ where
     Ok(Loaded { config, dir })
 }
 
-fn apply_override(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String> {
+fn apply_override(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), ConfigProblem> {
     let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
     let Some((last, parents)) = path.split_last() else {
-        return Err("empty key".into());
+        return Err(ConfigProblem::EmptyKey);
     };
     let mut current = table;
     for part in parents {
@@ -83,7 +86,7 @@ fn apply_override(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), S
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         current = entry
             .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is not a table"))?;
+            .ok_or_else(|| ConfigProblem::NotATable(part.clone()))?;
     }
     current.insert(last.clone(), parse_value(raw));
     Ok(())
@@ -200,31 +203,6 @@ impl AuthConfig {
             policy_file: None,
             strict_policy: true,
         }
-    }
-
-    /// The policy to enforce: the file's, when one is configured (paths
-    /// relative to `dir`), else `built_in` with reflection public as configured.
-    ///
-    /// # Errors
-    /// [`RuntimeError::Config`] for an unreadable or invalid policy file.
-    pub fn policy(
-        &self,
-        dir: &Path,
-        built_in: auth_interceptor::MethodPolicy,
-    ) -> Result<crate::server::PolicySource, RuntimeError> {
-        let Some(file) = &self.policy_file else {
-            return Ok(crate::server::PolicySource {
-                policy: built_in.public_reflection(self.public_reflection),
-                file: None,
-                strict: self.strict_policy,
-            });
-        };
-        let path = dir.join(file);
-        Ok(crate::server::PolicySource {
-            policy: crate::server::load_policy(&path)?,
-            file: Some(path),
-            strict: self.strict_policy,
-        })
     }
 
     /// The verifier settings.

@@ -8,28 +8,32 @@
 pub mod binary;
 pub mod config;
 pub mod error;
+pub mod file_watch;
 pub mod files;
 pub mod http_endpoint;
 pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod task;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod verification;
 
 pub use binary::{ServiceArgs, exit_code};
 pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
-pub use error::RuntimeError;
+pub use error::{ConfigProblem, RuntimeError, TlsError};
+pub use policy::{
+    PolicyFile, PolicySource, check_coverage, load_policy, service_methods, watch_policy_file,
+};
 pub use runtime::{RuntimeConfig, RuntimeMode};
 pub use server::{
-    BackgroundTask, Health, PolicySource, check_coverage, load_policy, reflection_v1,
-    reflection_v1alpha, serve_authenticated, serve_router, server_builder, service_methods,
-    watch_policy_file,
+    Health, reflection_v1, reflection_v1alpha, serve_authenticated, serve_router, server_builder,
 };
-pub use tls::{
-    ClientAuth, ClientTls, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider,
-    upstream_channel, upstream_tls,
-};
+pub use task::BackgroundTask;
+pub use tls::{ClientAuth, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider};
+pub use upstream::{ClientTls, upstream_channel, upstream_tls};
 pub use verification::{Verification, client_secret};

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::{
     error::RuntimeError,
     http_endpoint::{Routes, serve_http},
-    server::BackgroundTask,
+    task::BackgroundTask,
 };
 
 /// Histogram buckets (seconds) for per-call latencies: a cache hit is

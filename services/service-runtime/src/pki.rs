@@ -14,7 +14,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    error::RuntimeError,
+    error::{ConfigProblem, RuntimeError},
     files::{read_to_string, write_private, write_public},
     tls::ServerTlsFiles,
 };
@@ -114,8 +114,7 @@ impl DevPki {
             // rcgen's own error would print the file's bytes: name the file instead.
             return KeyPair::from_pem(&pem).map_err(|_| RuntimeError::Config {
                 origin: key_path.display().to_string(),
-                detail: "not a PEM private key the dev CA can sign with (PKCS#8, ECDSA P-256)"
-                    .into(),
+                problem: ConfigProblem::CaKey,
             });
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -141,7 +140,7 @@ impl DevPki {
         if !valid_label(spec.name) || !valid_label(spec.trust_domain) {
             return Err(RuntimeError::Config {
                 origin: "workload certificate".into(),
-                detail: "name and trust domain: 1-63 of [a-z0-9._-], not starting with '.'".into(),
+                problem: ConfigProblem::WorkloadName,
             });
         }
         let ca_key = self.ensure_ca()?;

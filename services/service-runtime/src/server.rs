@@ -4,7 +4,7 @@
 
 use std::{any::Any, convert::Infallible, future::Future, sync::Arc};
 
-use auth_interceptor::{AuthLayer, MethodPolicy, SharedPolicy};
+use auth_interceptor::{AuthLayer, SharedPolicy};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -20,7 +20,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     error::RuntimeError,
+    policy::{PolicySource, check_coverage, watch_policy_file},
     runtime::RuntimeConfig,
+    task::BackgroundTask,
     tls::{Transport, tls_incoming},
     verification::Verification,
 };
@@ -374,10 +376,10 @@ impl Health {
     /// The task stops when the returned handle is dropped.
     pub fn serving_when(&self, ready: impl Future<Output = ()> + Send + 'static) -> BackgroundTask {
         let health = self.clone();
-        BackgroundTask(tokio::spawn(async move {
+        BackgroundTask::spawn(async move {
             ready.await;
             health.set_serving().await;
-        }))
+        })
     }
 
     async fn set_all(&self, status: ServingStatus) {
@@ -395,141 +397,6 @@ impl Health {
         self.set_all(ServingStatus::NotServing).await;
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     }
-}
-
-/// A background task of a server (readiness, file watching); aborted on drop.
-#[derive(Debug)]
-pub struct BackgroundTask(tokio::task::JoinHandle<()>);
-
-impl BackgroundTask {
-    /// Runs `task` until it ends or this is dropped.
-    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self(tokio::spawn(task))
-    }
-}
-
-impl Drop for BackgroundTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Every method of the gRPC service `service` (`package.Service`), as exact
-/// paths, from the descriptor set the crate embeds for reflection.
-pub fn service_methods(service: &str) -> Vec<String> {
-    use prost::Message;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(authmesh_proto::FILE_DESCRIPTOR_SET)
-    else {
-        return Vec::new();
-    };
-    set.file
-        .iter()
-        .flat_map(|file| {
-            let package = file.package().to_owned();
-            file.service.iter().filter_map(move |svc| {
-                let full = if package.is_empty() {
-                    svc.name().to_owned()
-                } else {
-                    format!("{package}.{}", svc.name())
-                };
-                (full == service).then(|| {
-                    svc.method
-                        .iter()
-                        .map(move |m| format!("/{full}/{}", m.name()))
-                })
-            })
-        })
-        .flatten()
-        .collect()
-}
-
-/// Checks that `policy` covers every method of `service`: uncovered methods
-/// are logged (they stay denied); in strict mode the server refuses to start.
-///
-/// # Errors
-/// [`RuntimeError::Config`] in strict mode when a method is uncovered.
-pub fn check_coverage(
-    policy: &MethodPolicy,
-    service: &str,
-    strict: bool,
-) -> Result<(), RuntimeError> {
-    let methods = service_methods(service);
-    let uncovered = policy.uncovered(methods.iter().map(String::as_str));
-    for method in &uncovered {
-        tracing::error!(%method, "no policy rule covers this method: it is denied to every caller");
-    }
-    if strict && !uncovered.is_empty() {
-        return Err(RuntimeError::Config {
-            origin: "policy".into(),
-            detail: format!(
-                "strict policy: no rule covers {} (add rules, or set auth.strict_policy = false)",
-                uncovered.join(", ")
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A service's policy and where it came from.
-#[derive(Debug, Clone)]
-pub struct PolicySource {
-    /// The policy to start with.
-    pub policy: MethodPolicy,
-    /// The file it was read from, watched for changes while serving.
-    pub file: Option<std::path::PathBuf>,
-    /// Whether uncovered methods stop the server (and reject a reloaded file).
-    pub strict: bool,
-}
-
-/// Reads and parses a policy file.
-///
-/// # Errors
-/// [`RuntimeError::Config`] naming the file and the problem.
-pub fn load_policy(path: &std::path::Path) -> Result<MethodPolicy, RuntimeError> {
-    let text = crate::files::read_to_string(path)?;
-    MethodPolicy::from_toml(&text).map_err(|e| RuntimeError::Config {
-        origin: path.display().to_string(),
-        detail: e.to_string(),
-    })
-}
-
-/// How often a policy file is checked for changes (changes apply within 2 s).
-const POLICY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Watches `file` and puts each valid new version in force; an invalid one
-/// (does not parse, or `validate` refuses it) is logged and the policy in
-/// force stays. Stops when the returned task is dropped.
-pub fn watch_policy_file(
-    file: std::path::PathBuf,
-    shared: SharedPolicy,
-    validate: impl Fn(&MethodPolicy) -> Result<(), RuntimeError> + Send + 'static,
-) -> BackgroundTask {
-    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    BackgroundTask(tokio::spawn(async move {
-        let mut seen = modified(&file);
-        let mut tick = tokio::time::interval(POLICY_RELOAD_INTERVAL);
-        loop {
-            tick.tick().await;
-            let now = modified(&file);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            let next = load_policy(&file).and_then(|policy| {
-                validate(&policy)?;
-                Ok(policy)
-            });
-            match next {
-                Ok(policy) => {
-                    shared.replace(policy);
-                    tracing::info!(file = %file.display(), "policy reloaded");
-                }
-                Err(err) => {
-                    tracing::error!(file = %file.display(), error = %err, "policy file rejected; the previous policy stays in force");
-                }
-            }
-        }
-    }))
 }
 
 /// Serves `service` on `listener` behind the [`AuthLayer`], with health

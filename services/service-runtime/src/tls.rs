@@ -8,34 +8,32 @@
 //!   hostile client cannot stall accepting others.
 
 use std::{
-    fs,
-    future::Future,
     io,
     path::{Path, PathBuf},
-    pin::Pin,
-    sync::{Arc, Mutex, PoisonError, Weak},
-    task::{Context, Poll},
-    time::{Duration, SystemTime},
+    sync::{Arc, Weak},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioIo;
 use rustls::{
     RootCertStore, ServerConfig,
     client::ResolvesClientCert,
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+    pki_types::{
+        CertificateDer, PrivateKeyDer,
+        pem::{Error as PemError, PemObject},
+    },
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
 };
 use serde::{Deserialize, Serialize};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
-use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::{config::UpstreamConfig, error::RuntimeError};
+use crate::{
+    error::{RuntimeError, TlsError},
+    file_watch::{WatchedFiles, poll},
+    task::BackgroundTask,
+};
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -79,23 +77,6 @@ pub struct ServerTlsFiles {
     pub client_auth: ClientAuth,
 }
 
-/// When the certificate files were last seen to change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    cert: Option<SystemTime>,
-    key: Option<SystemTime>,
-}
-
-impl FileStamp {
-    fn read(cert: &Path, key: &Path) -> Self {
-        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        Self {
-            cert: modified(cert),
-            key: modified(key),
-        }
-    }
-}
-
 /// A certificate chain and key read from PEM files and re-read when they
 /// change; what a server presents and what a client offers for mTLS.
 #[derive(Debug)]
@@ -103,32 +84,38 @@ pub struct ReloadingIdentity {
     cert: PathBuf,
     key: PathBuf,
     current: ArcSwap<CertifiedKey>,
-    stamp: Mutex<FileStamp>,
+    files: WatchedFiles,
     /// Counts reloads, so clients can move bound tokens and connections together.
     generation: tokio::sync::watch::Sender<u64>,
 }
 
-fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, RuntimeError> {
-    let tls = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        RuntimeError::Tls(format!("{what} {}: {e}", path.display()))
-    };
+/// A PEM problem with `path`, for `map_err`.
+fn pem(what: &'static str, path: &Path) -> impl FnOnce(PemError) -> TlsError + use<> {
+    let path = path.to_path_buf();
+    move |source| TlsError::Pem { what, path, source }
+}
+
+/// rustls refusing what `path` holds, for `map_err`.
+fn refused(what: &'static str, path: &Path) -> impl FnOnce(rustls::Error) -> TlsError + use<> {
+    let path = path.to_path_buf();
+    move |source| TlsError::Refused { what, path, source }
+}
+
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls("reading certificates from", cert, &e))?
+        .map_err(pem("reading certificates from", cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| tls("parsing certificates in", cert, &e))?;
+        .map_err(pem("parsing certificates in", cert))?;
     if chain.is_empty() {
-        return Err(RuntimeError::Tls(format!(
-            "no certificate in {}",
-            cert.display()
-        )));
+        return Err(TlsError::NoCertificate(cert.to_path_buf()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| tls("reading key", key, &e))?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(pem("reading key", key))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&private)
-        .map_err(|e| tls("unsupported key in", key, &e))?;
+        .map_err(refused("unsupported key in", key))?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
-        .map_err(|e| tls("certificate and key do not match:", cert, &e))?;
+        .map_err(refused("certificate and key do not match:", cert))?;
     Ok(certified)
 }
 
@@ -138,13 +125,13 @@ impl ReloadingIdentity {
     /// # Errors
     /// [`RuntimeError::Tls`] when the files are unreadable, empty or do not match.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, RuntimeError> {
-        let stamp = FileStamp::read(cert, key);
+        let files = WatchedFiles::new(vec![cert.to_path_buf(), key.to_path_buf()]);
         let current = load_certified_key(cert, key)?;
         Ok(Arc::new(Self {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             current: ArcSwap::from_pointee(current),
-            stamp: Mutex::new(stamp),
+            files,
             generation: tokio::sync::watch::Sender::new(0),
         }))
     }
@@ -166,36 +153,29 @@ impl ReloadingIdentity {
     /// # Errors
     /// [`RuntimeError::Tls`] when the changed files do not load.
     pub fn reload_if_changed(&self) -> Result<bool, RuntimeError> {
-        let stamp = FileStamp::read(&self.cert, &self.key);
-        let mut seen = self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
-        if *seen == stamp {
-            return Ok(false);
+        let reloaded = self.files.reload_if_changed(|| {
+            let fresh = load_certified_key(&self.cert, &self.key)?;
+            self.current.store(Arc::new(fresh));
+            self.generation.send_modify(|generation| *generation += 1);
+            Ok::<_, TlsError>(())
+        })?;
+        if reloaded.is_some() {
+            tracing::info!(cert = %self.cert.display(), "reloaded certificate");
         }
-        let fresh = load_certified_key(&self.cert, &self.key)?;
-        self.current.store(Arc::new(fresh));
-        *seen = stamp;
-        self.generation.send_modify(|generation| *generation += 1);
-        tracing::info!(cert = %self.cert.display(), "reloaded certificate");
-        Ok(true)
+        Ok(reloaded.is_some())
     }
 
     /// Checks the files every `every` in the background, for as long as the
     /// identity is in use or until the handle is dropped.
-    pub fn watch(self: &Arc<Self>, every: Duration) -> WatchHandle {
+    pub fn watch(self: &Arc<Self>, every: Duration) -> BackgroundTask {
+        // Weak: the watch alone does not keep an identity nobody uses.
         let identity: Weak<Self> = Arc::downgrade(self);
-        WatchHandle(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(identity) = identity.upgrade() else {
-                    return;
-                };
-                if let Err(err) = identity.reload_if_changed() {
-                    tracing::warn!(error = %err, "certificate files changed but do not load; keeping the previous ones");
-                }
-            }
-        }))
+        poll("certificate", every, move || {
+            identity
+                .upgrade()
+                .map_or(Ok(false), |identity| identity.reload_if_changed())
+                .map(drop)
+        })
     }
 }
 
@@ -219,32 +199,15 @@ impl ResolvesClientCert for ReloadingIdentity {
     }
 }
 
-/// The background file check of a [`ReloadingIdentity`]; stops when dropped.
-#[derive(Debug)]
-pub struct WatchHandle(JoinHandle<()>);
-
-impl Drop for WatchHandle {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn root_store(ca: &Path) -> Result<Arc<RootCertStore>, RuntimeError> {
+pub(crate) fn root_store(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| RuntimeError::Tls(format!("reading CA {}: {e}", ca.display())))?;
-    for cert in certs {
-        let cert =
-            cert.map_err(|e| RuntimeError::Tls(format!("parsing CA {}: {e}", ca.display())))?;
+    for cert in CertificateDer::pem_file_iter(ca).map_err(pem("reading CA", ca))? {
         roots
-            .add(cert)
-            .map_err(|e| RuntimeError::Tls(format!("CA {}: {e}", ca.display())))?;
+            .add(cert.map_err(pem("parsing CA", ca))?)
+            .map_err(refused("CA", ca))?;
     }
     if roots.is_empty() {
-        return Err(RuntimeError::Tls(format!(
-            "no CA certificate in {}",
-            ca.display()
-        )));
+        return Err(TlsError::NoCertificate(ca.to_path_buf()));
     }
     Ok(Arc::new(roots))
 }
@@ -259,7 +222,7 @@ pub enum Transport {
         /// The server's own identity (for tests and diagnostics).
         identity: Arc<ReloadingIdentity>,
         /// Keeps the file watch alive as long as the transport.
-        watch: Arc<WatchHandle>,
+        watch: Arc<BackgroundTask>,
     },
     /// No TLS: only behind an explicit `insecure_plaintext` switch.
     Plaintext,
@@ -281,11 +244,7 @@ impl Transport {
             );
             return Ok(Transport::Plaintext);
         }
-        let files = files.ok_or_else(|| {
-            RuntimeError::Tls(
-                "no [tls] section; set insecure_plaintext = true to serve without TLS".into(),
-            )
-        })?;
+        let files = files.ok_or(TlsError::NotConfigured)?;
         Self::tls(files, dir, RELOAD_INTERVAL)
     }
 
@@ -302,9 +261,7 @@ impl Transport {
         let builder = ServerConfig::builder();
         let builder = match (files.client_auth, &files.client_ca) {
             (ClientAuth::None, _) => builder.with_no_client_auth(),
-            (_, None) => {
-                return Err(RuntimeError::Tls("client_auth needs client_ca".into()));
-            }
+            (_, None) => return Err(TlsError::ClientAuthNeedsCa.into()),
             (mode, Some(ca)) => {
                 let verifier = WebPkiClientVerifier::builder(root_store(&dir.join(ca))?);
                 let verifier = if mode == ClientAuth::Optional {
@@ -312,9 +269,7 @@ impl Transport {
                 } else {
                     verifier
                 };
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| RuntimeError::Tls(format!("client verifier: {e}")))?;
+                let verifier = verifier.build().map_err(TlsError::from)?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -385,190 +340,4 @@ pub fn tls_incoming(
             }
         }
     })
-}
-
-/// TLS client settings for one upstream.
-#[derive(Clone)]
-pub struct ClientTls {
-    connector: TlsConnector,
-    identity: Option<Arc<ReloadingIdentity>>,
-    _watch: Option<Arc<WatchHandle>>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientTls {
-    /// Trusts `ca`; presents `identity` (cert, key) when given.
-    ///
-    /// # Errors
-    /// [`RuntimeError::Tls`] for unusable files.
-    pub fn new(
-        ca: &Path,
-        identity: Option<(&Path, &Path)>,
-        reload_every: Duration,
-    ) -> Result<Self, RuntimeError> {
-        let builder = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?);
-        let (mut config, identity, watch) = match identity {
-            Some((cert, key)) => {
-                let identity = ReloadingIdentity::load(cert, key)?;
-                let watch = Arc::new(identity.watch(reload_every));
-                (
-                    builder.with_client_cert_resolver(identity.clone()),
-                    Some(identity),
-                    Some(watch),
-                )
-            }
-            None => (builder.with_no_client_auth(), None, None),
-        };
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
-            identity,
-            _watch: watch,
-        })
-    }
-
-    /// The rustls settings behind these connections (trust roots, and the
-    /// client certificate, reloaded as it changes), for the HTTPS key sources.
-    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        self.connector.config().clone()
-    }
-
-    /// Changes each time the client certificate is reloaded (never, without one).
-    pub fn identity_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.identity.as_ref().map(|identity| identity.changes())
-    }
-
-    /// The client certificate currently presented, if any.
-    #[must_use]
-    pub fn client_leaf(&self) -> Option<CertificateDer<'static>> {
-        self.identity.as_ref().and_then(|i| i.leaf())
-    }
-
-    /// A lazily connecting channel to `url` (`https://host:port`) over this TLS.
-    ///
-    /// # Errors
-    /// [`RuntimeError::Tls`] for a URL that is not `https://host:port`.
-    pub fn channel(&self, url: &str) -> Result<Channel, RuntimeError> {
-        let https: Uri = url
-            .parse()
-            .map_err(|e| RuntimeError::Tls(format!("bad upstream URL {url}: {e}")))?;
-        let authority = https
-            .authority()
-            .filter(|_| https.scheme_str() == Some("https"))
-            .ok_or_else(|| RuntimeError::Tls(format!("upstream {url} is not https://host:port")))?;
-        // The connector does TLS itself; tonic sees a plain connection and
-        // sends `:scheme https` through the origin.
-        let endpoint = with_keepalive(
-            Endpoint::from_shared(format!("http://{authority}"))?
-                .origin(https)
-                .connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true),
-        );
-        Ok(endpoint.connect_with_connector_lazy(RustlsConnector {
-            tls: self.connector.clone(),
-            _watch: self._watch.clone(),
-        }))
-    }
-}
-
-/// Dials TCP, then TLS with SNI and verification for the URI's host.
-#[derive(Clone)]
-struct RustlsConnector {
-    tls: TlsConnector,
-    /// Keeps the client certificate's file watch alive as long as the channel.
-    _watch: Option<Arc<WatchHandle>>,
-}
-
-impl tower::Service<Uri> for RustlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_owned());
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid("upstream URL has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(host)
-                .map_err(|_| invalid("upstream host is not a valid server name"))?;
-            Ok(TokioIo::new(tls.connect(name, tcp).await?))
-        })
-    }
-}
-
-/// The TLS settings of an `https` upstream (its CA, and the client
-/// certificate to present if configured).
-///
-/// # Errors
-/// [`RuntimeError::Tls`] without a CA, with half an identity, or with unusable files.
-pub fn upstream_tls(upstream: &UpstreamConfig, dir: &Path) -> Result<ClientTls, RuntimeError> {
-    let ca = upstream.ca.as_ref().ok_or_else(|| {
-        RuntimeError::Tls(format!(
-            "upstream {} is https but no `ca` is configured",
-            upstream.url
-        ))
-    })?;
-    let identity = match (&upstream.cert, &upstream.key) {
-        (Some(cert), Some(key)) => Some((dir.join(cert), dir.join(key))),
-        (None, None) => None,
-        _ => {
-            return Err(RuntimeError::Tls(format!(
-                "upstream {}: set both cert and key, or neither",
-                upstream.url
-            )));
-        }
-    };
-    ClientTls::new(
-        &dir.join(ca),
-        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        RELOAD_INTERVAL,
-    )
-}
-
-/// A lazily connecting channel to `upstream`: the service starts even while
-/// the upstream is down, and calls fail with UNAVAILABLE until it is back.
-///
-/// # Errors
-/// [`RuntimeError::Tls`] for an `https` URL without a CA or with unusable
-/// files; [`RuntimeError::Transport`] for a bad URL.
-pub fn upstream_channel(upstream: &UpstreamConfig, dir: &Path) -> Result<Channel, RuntimeError> {
-    if upstream.url.starts_with("https://") {
-        return upstream_tls(upstream, dir)?.channel(&upstream.url);
-    }
-    tracing::warn!(url = %upstream.url, "calling upstream WITHOUT TLS");
-    Ok(with_keepalive(
-        Endpoint::from_shared(upstream.url.clone())?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true),
-    )
-    .connect_lazy())
-}
-
-/// HTTP/2 pings, even on an idle connection: a long-lived stream (the
-/// revocation watch) notices a peer that vanished without closing the
-/// connection within 15 s, and reconnects.
-fn with_keepalive(endpoint: Endpoint) -> Endpoint {
-    endpoint
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
 }

@@ -13,7 +13,8 @@ use crate::{
     config::{AuthConfig, UpstreamConfig},
     error::RuntimeError,
     files::read_to_string,
-    tls::{ClientTls, RELOAD_INTERVAL, upstream_channel, upstream_tls},
+    tls::RELOAD_INTERVAL,
+    upstream::{ClientTls, upstream_channel, upstream_tls},
 };
 
 /// A verifier and the background tasks that keep its keys and revocations
@@ -80,7 +81,7 @@ impl Verification {
 /// authenticates with its certificate alone). Secrets never come from the TOML itself.
 ///
 /// # Errors
-/// [`RuntimeError::Secret`] when the file is unreadable or empty.
+/// [`RuntimeError::Io`] when the file is unreadable, [`RuntimeError::SecretEmpty`] when it is empty.
 pub fn client_secret(file: Option<&PathBuf>, dir: &Path) -> Result<Option<String>, RuntimeError> {
     if let Ok(secret) = std::env::var("AUTHMESH_CLIENT_SECRET")
         && !secret.trim().is_empty()
@@ -92,7 +93,7 @@ pub fn client_secret(file: Option<&PathBuf>, dir: &Path) -> Result<Option<String
     };
     let secret = read_to_string(&dir.join(file))?.trim().to_owned();
     if secret.is_empty() {
-        return Err(RuntimeError::Secret(format!("{} is empty", file.display())));
+        return Err(RuntimeError::SecretEmpty { file: file.clone() });
     }
     Ok(Some(secret))
 }

@@ -170,8 +170,14 @@ pub enum StartError {
     #[error("revocations: {0}")]
     Revocations(String),
     /// An audience's policy file is missing or invalid.
-    #[error("audience policy: {0}")]
-    Policy(String),
+    #[error("the policy of audience {audience:?}")]
+    Policy {
+        /// The audience whose `audience_policies` entry failed.
+        audience: String,
+        /// What is wrong with the file.
+        #[source]
+        source: Box<service_runtime::RuntimeError>,
+    },
     /// The sign-then-verify self-test failed.
     #[error("self-test failed: {0}")]
     SelfTest(String),

@@ -14,14 +14,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::SystemTime,
+    sync::Arc,
 };
 
 use arc_swap::ArcSwap;
 use auth_interceptor::{JwkSet, SharedClock, SigningAlgorithm};
 use authmesh_signing::SigningKey;
 use serde::{Deserialize, Serialize};
+use service_runtime::file_watch::WatchedFiles;
 
 use crate::error::StartError;
 
@@ -70,7 +70,8 @@ pub struct KeyStore {
     dir: PathBuf,
     ring: ArcSwap<Vec<RingKey>>,
     clock: SharedClock,
-    ring_modified: Mutex<Option<SystemTime>>,
+    /// `keyring.json` as it looked when last loaded.
+    ring_file: WatchedFiles,
 }
 
 impl KeyStore {
@@ -105,7 +106,7 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             ring: ArcSwap::from_pointee(Vec::new()),
             clock,
-            ring_modified: Mutex::new(modified(&dir.join(KEYRING_FILE))),
+            ring_file: WatchedFiles::new(vec![dir.join(KEYRING_FILE)]),
         };
         let ring = load_ring(dir, create)?;
         store.install(ring)?;
@@ -122,7 +123,7 @@ impl KeyStore {
                 retire_at: None,
             }]),
             clock,
-            ring_modified: Mutex::new(None),
+            ring_file: WatchedFiles::new(Vec::new()),
         }
     }
 
@@ -144,17 +145,17 @@ impl KeyStore {
     /// # Errors
     /// [`StartError::Key`] naming what is wrong with the new ring.
     pub fn reload_if_changed(&self) -> Result<bool, StartError> {
-        let path = self.dir.join(KEYRING_FILE);
-        let now_modified = modified(&path);
-        let mut seen = self.ring_modified.lock().unwrap_or_else(|e| e.into_inner());
-        if now_modified.is_none() || now_modified == *seen {
-            return Ok(false);
-        }
-        // Recorded only once loaded: a failed read is retried on the next check.
-        let ring = load_ring(&self.dir, None)?;
-        self.install(ring)?;
-        *seen = now_modified;
-        Ok(true)
+        let reloaded = self.ring_file.reload_if_changed(|| {
+            // Without the ring the key files alone would decide: keep the
+            // ring in force rather than fall back to them.
+            if !self.dir.join(KEYRING_FILE).exists() {
+                return Err(StartError::Key(format!(
+                    "{KEYRING_FILE} was removed; the current keys stay"
+                )));
+            }
+            self.install(load_ring(&self.dir, None)?)
+        })?;
+        Ok(reloaded.is_some())
     }
 
     /// The key that signs now: the newest whose start has come and that is
@@ -183,10 +184,6 @@ fn signing_key(ring: &[RingKey], now: u64) -> Option<&RingKey> {
     ring.iter()
         .filter(|k| k.activate_at <= now && k.published_at(now))
         .max_by_key(|k| k.activate_at)
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Refuses anything but a plain file name inside the key directory.

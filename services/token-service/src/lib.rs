@@ -13,12 +13,14 @@ pub mod limiter;
 pub mod revocations;
 pub mod service;
 
-use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use auth_interceptor::{SharedClock, SharedPolicy};
 use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
 use service_runtime::{
-    BackgroundTask, Health, Loaded, Transport, http_endpoint::HttpRoutesLayer, load_policy,
+    Health, Loaded, PolicyFile, PolicySource, Transport,
+    file_watch::{WatchedFiles, poll},
+    http_endpoint::HttpRoutesLayer,
     reflection_v1, reflection_v1alpha, serve_router, server_builder, watch_policy_file,
 };
 use tokio::net::TcpListener;
@@ -39,7 +41,7 @@ pub struct Prepared {
     /// Revocations in force.
     pub revocations: Arc<RevocationStore>,
     /// The audiences' policy files, watched while serving.
-    policy_files: Vec<(PathBuf, SharedPolicy)>,
+    policy_files: Vec<(PolicyFile, SharedPolicy)>,
 }
 
 /// Loads keys, revocations and the audiences' policies, checks the
@@ -56,11 +58,15 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
     let mut policies = HashMap::new();
     let mut policy_files = Vec::new();
     for (audience, file) in &config.config.audience_policies {
-        let file = config.path(file);
-        let policy = load_policy(&file).map_err(|e| StartError::Policy(e.to_string()))?;
-        let shared = SharedPolicy::new(policy);
+        let source = PolicySource::from_file(config.path(file), false).map_err(|source| {
+            StartError::Policy {
+                audience: audience.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        let shared = SharedPolicy::new(source.policy);
         policies.insert(audience.clone(), shared.clone());
-        policy_files.push((file, shared));
+        policy_files.extend(source.file.map(|file| (file, shared)));
     }
     let revocations = Arc::new(RevocationStore::load(
         &config.path(&config.config.revocations_file),
@@ -94,54 +100,23 @@ pub async fn run(
     // `authmesh keys rotate` rewrites the ring on disk; pick it up within a second.
     let keys_watch = {
         let issuer = issuer.clone();
-        BackgroundTask::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            // A bad ring is retried every second; say so once, not every second.
-            let mut last_error = None;
-            loop {
-                tick.tick().await;
-                match issuer.keys().reload_if_changed() {
-                    Ok(true) => {
-                        last_error = None;
-                        tracing::info!(keys = issuer.jwks().keys.len(), "key ring reloaded")
-                    }
-                    Ok(false) => {}
-                    Err(err) => {
-                        let err = err.to_string();
-                        if last_error.as_ref() != Some(&err) {
-                            tracing::error!(error = %err, "key ring rejected; the current keys stay");
-                            last_error = Some(err);
-                        }
-                    }
-                }
+        poll("key ring", Duration::from_secs(1), move || {
+            if issuer.keys().reload_if_changed()? {
+                tracing::info!(keys = issuer.jwks().keys.len(), "key ring reloaded");
             }
+            Ok::<_, StartError>(())
         })
     };
     // Replicas sharing the revocations file: what another one revoked reaches
     // this one's watchers within half a second.
     let revocations_watch = {
         let store = revocations.clone();
-        BackgroundTask::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            let mut seen = store.file_modified();
-            loop {
-                tick.tick().await;
-                let now = store.file_modified();
-                if now == seen {
-                    continue;
-                }
-                match store.sync_from_disk() {
-                    Ok(learned) => {
-                        seen = now;
-                        if learned > 0 {
-                            tracing::info!(learned, "revocations taken from the shared file");
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "revocations file unreadable; retrying")
-                    }
-                }
+        let file = WatchedFiles::new(vec![store.file().to_path_buf()]);
+        poll("revocations file", Duration::from_millis(500), move || {
+            if let Some(learned @ 1..) = file.reload_if_changed(|| store.sync_from_disk())? {
+                tracing::info!(learned, "revocations taken from the shared file");
             }
+            Ok::<_, String>(())
         })
     };
     let _policy_watches: Vec<_> = policy_files

@@ -306,11 +306,9 @@ impl RevocationStore {
         Ok(count)
     }
 
-    /// When the file last changed (replicas poll it).
-    pub fn file_modified(&self) -> Option<std::time::SystemTime> {
-        std::fs::metadata(&self.file)
-            .and_then(|m| m.modified())
-            .ok()
+    /// The file revocations are kept in (replicas sharing it watch it).
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
     }
 
     fn read_disk(&self) -> Result<Vec<Entry>, String> {
