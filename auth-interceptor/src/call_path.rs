@@ -86,6 +86,20 @@ pub fn decide(
         return Err(Denial::of(error, claims));
     }
     // 5. Policy.
+    authorize(policy, path, claims)
+}
+
+/// Step 5 alone: `policy` on a call to `path` by verified `claims`. For
+/// `authmesh explain` of a bound token without its certificate, where the
+/// binding cannot be checked but the rest can.
+///
+/// # Errors
+/// A [`Denial`] naming the rule (or the absence of one) that refused.
+pub fn authorize(
+    policy: &MethodPolicy,
+    path: &str,
+    claims: VerifiedClaims,
+) -> Result<Decision, Denial> {
     let Evaluation { result, dry_run } = policy.evaluate(path, &claims);
     match result {
         Ok(allowed) => Ok(Decision {

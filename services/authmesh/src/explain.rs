@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use auth_interceptor::{
-    AuthError, Decision, Denial, DryRunOutcome, Evaluation, PeerIdentity, VerifiedClaims, Verifier,
-    decide,
+    AuthError, Denial, DryRunOutcome, PeerIdentity, VerifiedClaims, Verifier, call_path, decide,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde_json::{Value, json};
@@ -145,19 +144,7 @@ pub async fn explain(
                 "token is bound to the client certificate with x5t#S256 {}; binding not checked (pass --cert)",
                 claims.cnf.as_ref().map_or("", |c| c.x5t_s256.as_str())
             ));
-            let Evaluation { result, dry_run } = policy.evaluate(request.method, &claims);
-            match result {
-                Ok(allowed) => Ok(Decision {
-                    claims,
-                    rule: allowed.rule,
-                    dry_run,
-                }),
-                Err(error) => Err(Denial {
-                    error,
-                    claims: Some(claims),
-                    dry_run,
-                }),
-            }
+            call_path::authorize(&policy, request.method, claims)
         }
         other => other,
     };
