@@ -35,7 +35,7 @@ async fn up(state_dir: &Path, metrics_listen: Option<&str>) -> Result<(), CliErr
     // runs; servers and clients pick the new files up without a restart.
     let renewer = {
         let state = state.clone();
-        tokio::spawn(async move {
+        service_runtime::BackgroundTask::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tick.tick().await;
@@ -52,7 +52,7 @@ async fn up(state_dir: &Path, metrics_listen: Option<&str>) -> Result<(), CliErr
     // The banner promises servers that answer: a server that fails to start
     // (a broken key, a port in use) stops `up` with its error instead.
     if !all_serving(&state, &mesh).await {
-        renewer.abort();
+        drop(renewer);
         mesh.stop().await?;
         return Err(
             "the mesh did not come up: no server failed, but not all answered SERVING within 30 s"
@@ -68,7 +68,7 @@ async fn up(state_dir: &Path, metrics_listen: Option<&str>) -> Result<(), CliErr
             tracing::error!("a server stopped unexpectedly; stopping the mesh");
         }
     }
-    renewer.abort();
+    drop(renewer);
     mesh.stop().await?;
     Ok(())
 }
