@@ -166,11 +166,32 @@ pub enum StartError {
     /// The signing key is unusable.
     #[error("signing key: {0}")]
     Key(String),
+    /// A key file that does not hold a key the issuer can sign with.
+    #[error("signing key {file}: {source}")]
+    KeyFile {
+        /// The file, inside the key directory.
+        file: String,
+        /// Why it is unusable.
+        #[source]
+        source: authmesh_signing::SigningError,
+    },
+    /// A new signing key could not be generated.
+    #[error("generating a signing key: {0}")]
+    KeyGeneration(#[source] authmesh_signing::SigningError),
+    /// `keyring.json` does not parse (or could not be written out).
+    #[error("key ring {}: {source}", path.display())]
+    Ring {
+        /// The ring file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The revocation file is unreadable or malformed.
     #[error("revocations: {0}")]
     Revocations(String),
     /// An audience's policy file is missing or invalid.
-    #[error("the policy of audience {audience:?}")]
+    #[error("the policy of audience {audience:?}: {source}")]
     Policy {
         /// The audience whose `audience_policies` entry failed.
         audience: String,
@@ -180,5 +201,5 @@ pub enum StartError {
     },
     /// The sign-then-verify self-test failed.
     #[error("self-test failed: {0}")]
-    SelfTest(String),
+    SelfTest(#[source] authmesh_signing::SigningError),
 }

@@ -339,7 +339,7 @@ impl Issuer {
         let key = self
             .keys
             .signing()
-            .ok_or_else(|| StartError::SelfTest("no signing key".into()))?;
-        authmesh_signing::check_round_trip(&key).map_err(|e| StartError::SelfTest(e.to_string()))
+            .ok_or_else(|| StartError::Key("no key can sign now: nothing to self-test".into()))?;
+        authmesh_signing::check_round_trip(&key).map_err(StartError::SelfTest)
     }
 }

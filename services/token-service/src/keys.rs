@@ -200,7 +200,10 @@ fn plain_name(file: &str) -> Result<&str, StartError> {
 fn read_key(dir: &Path, file: &str) -> Result<SigningKey, StartError> {
     let file = plain_name(file)?;
     let pem = service_runtime::files::read_to_string(&dir.join(file))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| StartError::Key(format!("{file}: {e}")))
+    SigningKey::from_pkcs8_pem(&pem).map_err(|source| StartError::KeyFile {
+        file: file.to_owned(),
+        source,
+    })
 }
 
 /// The ring of `dir`: from `keyring.json`, or the legacy files (creating
@@ -230,8 +233,10 @@ fn ring_entries(
     let ring_path = dir.join(KEYRING_FILE);
     if ring_path.exists() {
         let text = service_runtime::files::read_to_string(&ring_path)?;
-        let file: RingFile = serde_json::from_str(&text)
-            .map_err(|e| StartError::Key(format!("{}: {e}", ring_path.display())))?;
+        let file: RingFile = serde_json::from_str(&text).map_err(|source| StartError::Ring {
+            path: ring_path.clone(),
+            source,
+        })?;
         for entry in &file.keys {
             plain_name(&entry.file)?;
         }
@@ -246,8 +251,7 @@ fn ring_entries(
             if create != Some(candidate) {
                 continue;
             }
-            let (key, pem) =
-                SigningKey::generate(candidate).map_err(|e| StartError::Key(e.to_string()))?;
+            let (key, pem) = SigningKey::generate(candidate).map_err(StartError::KeyGeneration)?;
             service_runtime::files::write_private(&path, pem.as_bytes())?;
             tracing::info!(kid = key.kid(), alg = %candidate, path = %path.display(), "generated signing key");
         }
@@ -324,7 +328,7 @@ pub fn rotate(
                 .is_some()
         })
         .ok_or_else(|| StartError::Key("overlap too large".into()))?;
-    let (key, pem) = SigningKey::generate(algorithm).map_err(|e| StartError::Key(e.to_string()))?;
+    let (key, pem) = SigningKey::generate(algorithm).map_err(StartError::KeyGeneration)?;
     let mut file = format!("key-{now}-{}.pem", algorithm.name().to_ascii_lowercase());
     let mut n = 1;
     while dir.join(&file).exists() {
@@ -353,9 +357,13 @@ pub fn rotate(
         activate_at: signs_from,
         retire_at: None,
     });
-    let text = serde_json::to_vec_pretty(&RingFile { keys: kept })
-        .map_err(|e| StartError::Key(e.to_string()))?;
-    service_runtime::files::write_public(&dir.join(KEYRING_FILE), &text)?;
+    let ring_path = dir.join(KEYRING_FILE);
+    let text =
+        serde_json::to_vec_pretty(&RingFile { keys: kept }).map_err(|source| StartError::Ring {
+            path: ring_path.clone(),
+            source,
+        })?;
+    service_runtime::files::write_public(&ring_path, &text)?;
     tracing::info!(kid = key.kid(), signs_from, "key rotation scheduled");
     Ok(Rotation {
         next_kid: key.kid().to_owned(),
@@ -495,5 +503,33 @@ mod tests {
             assert!(keys.reload_if_changed().is_err(), "{broken}");
             assert_eq!(kid(&keys), before);
         }
+    }
+
+    #[test]
+    fn a_removed_ring_stays_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = OffsetClock::new();
+        let keys = store(dir.path(), &clock);
+        let now = clock.now();
+        rotate(
+            dir.path(),
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::EdDSA,
+            120,
+            300,
+            now,
+        )
+        .expect("rotate");
+        assert!(keys.reload_if_changed().expect("reload"));
+        let ringed = kid(&keys);
+        let published = keys.published().keys.len();
+        // Without the ring only the bare key files would be left: keep the ring.
+        std::fs::remove_file(dir.path().join(KEYRING_FILE)).expect("remove");
+        let removed = keys
+            .reload_if_changed()
+            .expect_err("a removed ring is refused");
+        assert!(removed.to_string().contains("removed"), "{removed}");
+        assert_eq!(kid(&keys), ringed);
+        assert_eq!(keys.published().keys.len(), published);
     }
 }
