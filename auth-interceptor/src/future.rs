@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tracing::instrument::Instrumented;
 
 use crate::{
-    request_id::REQUEST_ID_HEADER,
+    request_id::REQUEST_ID_NAME,
     stream_bound::TokenBoundBody,
     verifier::{VerifiedClaims, Verifier},
 };
@@ -90,9 +90,11 @@ where
                     });
                 }
                 if let (Ok(response), Some(id)) = (output.as_mut(), request_id.take()) {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+                    response.headers_mut().insert(REQUEST_ID_NAME, id);
                 }
-                if let Some(started) = started.take() {
+                if let Some(started) = started.take()
+                    && tracing::enabled!(tracing::Level::DEBUG)
+                {
                     let grpc_status = output.as_ref().ok().and_then(|r| {
                         r.headers()
                             .get("grpc-status")

@@ -4,16 +4,20 @@ use tower::Layer;
 
 #[cfg(feature = "mtls")]
 use crate::peer::PeerCache;
-use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
+use crate::{
+    method_kinds::MethodKinds, policy::SharedPolicy, service::AuthService, verifier::Verifier,
+};
 
 /// Verifies the bearer token of every call and applies the method policy.
 ///
 /// ```
 /// # fn example(verifier: auth_interceptor::Verifier) {
-/// use auth_interceptor::{AuthLayer, MethodPolicy};
+/// use auth_interceptor::{AuthLayer, MethodKinds, MethodPolicy};
 ///
 /// let policy = MethodPolicy::new().require("/demo.echo.v1.Echo/Say", ["echo.say"]);
-/// let layer = AuthLayer::new(verifier, policy);
+/// let layer = AuthLayer::new(verifier, policy)
+///     // Optional: unary responses need no token-bound body.
+///     .method_kinds(MethodKinds::new().single_response("/demo.echo.v1.Echo/Say"));
 /// // tonic::transport::Server::builder().layer(layer).add_service(EchoServer::new(handler))
 /// # let _ = layer;
 /// # }
@@ -22,6 +26,7 @@ use crate::{policy::SharedPolicy, service::AuthService, verifier::Verifier};
 pub struct AuthLayer {
     verifier: Verifier,
     policy: SharedPolicy,
+    kinds: MethodKinds,
     #[cfg(feature = "mtls")]
     peers: PeerCache,
 }
@@ -33,9 +38,21 @@ impl AuthLayer {
         Self {
             verifier,
             policy: policy.into(),
+            kinds: MethodKinds::new(),
             #[cfg(feature = "mtls")]
             peers: PeerCache::new(1024),
         }
+    }
+
+    /// Which methods answer with a single message (unary, client-streaming):
+    /// their responses are passed through as they are. The others, and any
+    /// method not in `kinds`, end with their token (expiry, revocation).
+    /// [`MethodKinds::from_file_descriptor_set`] reads them from the
+    /// descriptor set a tonic build writes for reflection.
+    #[must_use]
+    pub fn method_kinds(mut self, kinds: MethodKinds) -> Self {
+        self.kinds = kinds;
+        self
     }
 }
 
@@ -47,6 +64,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             self.verifier.clone(),
             self.policy.clone(),
+            self.kinds.clone(),
             #[cfg(feature = "mtls")]
             self.peers.clone(),
         )

@@ -36,12 +36,14 @@
 //! - `mint-analysis`: what the issuer asks of a policy before it mints.
 
 pub mod bearer;
+pub mod call_context;
 pub mod call_path;
 pub mod error;
 pub mod future;
 pub mod key_source;
 mod known_answer;
 pub mod layer;
+pub mod method_kinds;
 mod observe;
 pub mod peer;
 pub mod policy;
@@ -63,6 +65,7 @@ pub use authmesh_token::{
     SystemClock, TokenHeader,
 };
 pub use bearer::bearer_token;
+pub use call_context::{CallContext, CallerExt};
 pub use call_path::{Decision, Denial, decide};
 pub use error::{AuthError, ERROR_DOMAIN, TokenError};
 pub use future::ResponseFuture;
@@ -73,9 +76,10 @@ pub use key_source::{
 };
 pub use known_answer::{SelfTestError, self_test};
 pub use layer::AuthLayer;
+pub use method_kinds::MethodKinds;
 #[cfg(feature = "mtls")]
 pub use peer::PeerCache;
-pub use peer::{CallerExt, PeerError, PeerIdentity};
+pub use peer::{PeerError, PeerIdentity};
 pub use policy::{
     DryRunEffect, DryRunOutcome, Evaluation, MethodPolicy, PolicyError, SharedPolicy,
 };

@@ -81,6 +81,11 @@ mod recording {
         }
 
         /// One verification: from the cache or not, and how long it took.
+        /// Whether these handles record anything (disabled ones have no service).
+        pub(crate) fn is_recording(&self) -> bool {
+            !self.service.is_empty()
+        }
+
         pub(crate) fn verified(&self, cache_hit: bool, took: Duration) {
             if cache_hit {
                 self.cache_hits.increment(1);
@@ -157,6 +162,9 @@ mod disabled {
         }
         pub(crate) fn disabled() -> Self {
             Self
+        }
+        pub(crate) fn is_recording(&self) -> bool {
+            false
         }
         pub(crate) fn verified(&self, _cache_hit: bool, _took: Duration) {}
         pub(crate) fn allowed(&self) {}

@@ -158,42 +158,6 @@ impl PeerCache {
     }
 }
 
-/// What the auth layer proved about a call, for handlers: they read it
-/// here and never parse headers themselves.
-///
-/// ```
-/// # fn handler(request: tonic::Request<()>) {
-/// use auth_interceptor::CallerExt;
-///
-/// let claims = request.verified_claims(); // the token: sub, aud, scope, jti
-/// let workload = request.peer_identity().and_then(|p| p.spiffe_id()); // the client certificate (mtls)
-/// let request_id = request.request_id(); // pass it on to the calls you make
-/// # let _ = (claims, workload, request_id);
-/// # }
-/// ```
-pub trait CallerExt {
-    /// The claims of the verified bearer token.
-    fn verified_claims(&self) -> Option<&crate::VerifiedClaims>;
-    /// The verified client certificate's identity, on mTLS connections.
-    fn peer_identity(&self) -> Option<&PeerIdentity>;
-    /// The call's request id, to pass on to the calls the handler makes.
-    fn request_id(&self) -> Option<&crate::RequestId>;
-}
-
-impl<T> CallerExt for tonic::Request<T> {
-    fn verified_claims(&self) -> Option<&crate::VerifiedClaims> {
-        self.extensions().get()
-    }
-
-    fn peer_identity(&self) -> Option<&PeerIdentity> {
-        self.extensions().get()
-    }
-
-    fn request_id(&self) -> Option<&crate::RequestId> {
-        self.extensions().get()
-    }
-}
-
 #[cfg(test)]
 #[cfg(feature = "mtls")]
 mod tests {

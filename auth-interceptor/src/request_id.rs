@@ -10,12 +10,27 @@ use http::{HeaderMap, HeaderValue};
 /// The metadata key of the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The same as a header name built at compile time: inserting a `&str`
+/// name that is not a standard header copies it on every insert.
+pub(crate) const REQUEST_ID_NAME: http::HeaderName =
+    http::HeaderName::from_static(REQUEST_ID_HEADER);
+
 /// The id of one call, for logs across services: the caller's `x-request-id`
 /// when it sent a sane one (1 to 128 of `A-Z a-z 0-9 - _ .`), else a fresh
 /// one. Handlers find it in the request extensions, pass it on to the calls
 /// they make, and it comes back to the caller in the response metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(HeaderValue);
+pub struct RequestId(Id);
+
+/// Where the id came from. A generated one stays inline: making it costs no
+/// allocation, only echoing it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Id {
+    /// The caller's header value, shared with the request.
+    Sent(HeaderValue),
+    /// 16 hex digits.
+    Generated([u8; 16]),
+}
 
 impl RequestId {
     /// The id of a call with `headers`.
@@ -29,7 +44,7 @@ impl RequestId {
         });
         match sent {
             // Shares the request's bytes: no copy.
-            Some(id) => Self(id.clone()),
+            Some(id) => Self(Id::Sent(id.clone())),
             None => Self::generate(),
         }
     }
@@ -50,13 +65,16 @@ impl RequestId {
         for (index, digit) in text.iter_mut().enumerate() {
             *digit = HEX[((id >> (60 - 4 * index)) & 0xf) as usize];
         }
-        Self(HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))
+        Self(Id::Generated(text))
     }
 
     /// The id.
     pub fn as_str(&self) -> &str {
         // Only visible ASCII gets in (checked above, or hex digits).
-        self.0.to_str().unwrap_or_default()
+        match &self.0 {
+            Id::Sent(value) => value.to_str().unwrap_or_default(),
+            Id::Generated(text) => std::str::from_utf8(text).unwrap_or_default(),
+        }
     }
 
     /// The id for the response metadata. Marked sensitive so HTTP/2 sends
@@ -64,7 +82,12 @@ impl RequestId {
     /// it would churn both ends' HPACK tables (and evict the headers that
     /// do repeat) on every call.
     pub(crate) fn header_value(&self) -> HeaderValue {
-        let mut value = self.0.clone();
+        let mut value = match &self.0 {
+            Id::Sent(value) => value.clone(),
+            Id::Generated(text) => {
+                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+            }
+        };
         value.set_sensitive(true);
         value
     }

@@ -14,13 +14,15 @@ use tracing::Instrument;
 #[cfg(feature = "mtls")]
 use crate::peer::PeerCache;
 use crate::{
+    call_context::CallContext,
     call_path::{self, Admitted, Denial},
     error::AuthError,
     future::ResponseFuture,
+    method_kinds::MethodKinds,
     observe::VerifierMetrics,
     peer::{PeerError, PeerIdentity},
     policy::{DryRunOutcome, SharedPolicy},
-    request_id::{REQUEST_ID_HEADER, RequestId},
+    request_id::{REQUEST_ID_NAME, RequestId},
     verifier::{VerifiedClaims, Verifier},
 };
 
@@ -30,6 +32,7 @@ pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
     policy: SharedPolicy,
+    kinds: MethodKinds,
     #[cfg(feature = "mtls")]
     peers: PeerCache,
 }
@@ -39,12 +42,14 @@ impl<S> AuthService<S> {
         inner: S,
         verifier: Verifier,
         policy: SharedPolicy,
+        kinds: MethodKinds,
         #[cfg(feature = "mtls")] peers: PeerCache,
     ) -> Self {
         Self {
             inner,
             verifier,
             policy,
+            kinds,
             #[cfg(feature = "mtls")]
             peers,
         }
@@ -76,7 +81,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let started = Instant::now();
+        // Only the decision log and the completion event use the time: read
+        // the clock only when they are on.
+        let started = tracing::enabled!(tracing::Level::INFO).then(Instant::now);
         // The inner service was made ready by poll_ready; keep that one and
         // leave a fresh clone behind for the next call.
         let clone = self.inner.clone();
@@ -111,16 +118,17 @@ where
         metrics.allowed();
         let claims = decision.claims;
         // One span per call: whatever the handler logs carries the caller.
+        // Its fields are only formatted when INFO is on.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
-        let bound = (self.verifier.clone(), claims.clone());
-        request.extensions_mut().insert(claims);
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(peer);
-        }
+        // Only a streamed response can outlive its token: bind just those.
+        let bound =
+            (!self.kinds.is_single_response(path)).then(|| (self.verifier.clone(), claims.clone()));
         let echo = Some(request_id.header_value());
-        request.extensions_mut().insert(request_id);
+        request
+            .extensions_mut()
+            .insert(CallContext::new(claims, peer, request_id));
         let future = span.in_scope(|| inner.call(request));
-        ResponseFuture::forward(future.instrument(span), Some(started), echo, Some(bound))
+        ResponseFuture::forward(future.instrument(span), started, echo, bound)
     }
 }
 
@@ -143,10 +151,10 @@ fn deny<F>(
     path: &str,
     denial: Denial,
     request_id: &RequestId,
-    started: Instant,
+    started: Option<Instant>,
 ) -> ResponseFuture<F> {
     let Denial { error, claims, .. } = denial;
-    let latency_us = started.elapsed().as_micros() as u64;
+    let latency_us = started.map(|started| started.elapsed().as_micros() as u64);
     // Ties the caller's error to this log line without revealing anything.
     let decision_id = crate::error::new_decision_id();
     let claims = claims.as_ref();
@@ -161,6 +169,6 @@ fn deny<F>(
     let mut response = AuthError::into_status(error, Some(&decision_id)).into_http();
     response
         .headers_mut()
-        .insert(REQUEST_ID_HEADER, request_id.header_value());
+        .insert(REQUEST_ID_NAME, request_id.header_value());
     ResponseFuture::deny(response)
 }
