@@ -14,7 +14,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use auth_interceptor::{CallerExt, MethodPolicy, REQUEST_ID_HEADER, SharedClock, VerifiedClaims};
+use auth_interceptor::{CallerExt, MethodPolicy, REQUEST_ID_HEADER, SharedClock};
 use authmesh_client::{
     BearerInterceptor, ClientCredentials, RefreshSettings, TokenRefreshHandle, TokenRequest,
     TokenSource,
@@ -263,8 +263,7 @@ impl Orders for OrdersHandler {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
         let caller = request
-            .extensions()
-            .get::<VerifiedClaims>()
+            .verified_claims()
             .map(|c| c.sub.clone())
             .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))?;
         // The caller's request id goes on to inventory, so both logs tell one story.

@@ -52,6 +52,9 @@ pub enum RuntimeError {
     /// The runtime or a serving thread could not be started.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// An embedded descriptor set does not decode.
+    #[error("descriptor set: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     /// Server reflection could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -4,7 +4,7 @@
 
 use std::{any::Any, convert::Infallible, future::Future, sync::Arc};
 
-use auth_interceptor::{AuthLayer, SharedPolicy};
+use auth_interceptor::{AuthLayer, MethodKinds, SharedPolicy};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -443,7 +443,12 @@ where
     });
     tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
     let router = server_builder()
-        .layer(AuthLayer::new(verification.verifier.clone(), shared))
+        .layer(
+            AuthLayer::new(verification.verifier.clone(), shared).method_kinds(
+                // Unary answers need no token-bound body; streams keep it.
+                MethodKinds::from_file_descriptor_set(authmesh_proto::FILE_DESCRIPTOR_SET)?,
+            ),
+        )
         .add_service(health_service)
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)
