@@ -14,8 +14,11 @@ use auth_interceptor::{
 };
 use authmesh_signing::SigningKey;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use futures_util::FutureExt;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{call_now, tonic_answer};
 
 const ISSUER: &str = "https://bench.authmesh.local";
 const AUDIENCE: &str = "inventory";
@@ -122,15 +125,8 @@ fn policy(c: &mut Criterion) {
 fn layer(c: &mut Criterion) {
     let (key, verifier) = key_and_verifier(SigningAlgorithm::EdDSA);
     let bearer = format!("Bearer {}", key.sign(&claims()).unwrap());
-    // Answers as tonic does: the content type in the headers, one message.
     let handler = service_fn(|_request: http::Request<tonic::body::Body>| async {
-        let response = http::Response::builder()
-            .header("content-type", "application/grpc")
-            .body(tonic::body::Body::new(http_body_util::Full::new(
-                bytes::Bytes::from_static(b"\0\0\0\0\0"),
-            )))
-            .unwrap();
-        Ok::<_, Infallible>(response)
+        Ok::<_, Infallible>(tonic_answer())
     });
     let request = || {
         http::Request::builder()
@@ -149,51 +145,34 @@ fn layer(c: &mut Criterion) {
     });
     let layer = AuthLayer::new(verifier, MethodPolicy::new().require(METHOD, [SCOPE]));
     // As AuthMesh's servers run it: told which methods are unary.
-    let mut authed = layer
-        .clone()
-        .method_kinds(MethodKinds::new().single_response(METHOD))
-        .layer(handler);
-    c.bench_function("layer/auth-hot", |b| {
-        b.iter_batched(
-            request,
-            |request| {
-                let response = call_now(&mut authed, request);
-                assert!(response.headers().get("grpc-status").is_none());
-                response
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    let unary = MethodKinds::new().single_response(METHOD);
+    let authed = layer.clone().method_kinds(unary).layer(handler);
+    bench_allowed(c, "layer/auth-hot", authed, request);
     // A method of unknown kind: its response is bound to the token.
-    let mut bound = layer.layer(handler);
-    c.bench_function("layer/auth-hot-bound", |b| {
-        b.iter_batched(
-            request,
-            |request| {
-                let response = call_now(&mut bound, request);
-                assert!(response.headers().get("grpc-status").is_none());
-                response
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    bench_allowed(c, "layer/auth-hot-bound", layer.layer(handler), request);
 }
 
-/// One call to a service whose readiness and answer never wait (no executor needed).
-fn call_now<S>(service: &mut S, request: http::Request<tonic::body::Body>) -> S::Response
-where
-    S: Service<http::Request<tonic::body::Body>>,
+/// Benchmarks calls of `service` that must all be allowed.
+fn bench_allowed<S>(
+    c: &mut Criterion,
+    name: &str,
+    mut service: S,
+    request: impl Fn() -> http::Request<tonic::body::Body>,
+) where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
     S::Error: std::fmt::Debug,
 {
-    service
-        .ready()
-        .now_or_never()
-        .unwrap()
-        .unwrap()
-        .call(request)
-        .now_or_never()
-        .unwrap()
-        .unwrap()
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            &request,
+            |request| {
+                let response = call_now(&mut service, request);
+                assert!(response.headers().get("grpc-status").is_none());
+                response
+            },
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 criterion_group!(benches, verify, policy, layer);

@@ -19,8 +19,10 @@ use auth_interceptor::{
     AuthLayer, Claims, JwkSet, MethodKinds, MethodPolicy, Verifier, VerifierConfig,
 };
 use authmesh_signing::SigningKey;
-use futures_util::FutureExt;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
+
+mod support;
+use support::{call_now, tonic_answer};
 
 const ISSUER: &str = "https://counts.authmesh.local";
 const AUDIENCE: &str = "inventory";
@@ -65,23 +67,6 @@ fn request(bearer: &str, request_id: Option<&str>) -> http::Request<tonic::body:
         builder = builder.header("x-request-id", id);
     }
     builder.body(tonic::body::Body::empty()).unwrap()
-}
-
-/// One call to a service whose readiness and answer never wait.
-fn call_now<S>(service: &mut S, request: http::Request<tonic::body::Body>) -> S::Response
-where
-    S: Service<http::Request<tonic::body::Body>>,
-    S::Error: std::fmt::Debug,
-{
-    service
-        .ready()
-        .now_or_never()
-        .unwrap()
-        .unwrap()
-        .call(request)
-        .now_or_never()
-        .unwrap()
-        .unwrap()
 }
 
 /// Heap allocations per call of `service` on `requests` (made beforehand,
@@ -136,16 +121,7 @@ fn extra_allocations(kinds: MethodKinds) -> Extra {
     let mut plain = service_fn(move |request: http::Request<tonic::body::Body>| {
         // Beside the transport's own.
         seen.store(request.extensions().len() - 1, Ordering::Relaxed);
-        async {
-            // As tonic answers: the content type in the headers.
-            let response = http::Response::builder()
-                .header("content-type", "application/grpc")
-                .body(tonic::body::Body::new(http_body_util::Full::new(
-                    bytes::Bytes::from_static(b"\0\0\0\0\0"),
-                )))
-                .unwrap();
-            Ok::<_, Infallible>(response)
-        }
+        async { Ok::<_, Infallible>(tonic_answer()) }
     });
     let mut authed = AuthLayer::new(
         verifier.clone(),

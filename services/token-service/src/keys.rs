@@ -384,6 +384,19 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// An EdDSA rotation at `now`: signs after 120 s, tokens live 300 s.
+    fn rotate_eddsa(dir: &Path, now: u64) -> Rotation {
+        rotate(
+            dir,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::EdDSA,
+            120,
+            300,
+            now,
+        )
+        .expect("rotate")
+    }
+
     fn store(dir: &Path, clock: &OffsetClock) -> KeyStore {
         KeyStore::load_or_create(dir, SigningAlgorithm::EdDSA, Arc::new(clock.clone()))
             .expect("keys")
@@ -417,15 +430,7 @@ mod tests {
         let keys = store(dir.path(), &clock);
         let old = kid(&keys);
         let now = clock.now();
-        let rotation = rotate(
-            dir.path(),
-            SigningAlgorithm::EdDSA,
-            SigningAlgorithm::EdDSA,
-            120,
-            300,
-            now,
-        )
-        .expect("rotate");
+        let rotation = rotate_eddsa(dir.path(), now);
         assert_eq!(rotation.signs_from, now + 120);
         assert_eq!(rotation.retiring, vec![(old.clone(), now + 120 + 300 + 60)]);
         // A running store picks the ring up.
@@ -511,15 +516,7 @@ mod tests {
         let clock = OffsetClock::new();
         let keys = store(dir.path(), &clock);
         let now = clock.now();
-        rotate(
-            dir.path(),
-            SigningAlgorithm::EdDSA,
-            SigningAlgorithm::EdDSA,
-            120,
-            300,
-            now,
-        )
-        .expect("rotate");
+        rotate_eddsa(dir.path(), now);
         assert!(keys.reload_if_changed().expect("reload"));
         let ringed = kid(&keys);
         let published = keys.published().keys.len();

@@ -1,0 +1,36 @@
+//! What the layer's benchmark and its allocation guard share: calling a
+//! tower service without an executor, and a handler's answer shaped as
+//! tonic's.
+
+#![allow(clippy::unwrap_used)] // test support: a panic is the failure
+
+use futures_util::FutureExt;
+use tower::{Service, ServiceExt};
+
+/// One call to a service whose readiness and answer never wait (no executor needed).
+pub fn call_now<S>(service: &mut S, request: http::Request<tonic::body::Body>) -> S::Response
+where
+    S: Service<http::Request<tonic::body::Body>>,
+    S::Error: std::fmt::Debug,
+{
+    service
+        .ready()
+        .now_or_never()
+        .unwrap()
+        .unwrap()
+        .call(request)
+        .now_or_never()
+        .unwrap()
+        .unwrap()
+}
+
+/// A handler's answer as tonic makes one: the content type in the headers,
+/// one message in the body.
+pub fn tonic_answer() -> http::Response<tonic::body::Body> {
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"\0\0\0\0\0"),
+        )))
+        .unwrap()
+}
