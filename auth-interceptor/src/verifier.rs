@@ -10,7 +10,7 @@ use std::{
     ops::Deref,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -111,15 +111,43 @@ impl Deref for VerifiedClaims {
 /// One issuer's keys, by `kid`.
 #[derive(Debug, Default)]
 struct KeySet {
-    keys: HashMap<String, Arc<VerificationKey>>,
+    keys: HashMap<String, TrustedKey>,
 }
 
-/// A verified token, remembered with the key that verified it: a hit counts
-/// only while that very key is still trusted.
+impl KeySet {
+    /// Whether the key installed as `serial` is still in the set.
+    fn trusts(&self, serial: u64) -> bool {
+        self.keys.values().any(|key| key.serial == serial)
+    }
+}
+
+/// A trusted key and the serial number it was installed under. Cache
+/// entries name the serial, not the key: a hit then compares integers
+/// instead of cloning the key's reference count, which every core verifying
+/// tokens of that key would otherwise write on every call.
+#[derive(Debug, Clone)]
+struct TrustedKey {
+    key: Arc<VerificationKey>,
+    serial: u64,
+}
+
+impl TrustedKey {
+    fn new(key: VerificationKey) -> Self {
+        // Never reused, so a serial names one key for the process's life.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            key: Arc::new(key),
+            serial: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// A verified token, remembered with the serial of the key that verified
+/// it: a hit counts only while that very key is still trusted.
 #[derive(Clone)]
 struct CachedToken {
     claims: VerifiedClaims,
-    key: Arc<VerificationKey>,
+    key_serial: u64,
 }
 
 struct Inner {
@@ -229,22 +257,20 @@ impl Verifier {
             .to_verification_keys()?
             .into_iter()
             .map(|(kid, key)| {
-                // An unchanged key keeps its identity, so cached tokens stay valid across refreshes.
+                // An unchanged key keeps its serial, so cached tokens stay valid across refreshes.
                 let key = match previous.keys.get(&kid) {
-                    Some(old) if old.same_key(&key) => old.clone(),
-                    _ => Arc::new(key),
+                    Some(old) if old.key.same_key(&key) => old.clone(),
+                    _ => TrustedKey::new(key),
                 };
                 (kid, key)
             })
             .collect();
         self.inner.keys.store(Arc::new(KeySet { keys }));
         let current = self.inner.keys.load();
-        let key_left = previous.keys.iter().any(|(kid, old)| {
-            !current
-                .keys
-                .get(kid)
-                .is_some_and(|new| Arc::ptr_eq(old, new))
-        });
+        let key_left = previous
+            .keys
+            .values()
+            .any(|old| !current.trusts(old.serial));
         if key_left {
             // Correctness does not depend on this (hits re-check their key);
             // it just frees entries that can no longer be used.
@@ -320,21 +346,14 @@ impl Verifier {
         }
         let now = self.inner.clock.now();
         let digest = token_digest(token);
-        if let Some(hit) = self.inner.cache.get(&digest) {
-            let still_trusted = self
-                .inner
-                .keys
-                .load()
-                .keys
-                .get(&hit.key.kid)
-                .is_some_and(|key| Arc::ptr_eq(key, &hit.key));
-            if still_trusted {
-                *cache_hit = true;
-                self.check_times(&hit.claims, now)?;
-                return Ok(hit.claims);
-            }
+        if let Some(hit) = self.inner.cache.get(&digest)
+            && self.inner.keys.load().trusts(hit.key_serial)
+        {
+            *cache_hit = true;
+            self.check_times(&hit.claims, now)?;
+            return Ok(hit.claims);
         }
-        let (claims, key) = self.verify_uncached(token, now)?;
+        let (claims, key_serial) = self.verify_uncached(token, now)?;
         let claims = VerifiedClaims(Arc::new(claims));
         // Cached whether or not it is revoked: a revoked token stays revoked
         // on every later call anyway, and revocation is checked on each.
@@ -342,7 +361,7 @@ impl Verifier {
             digest,
             CachedToken {
                 claims: claims.clone(),
-                key,
+                key_serial,
             },
         );
         Ok(claims)
@@ -480,18 +499,14 @@ impl Verifier {
         }
     }
 
-    fn verify_uncached(
-        &self,
-        token: &str,
-        now: u64,
-    ) -> Result<(Claims, Arc<VerificationKey>), AuthError> {
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Claims, u64), AuthError> {
         let parts = split_token(token)?;
         let header = parse_header(parts.header)?;
         let keys = self.inner.keys.load();
         if keys.keys.is_empty() {
             return Err(AuthError::KeysUnavailable);
         }
-        let Some(key) = keys.keys.get(&header.kid) else {
+        let Some(TrustedKey { key, serial }) = keys.keys.get(&header.kid) else {
             self.inner.refresh_wanted.notify_one();
             return Err(AuthError::UnknownKey);
         };
@@ -503,7 +518,7 @@ impl Verifier {
         }
         let claims = parse_claims(parts.payload)?;
         self.check_claims(&claims, now)?;
-        Ok((claims, key.clone()))
+        Ok((claims, *serial))
     }
 
     fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
