@@ -90,12 +90,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
         let policy = self.policy.load();
-        let request_id = RequestId::from_headers(request.headers());
         if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), None, None, None);
         }
+        let request_id = RequestId::from_headers(request.headers());
         let metrics = self.verifier.metrics();
         let admitted = call_path::admit(
             &self.verifier,
