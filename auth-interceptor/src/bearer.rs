@@ -10,6 +10,17 @@ use crate::error::AuthError;
 /// [`AuthError::MissingToken`] with no entry; [`AuthError::MalformedAuthorization`]
 /// for several entries, another scheme, non-visible-ASCII bytes or a bad shape.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    presented_token(headers).and_then(checked_token)
+}
+
+/// The bytes after `Bearer ` in exactly one `authorization` entry, not yet
+/// checked for their characters: the call path checks them only for a
+/// token it has not verified before ([`checked_token`]), since the exact
+/// bytes of one it has were checked then.
+///
+/// # Errors
+/// As [`bearer_token`], but for the characters.
+pub(crate) fn presented_token(headers: &HeaderMap) -> Result<&[u8], AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -17,10 +28,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if values.next().is_some() {
         return Err(AuthError::MalformedAuthorization("more than one entry"));
     }
-    let token = value
+    value
         .as_bytes()
         .strip_prefix(b"Bearer ")
-        .ok_or(AuthError::MalformedAuthorization("scheme is not Bearer"))?;
+        .ok_or(AuthError::MalformedAuthorization("scheme is not Bearer"))
+}
+
+/// `token` as text, when it is non-empty and made of base64url and dots only.
+///
+/// # Errors
+/// [`AuthError::MalformedAuthorization`] otherwise.
+pub(crate) fn checked_token(token: &[u8]) -> Result<&str, AuthError> {
     let valid = |chunk: &[u8]| chunk.iter().fold(true, |ok, &b| ok & is_token_byte(b));
     if token.is_empty() || !token.chunks(32).all(valid) {
         return Err(AuthError::MalformedAuthorization("bad token characters"));

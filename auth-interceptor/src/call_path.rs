@@ -7,25 +7,24 @@
 //! ends only a real call has: reading the request, and using up a one-time
 //! token. Neither logs nor counts; the service records what they return.
 
-use std::sync::Arc;
-
 use http::HeaderMap;
 
 use crate::{
-    bearer::bearer_token,
+    bearer::{checked_token, presented_token},
     error::AuthError,
     peer::{PeerError, PeerIdentity},
     policy::{DryRunOutcome, Evaluation, MethodPolicy},
     verifier::{VerifiedClaims, Verifier},
 };
 
-/// A call that may go through: who calls, and the rule that allowed it.
+/// A call that may go through: who calls, and the rule of `policy` that
+/// allowed it.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub struct Decision<'policy> {
     /// The verified token.
     pub claims: VerifiedClaims,
-    /// The allowing rule.
-    pub rule: Arc<str>,
+    /// The allowing rule's name.
+    pub rule: &'policy str,
     /// What the policy's dry-run rules would have decided.
     pub dry_run: Vec<DryRunOutcome>,
 }
@@ -68,15 +67,26 @@ impl Denial {
 ///
 /// # Errors
 /// A [`Denial`] naming the first check that failed.
-pub fn decide(
+pub fn decide<'policy>(
     verifier: &Verifier,
-    policy: &MethodPolicy,
+    policy: &'policy MethodPolicy,
     path: &str,
     token: &str,
     peer: Option<&PeerIdentity>,
-) -> Result<Decision, Denial> {
+) -> Result<Decision<'policy>, Denial> {
     // 2. Verify: signature, profile and times, or the cache's earlier answer.
     let claims = verifier.authenticate(token)?;
+    decide_verified(verifier, policy, path, claims, peer)
+}
+
+/// Steps 3 to 5, for claims that verified.
+fn decide_verified<'policy>(
+    verifier: &Verifier,
+    policy: &'policy MethodPolicy,
+    path: &str,
+    claims: VerifiedClaims,
+    peer: Option<&PeerIdentity>,
+) -> Result<Decision<'policy>, Denial> {
     // 3. Revocation, on every call: a cached token may have been revoked since.
     if let Err(error) = verifier.check_revocations(&claims) {
         return Err(Denial::of(error, claims));
@@ -95,11 +105,11 @@ pub fn decide(
 ///
 /// # Errors
 /// A [`Denial`] naming the rule (or the absence of one) that refused.
-pub fn authorize(
-    policy: &MethodPolicy,
+pub fn authorize<'policy>(
+    policy: &'policy MethodPolicy,
     path: &str,
     claims: VerifiedClaims,
-) -> Result<Decision, Denial> {
+) -> Result<Decision<'policy>, Denial> {
     let Evaluation { result, dry_run } = policy.evaluate(path, &claims);
     match result {
         Ok(allowed) => Ok(Decision {
@@ -117,26 +127,29 @@ pub fn authorize(
 
 /// A real call let through: its decision and its connection's identity.
 #[derive(Debug)]
-pub(crate) struct Admitted {
-    pub(crate) decision: Decision,
+pub(crate) struct Admitted<'policy> {
+    pub(crate) decision: Decision<'policy>,
     pub(crate) peer: Option<PeerIdentity>,
 }
 
 /// The whole path of a real call to `path` with request `headers`, over a
 /// connection whose certificate identity was read as `peer`.
-pub(crate) fn admit(
+pub(crate) fn admit<'policy>(
     verifier: &Verifier,
-    policy: &MethodPolicy,
+    policy: &'policy MethodPolicy,
     path: &str,
     headers: &HeaderMap,
     peer: Result<Option<PeerIdentity>, PeerError>,
-) -> Result<Admitted, Denial> {
+) -> Result<Admitted<'policy>, Denial> {
     // 0. The connection: a client certificate that yields no identity is refused.
     let peer = peer.map_err(AuthError::from)?;
     // 1. Bearer: exactly one `authorization: Bearer <token>`.
-    let token = bearer_token(headers)?;
-    // 2–5. Verify, revocation, certificate binding, policy.
-    let decision = decide(verifier, policy, path, token, peer.as_ref())?;
+    let token = presented_token(headers)?;
+    // 2. Verify. The token's characters are checked unless this thread
+    // verified these very bytes before (and checked them then).
+    let claims = verifier.authenticate_presented(token, checked_token)?;
+    // 3–5. Revocation, certificate binding, policy.
+    let decision = decide_verified(verifier, policy, path, claims, peer.as_ref())?;
     // 6. One-time consumption, last: a call denied by any step above does
     // not use the token up.
     if let Err(error) = verifier.consume_one_time(&decision.claims) {

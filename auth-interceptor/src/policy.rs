@@ -231,11 +231,11 @@ fn caller_pattern(rule: &str, text: &str) -> Result<Pattern, PolicyError> {
     }
 }
 
-/// A method is allowed by this rule.
+/// A method is allowed by this rule of the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowed {
-    /// The allowing rule.
-    pub rule: Arc<str>,
+pub struct Allowed<'policy> {
+    /// The allowing rule's name.
+    pub rule: &'policy str,
 }
 
 /// The authorization policy of one service. Cheap to share behind an `Arc`.
@@ -280,15 +280,33 @@ impl RuleIndex {
     }
 
     /// The rules that cover `path`, in policy order.
-    fn covering<'a>(&'a self, rules: &'a [Rule], path: &str) -> impl Iterator<Item = &'a Rule> {
+    /// The positions of the rules that can cover `path`.
+    fn covering(&self, path: &str) -> Covering<'_> {
         let exact = self.by_method.get(path).map(Vec::as_slice).unwrap_or(&[]);
         let whole_service = service_prefix(path)
             .and_then(|service| self.by_service.get(service))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        Covering {
+            exact,
+            whole_service,
+        }
+    }
+}
+
+/// The rules that can cover one method, as positions in the policy.
+#[derive(Clone, Copy)]
+struct Covering<'a> {
+    exact: &'a [usize],
+    whole_service: &'a [usize],
+}
+
+impl<'a> Covering<'a> {
+    /// Those rules of `rules`, in the policy's order, each once.
+    fn rules(self, rules: &'a [Rule]) -> impl Iterator<Item = &'a Rule> {
         MergeAscending {
-            left: exact,
-            right: whole_service,
+            left: self.exact,
+            right: self.whole_service,
         }
         .filter_map(|position| rules.get(position))
     }
@@ -469,7 +487,7 @@ impl MethodPolicy {
     /// [`AuthError::RuleDenied`] for a matching deny rule, [`AuthError::MissingScopes`]
     /// when an allow rule for the method applies but scopes are missing,
     /// [`AuthError::NoRule`] when no allow rule applies.
-    pub fn authorize(&self, path: &str, claims: &Claims) -> Result<Allowed, AuthError> {
+    pub fn authorize(&self, path: &str, claims: &Claims) -> Result<Allowed<'_>, AuthError> {
         self.evaluate(path, claims).result
     }
 
@@ -477,7 +495,7 @@ impl MethodPolicy {
     /// every dry-run rule met on the way would have decided. Changes nothing
     /// and logs nothing: recording the dry-run outcomes is the caller's
     /// (the auth layer logs and counts them; `authmesh explain` prints them).
-    pub fn evaluate(&self, path: &str, claims: &Claims) -> Evaluation {
+    pub fn evaluate(&self, path: &str, claims: &Claims) -> Evaluation<'_> {
         let mut dry_run = Vec::new();
         let result = self.decide_recording(path, claims, &mut dry_run);
         Evaluation { result, dry_run }
@@ -488,8 +506,10 @@ impl MethodPolicy {
         path: &str,
         claims: &Claims,
         dry_run: &mut Vec<DryRunOutcome>,
-    ) -> Result<Allowed, AuthError> {
-        let covering = || self.index.covering(&self.rules, path);
+    ) -> Result<Allowed<'_>, AuthError> {
+        // Looked up once: the deny pass and the allow pass walk the same rules.
+        let covering = self.index.covering(path);
+        let covering = || covering.rules(&self.rules);
         let seen = |rule: &Rule, would: DryRunEffect| DryRunOutcome {
             rule: rule.name.clone(),
             would,
@@ -516,9 +536,7 @@ impl MethodPolicy {
                     dry_run.push(seen(rule, DryRunEffect::WouldAllow));
                     continue;
                 }
-                return Ok(Allowed {
-                    rule: rule.name.clone(),
-                });
+                return Ok(Allowed { rule: &rule.name });
             }
             let missing = rule.missing_scopes(claims);
             if !rule.dry_run
@@ -544,9 +562,9 @@ impl MethodPolicy {
 
 /// What a policy decided on one call, with what its dry-run rules would have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation {
+pub struct Evaluation<'policy> {
     /// The decision of the rules in force.
-    pub result: Result<Allowed, AuthError>,
+    pub result: Result<Allowed<'policy>, AuthError>,
     /// Each dry-run rule that would have decided the call, in evaluation
     /// order. Empty (and unallocated) when the policy has none for the method.
     pub dry_run: Vec<DryRunOutcome>,

@@ -1,10 +1,8 @@
 //! [`RequestId`]: the id of one call, for logs across services.
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicU64, Ordering},
-};
+use std::cell::{Cell, RefCell};
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 
 /// The metadata key of the request id.
@@ -35,7 +33,8 @@ enum Id {
 impl RequestId {
     /// The id of a call with `headers`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let sent = headers.get(REQUEST_ID_HEADER).filter(|id| {
+        // By the prebuilt name: a `&str` name would be parsed on every call.
+        let sent = headers.get(&REQUEST_ID_NAME).filter(|id| {
             (1..=128).contains(&id.len())
                 && id
                     .as_bytes()
@@ -49,17 +48,24 @@ impl RequestId {
         }
     }
 
-    /// A fresh id: 16 hex digits, unique within the process (a counter)
-    /// and unlikely to repeat across processes (a random start). Every
-    /// call without an id makes one, so no RNG and no formatting machinery.
+    /// A fresh id: 16 hex digits, unique within the thread (a counter) and
+    /// unlikely to repeat across threads and processes (a random start per
+    /// thread). Every call without an id makes one, so no RNG, no
+    /// formatting machinery, and no counter that every core writes.
     fn generate() -> Self {
-        static START: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let start = *START.get_or_init(rand::random::<u64>);
+        thread_local! {
+            static NEXT: Cell<Option<u64>> = const { Cell::new(None) };
+        }
+        let count = NEXT
+            .try_with(|next| {
+                let count = next.get().unwrap_or_else(rand::random::<u64>);
+                next.set(Some(count.wrapping_add(1)));
+                count
+            })
+            // During thread teardown: a random id.
+            .unwrap_or_else(|_| rand::random::<u64>());
         // An odd multiplier is a bijection on u64: distinct counts, distinct ids.
-        let id = start
-            .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let id = count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 16];
         for (index, digit) in text.iter_mut().enumerate() {
@@ -84,13 +90,36 @@ impl RequestId {
     pub(crate) fn header_value(&self) -> HeaderValue {
         let mut value = match &self.0 {
             Id::Sent(value) => value.clone(),
-            Id::Generated(text) => {
-                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
-            }
+            Id::Generated(text) => HeaderValue::from_maybe_shared(echo_bytes(text))
+                .unwrap_or_else(|_| HeaderValue::from_static("0")),
         };
         value.set_sensitive(true);
         value
     }
+}
+
+/// Generated ids echoed per buffer: the response header needs its bytes on
+/// the heap, and one buffer for this many ids saves an allocation per call.
+/// (The hot-path count test knows this number.)
+const ECHOED_PER_BUFFER: usize = 64;
+
+/// `text` in this thread's current buffer of echoed ids, shared, not copied again.
+fn echo_bytes(text: &[u8; 16]) -> Bytes {
+    thread_local! {
+        static ECHOED: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    ECHOED
+        .try_with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            if buffer.capacity() - buffer.len() < text.len() {
+                // The old buffer lives on in the ids still being sent.
+                *buffer = BytesMut::with_capacity(text.len() * ECHOED_PER_BUFFER);
+            }
+            buffer.extend_from_slice(text);
+            buffer.split().freeze()
+        })
+        // During thread teardown: a copy of its own.
+        .unwrap_or_else(|_| Bytes::copy_from_slice(text))
 }
 
 impl std::fmt::Display for RequestId {
@@ -117,5 +146,21 @@ mod tests {
             ids.iter()
                 .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         );
+    }
+
+    #[test]
+    fn echoed_ids_are_the_ids_across_buffers() {
+        // More ids than one buffer holds, all kept alive at once.
+        let echoed: Vec<(RequestId, HeaderValue)> = (0..ECHOED_PER_BUFFER * 3 + 5)
+            .map(|_| {
+                let id = RequestId::from_headers(&HeaderMap::new());
+                let value = id.header_value();
+                (id, value)
+            })
+            .collect();
+        for (id, value) in &echoed {
+            assert_eq!(value.as_bytes(), id.as_str().as_bytes());
+            assert!(value.is_sensitive());
+        }
     }
 }

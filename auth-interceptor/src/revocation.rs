@@ -92,13 +92,15 @@ impl From<Revocation> for proto::Revocation {
     }
 }
 
-/// The revocations in force, in lookup form.
+/// The revocations in force, in lookup form. Every call looks its `jti`
+/// and `sub` up here, so the maps hash with ahash (as the policy's do):
+/// the keys come from the token service, not from callers.
 #[derive(Debug, Clone, Default)]
 struct RevocationSet {
     /// `jti` → when to forget it.
-    tokens: HashMap<String, u64>,
+    tokens: HashMap<String, u64, ahash::RandomState>,
     /// `sub` → (cutoff, when to forget it).
-    subjects: HashMap<String, (u64, u64)>,
+    subjects: HashMap<String, (u64, u64), ahash::RandomState>,
 }
 
 impl RevocationSet {

@@ -152,7 +152,12 @@ struct CachedToken {
 
 struct Inner {
     config: VerifierConfig,
+    /// Names this verifier's entries in each thread's [`recent`] tokens.
+    id: u64,
     keys: ArcSwap<KeySet>,
+    /// Bumped whenever a key leaves the set: tokens a thread remembers as
+    /// verified under an older generation are checked again.
+    key_generation: AtomicU64,
     cache: Cache<[u8; 32], CachedToken>,
     clock: SharedClock,
     refresh_wanted: Notify,
@@ -207,8 +212,12 @@ impl Verifier {
         {
             return Err(ConfigError::ZeroLimit);
         }
+        // Never reused, so an id names one verifier for the process's life.
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                key_generation: AtomicU64::new(0),
                 cache: Cache::new(config.cache_capacity),
                 replay: ReplayCache::new(config.replay_cache_capacity),
                 metrics: if config.record_metrics {
@@ -272,6 +281,9 @@ impl Verifier {
             .values()
             .any(|old| !current.trusts(old.serial));
         if key_left {
+            // After the new set is stored: a thread that sees the new
+            // generation also sees the new keys.
+            self.inner.key_generation.fetch_add(1, Ordering::Release);
             // Correctness does not depend on this (hits re-check their key);
             // it just frees entries that can no longer be used.
             self.inner.cache.clear();
@@ -319,6 +331,27 @@ impl Verifier {
     /// token verified before: everything [`Verifier::verify`] checks but
     /// revocation, which the call path runs as its own step.
     pub(crate) fn authenticate(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        self.timed(|cache_hit| {
+            self.authenticate_recording(token.as_bytes(), |_| Ok(token), cache_hit)
+        })
+    }
+
+    /// [`Verifier::authenticate`] of the bytes a caller presented after
+    /// `Bearer `: `check` (the characters) runs only when this thread has
+    /// not verified these very bytes before.
+    pub(crate) fn authenticate_presented(
+        &self,
+        presented: &[u8],
+        check: impl FnOnce(&[u8]) -> Result<&str, AuthError>,
+    ) -> Result<VerifiedClaims, AuthError> {
+        self.timed(|cache_hit| self.authenticate_recording(presented, check, cache_hit))
+    }
+
+    /// Runs `authenticate`, recording its outcome and latency when metrics are on.
+    fn timed(
+        &self,
+        authenticate: impl FnOnce(&mut bool) -> Result<VerifiedClaims, AuthError>,
+    ) -> Result<VerifiedClaims, AuthError> {
         // Two clock reads per call, only for the latency histogram.
         let started = self
             .inner
@@ -326,44 +359,77 @@ impl Verifier {
             .is_recording()
             .then(std::time::Instant::now);
         let mut cache_hit = false;
-        let verified = self.authenticate_recording(token, &mut cache_hit);
+        let verified = authenticate(&mut cache_hit);
         if let Some(started) = started {
             self.inner.metrics.verified(cache_hit, started.elapsed());
         }
         verified
     }
 
-    fn authenticate_recording(
+    fn authenticate_recording<'t>(
         &self,
-        token: &str,
+        presented: &'t [u8],
+        check: impl FnOnce(&'t [u8]) -> Result<&'t str, AuthError>,
         cache_hit: &mut bool,
     ) -> Result<VerifiedClaims, AuthError> {
+        let now = self.inner.clock.now();
+        // Read before the keys: an entry remembered under it is only as
+        // current as the keys loaded after it.
+        let generation = self.inner.key_generation.load(Ordering::Acquire);
+        let recalled = match recent::recall(self.inner.id, presented) {
+            Some(Recalled {
+                verified: Some((claims, remembered)),
+                ..
+            }) if remembered == generation => {
+                *cache_hit = true;
+                self.check_times(&claims, now)?;
+                return Ok(claims);
+            }
+            recalled => recalled,
+        };
+        let token = check(presented)?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge {
                 max: MAX_TOKEN_BYTES,
             }
             .into());
         }
-        let now = self.inner.clock.now();
-        let digest = token_digest(token);
-        if let Some(hit) = self.inner.cache.get(&digest)
-            && self.inner.keys.load().trusts(hit.key_serial)
-        {
-            *cache_hit = true;
-            self.check_times(&hit.claims, now)?;
-            return Ok(hit.claims);
+        // A token seen on this thread before is worth a copy of its claims
+        // of the thread's own; one seen once (say, one of a thousand callers
+        // in turn) is not.
+        let (digest, seen_before) = match recalled {
+            Some(recalled) => (recalled.digest, true),
+            None => {
+                let digest = Sha256::digest(token.as_bytes()).into();
+                recent::note(self.inner.id, token, digest);
+                (digest, false)
+            }
+        };
+        let claims = match self.inner.cache.get(&digest) {
+            Some(hit) if self.inner.keys.load().trusts(hit.key_serial) => {
+                *cache_hit = true;
+                self.check_times(&hit.claims, now)?;
+                hit.claims
+            }
+            _ => {
+                let (claims, key_serial) = self.verify_uncached(token, now)?;
+                let claims = VerifiedClaims(Arc::new(claims));
+                // Cached whether or not it is revoked: a revoked token stays
+                // revoked on every later call anyway, and revocation is
+                // checked on each.
+                self.inner.cache.insert(
+                    digest,
+                    CachedToken {
+                        claims: claims.clone(),
+                        key_serial,
+                    },
+                );
+                claims
+            }
+        };
+        if seen_before {
+            return Ok(recent::keep(self.inner.id, token, &claims, generation));
         }
-        let (claims, key_serial) = self.verify_uncached(token, now)?;
-        let claims = VerifiedClaims(Arc::new(claims));
-        // Cached whether or not it is revoked: a revoked token stays revoked
-        // on every later call anyway, and revocation is checked on each.
-        self.inner.cache.insert(
-            digest,
-            CachedToken {
-                claims: claims.clone(),
-                key_serial,
-            },
-        );
         Ok(claims)
     }
 
@@ -567,45 +633,5 @@ impl Verifier {
 #[cfg(test)]
 mod tests;
 
-/// Digests of the tokens this thread saw last: callers reuse a token for
-/// minutes, and hashing it was half the cost of a cache hit. A token's bytes
-/// are compared in full before its remembered digest is used, so this
-/// changes nothing but the time taken.
-const DIGEST_MEMO: usize = 4;
-
-struct DigestMemo {
-    tokens: [String; DIGEST_MEMO],
-    digests: [[u8; 32]; DIGEST_MEMO],
-    next: usize,
-}
-
-thread_local! {
-    static RECENT_DIGESTS: std::cell::RefCell<DigestMemo> = const {
-        std::cell::RefCell::new(DigestMemo {
-            tokens: [const { String::new() }; DIGEST_MEMO],
-            digests: [[0; 32]; DIGEST_MEMO],
-            next: 0,
-        })
-    };
-}
-
-/// The cache key of `token`: its SHA-256.
-fn token_digest(token: &str) -> [u8; 32] {
-    RECENT_DIGESTS
-        .try_with(|memo| {
-            let mut memo = memo.borrow_mut();
-            if let Some(slot) = memo.tokens.iter().position(|seen| seen.as_str() == token) {
-                return memo.digests[slot];
-            }
-            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            let slot = memo.next;
-            memo.next = (slot + 1) % DIGEST_MEMO;
-            // Reuses the slot's buffer: no allocation once it is big enough.
-            memo.tokens[slot].clear();
-            memo.tokens[slot].push_str(token);
-            memo.digests[slot] = digest;
-            digest
-        })
-        // During thread teardown the memo is gone; hash directly.
-        .unwrap_or_else(|_| Sha256::digest(token.as_bytes()).into())
-}
+mod recent;
+use recent::Recalled;

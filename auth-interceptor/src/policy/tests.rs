@@ -400,7 +400,8 @@ fn the_rule_index_finds_exactly_the_rules_a_full_scan_finds_in_order() {
     ] {
         let indexed: Vec<&str> = policy
             .index
-            .covering(&policy.rules, path)
+            .covering(path)
+            .rules(&policy.rules)
             .map(|r| &*r.name)
             .collect();
         let scanned: Vec<&str> = policy

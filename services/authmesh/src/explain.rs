@@ -168,7 +168,7 @@ pub async fn explain(
             json!({
                 "decision": decision_name,
                 "method": request.method,
-                "rule": &*decision.rule,
+                "rule": decision.rule,
                 "caller": caller(&decision.claims),
             })
         }
