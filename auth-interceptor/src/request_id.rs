@@ -1,8 +1,7 @@
 //! [`RequestId`]: the id of one call, for logs across services.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 
 /// The metadata key of the request id.
@@ -90,36 +89,13 @@ impl RequestId {
     pub(crate) fn header_value(&self) -> HeaderValue {
         let mut value = match &self.0 {
             Id::Sent(value) => value.clone(),
-            Id::Generated(text) => HeaderValue::from_maybe_shared(echo_bytes(text))
-                .unwrap_or_else(|_| HeaderValue::from_static("0")),
+            Id::Generated(text) => {
+                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+            }
         };
         value.set_sensitive(true);
         value
     }
-}
-
-/// Generated ids echoed per buffer: the response header needs its bytes on
-/// the heap, and one buffer for this many ids saves an allocation per call.
-/// (The hot-path count test knows this number.)
-const ECHOED_PER_BUFFER: usize = 64;
-
-/// `text` in this thread's current buffer of echoed ids, shared, not copied again.
-fn echo_bytes(text: &[u8; 16]) -> Bytes {
-    thread_local! {
-        static ECHOED: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-    ECHOED
-        .try_with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            if buffer.capacity() - buffer.len() < text.len() {
-                // The old buffer lives on in the ids still being sent.
-                *buffer = BytesMut::with_capacity(text.len() * ECHOED_PER_BUFFER);
-            }
-            buffer.extend_from_slice(text);
-            buffer.split().freeze()
-        })
-        // During thread teardown: a copy of its own.
-        .unwrap_or_else(|_| Bytes::copy_from_slice(text))
 }
 
 impl std::fmt::Display for RequestId {
@@ -149,9 +125,8 @@ mod tests {
     }
 
     #[test]
-    fn echoed_ids_are_the_ids_across_buffers() {
-        // More ids than one buffer holds, all kept alive at once.
-        let echoed: Vec<(RequestId, HeaderValue)> = (0..ECHOED_PER_BUFFER * 3 + 5)
+    fn echoed_ids_are_the_ids() {
+        let echoed: Vec<(RequestId, HeaderValue)> = (0..200)
             .map(|_| {
                 let id = RequestId::from_headers(&HeaderMap::new());
                 let value = id.header_value();
