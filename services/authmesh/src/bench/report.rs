@@ -70,7 +70,7 @@ impl Settings {
 /// One scenario's median round.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `no-auth`, `auth-hot`, `auth-cold`, `health` or `mint`.
+    /// `no-auth`, `no-auth+bearer`, `auth-hot`, `auth-cold`, `health` or `mint`.
     pub name: &'static str,
     /// The server's runtime mode.
     pub runtime: &'static str,
@@ -281,6 +281,18 @@ impl Report {
                 "\ncold (a new token every call): {:.3} x no-auth throughput, +{:.1} us server CPU per call",
                 cold.rps / plain.rps,
                 cold.server_cpu_us_per_call - plain.server_cpu_us_per_call
+            );
+        }
+        if let (Some(plain), Some(carried), Some(hot)) = (
+            self.find("no-auth", "current_thread"),
+            self.find("no-auth+bearer", "current_thread"),
+            self.find("auth-hot", "current_thread"),
+        ) {
+            let _ = writeln!(
+                out,
+                "\nhot auth's server CPU per call on current_thread: +{:.1} us carrying the token (no layer), +{:.1} us checking it (the layer)",
+                carried.server_cpu_us_per_call - plain.server_cpu_us_per_call,
+                hot.server_cpu_us_per_call - carried.server_cpu_us_per_call
             );
         }
         if let Some(memory) = &self.memory {
