@@ -283,7 +283,10 @@ impl RuleIndex {
     /// The positions of the rules that can cover `path`.
     fn covering(&self, path: &str) -> Covering<'_> {
         let exact = self.by_method.get(path).map(Vec::as_slice).unwrap_or(&[]);
-        let whole_service = service_prefix(path)
+        // Most policies name methods one by one: no service to look up then.
+        let whole_service = (!self.by_service.is_empty())
+            .then(|| service_prefix(path))
+            .flatten()
             .and_then(|service| self.by_service.get(service))
             .map(Vec::as_slice)
             .unwrap_or(&[]);

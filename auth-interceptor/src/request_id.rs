@@ -65,10 +65,9 @@ impl RequestId {
             .unwrap_or_else(|_| rand::random::<u64>());
         // An odd multiplier is a bijection on u64: distinct counts, distinct ids.
         let id = count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 16];
-        for (index, digit) in text.iter_mut().enumerate() {
-            *digit = HEX[((id >> (60 - 4 * index)) & 0xf) as usize];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(id.to_be_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
         Self(Id::Generated(text))
     }
@@ -97,6 +96,18 @@ impl RequestId {
         value
     }
 }
+
+/// Each byte's two lowercase hex digits, built at compile time.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -140,9 +140,19 @@ impl Claims {
         self.scope.split(' ').filter(|s| !s.is_empty())
     }
 
-    /// Whether the token grants `scope` (exact match).
+    /// Whether the token grants `scope` (exact match). Policy checks run
+    /// this on every call: a byte split, no `str` pattern machinery.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes().any(|s| s == scope)
+        // Most tokens carry the one scope their audience needs.
+        if self.scope == scope {
+            return !scope.is_empty();
+        }
+        !scope.is_empty()
+            && self
+                .scope
+                .as_bytes()
+                .split(|&b| b == b' ')
+                .any(|granted| granted == scope.as_bytes())
     }
 }
 

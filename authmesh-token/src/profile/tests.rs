@@ -145,3 +145,29 @@ fn a_refused_claim_is_named() {
     );
     assert_eq!(claims.cnf.map(|c| c.x5t_s256), Some("t".to_owned()));
 }
+
+#[test]
+fn scopes_match_whole_words_only() {
+    let claims = parse_claims(&b64(
+        r#"{"iss":"i","sub":"s","aud":"a","exp":10,"iat":1,"jti":"j","scope":"inventory.read  orders.write"}"#,
+    ))
+    .expect("claims");
+    for granted in ["inventory.read", "orders.write"] {
+        assert!(claims.has_scope(granted), "{granted}");
+    }
+    for not_granted in [
+        "",
+        "inventory",
+        "inventory.rea",
+        "inventory.read ",
+        "Inventory.read",
+        "orders.write inventory.read",
+        "*",
+    ] {
+        assert!(!claims.has_scope(not_granted), "{not_granted:?}");
+    }
+    assert_eq!(
+        claims.scopes().collect::<Vec<_>>(),
+        ["inventory.read", "orders.write"]
+    );
+}
