@@ -18,7 +18,7 @@ use tower::{Layer, Service, service_fn};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{call_now, tonic_answer};
+use support::{call_now, tonic_answer, tonic_request};
 
 const ISSUER: &str = "https://bench.authmesh.local";
 const AUDIENCE: &str = "inventory";
@@ -128,13 +128,9 @@ fn layer(c: &mut Criterion) {
     let handler = service_fn(|_request: http::Request<tonic::body::Body>| async {
         Ok::<_, Infallible>(tonic_answer())
     });
-    let request = || {
-        http::Request::builder()
-            .uri(METHOD)
-            .header("authorization", bearer.as_str())
-            .body(tonic::body::Body::empty())
-            .unwrap()
-    };
+    // As tonic's transport hands requests to the layers: with its
+    // connection info in the extensions.
+    let request = || tonic_request(METHOD, &bearer, None);
     let mut plain = handler;
     c.bench_function("layer/none", |b| {
         b.iter_batched(

@@ -22,7 +22,7 @@ use authmesh_signing::SigningKey;
 use tower::{Layer, Service, service_fn};
 
 mod support;
-use support::{call_now, tonic_answer};
+use support::{call_now, tonic_answer, tonic_request};
 
 const ISSUER: &str = "https://counts.authmesh.local";
 const AUDIENCE: &str = "inventory";
@@ -52,21 +52,8 @@ fn token(key: &SigningKey) -> String {
     .unwrap()
 }
 
-/// What tonic's transport puts in every request's extensions before the
-/// layers run (its connection info), so the extension map exists already,
-/// as it does in a real server.
-#[derive(Clone)]
-struct ConnectInfo;
-
 fn request(bearer: &str, request_id: Option<&str>) -> http::Request<tonic::body::Body> {
-    let mut builder = http::Request::builder()
-        .uri(METHOD)
-        .header("authorization", bearer)
-        .extension(ConnectInfo);
-    if let Some(id) = request_id {
-        builder = builder.header("x-request-id", id);
-    }
-    builder.body(tonic::body::Body::empty()).unwrap()
+    tonic_request(METHOD, bearer, request_id)
 }
 
 /// Heap allocations per call of `service` on `requests` (made beforehand,

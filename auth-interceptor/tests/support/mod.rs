@@ -1,5 +1,5 @@
 //! What the layer's benchmark and its allocation guard share: calling a
-//! tower service without an executor, and a handler's answer shaped as
+//! tower service without an executor, requests and answers shaped as
 //! tonic's.
 
 #![allow(clippy::unwrap_used)] // test support: a panic is the failure
@@ -33,4 +33,27 @@ pub fn tonic_answer() -> http::Response<tonic::body::Body> {
             bytes::Bytes::from_static(b"\0\0\0\0\0"),
         )))
         .unwrap()
+}
+
+/// What tonic's transport puts in every request's extensions before the
+/// layers run (its connection info), so the extension map exists already,
+/// as it does in a real server: creating it is not the layer's cost.
+#[derive(Clone)]
+pub struct ConnectInfo;
+
+/// A request to `method` with `authorization: {bearer}` (and `x-request-id`
+/// when given), as tonic's transport hands it to the layers.
+pub fn tonic_request(
+    method: &str,
+    bearer: &str,
+    request_id: Option<&str>,
+) -> http::Request<tonic::body::Body> {
+    let mut builder = http::Request::builder()
+        .uri(method)
+        .header("authorization", bearer)
+        .extension(ConnectInfo);
+    if let Some(id) = request_id {
+        builder = builder.header("x-request-id", id);
+    }
+    builder.body(tonic::body::Body::empty()).unwrap()
 }
