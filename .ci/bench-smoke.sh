@@ -21,7 +21,7 @@ load = report["settings"]["concurrency"]
 rows = {(row["name"], row["runtime"], row["in_flight"]): row["measurement"] for row in report["rows"]}
 expected = {(name, runtime, load) for name in ("no-auth", "auth-hot")
             for runtime in ("current_thread", "multi_thread", "thread_per_core")}
-expected |= {(name, "current_thread", load) for name in ("auth-cold", "health", "mint")}
+expected |= {(name, "current_thread", load) for name in ("no-auth+bearer", "auth-cold", "health", "mint")}
 expected |= {(name, "current_thread", 1) for name in ("no-auth", "auth-hot")}
 missing = expected - rows.keys()
 assert not missing, f"missing measurements: {missing}"
@@ -30,6 +30,8 @@ for key, measurement in rows.items():
     assert measurement["errors"] == 0, f"{key}: {measurement['first_error']}"
 memory = report["memory"]
 assert 0 < memory["cached_tokens"] <= memory["cache_capacity"], memory
+for rate in ("hot_per_second", "one_caller_per_second"):
+    assert memory[f"{rate}_one_core"] > 0 and memory[f"{rate}_two_cores"] > 0, memory
 print(f"bench smoke: {len(rows)} measurements, no errors")
 PY
 grep -q '<svg' "$work/bench.svg"

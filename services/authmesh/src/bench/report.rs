@@ -298,10 +298,13 @@ impl Report {
         if let Some(memory) = &self.memory {
             let _ = writeln!(
                 out,
-                "\nverifier in process: hot verify {:.0}/s on one core, {:.0}/s on two ({:.2} x)",
+                "\nverifier in process: hot verify, 1000 tokens in turn, {:.0}/s on one core, {:.0}/s on two ({:.2} x); one caller per core {:.0}/s on one, {:.0}/s on two ({:.2} x)",
                 memory.hot_per_second_one_core,
                 memory.hot_per_second_two_cores,
-                memory.scaling()
+                memory.scaling(),
+                memory.one_caller_per_second_one_core,
+                memory.one_caller_per_second_two_cores,
+                memory.one_caller_scaling()
             );
         }
         let _ = writeln!(out, "\ntargets:");
