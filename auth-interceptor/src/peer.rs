@@ -145,16 +145,91 @@ impl PeerCache {
         let Some(chain) = info.peer_certs() else {
             return Ok(None);
         };
+        if let Some(known) = recent_connections::recall(&chain) {
+            return Ok(Some(known));
+        }
         let Some(leaf) = chain.first() else {
             return Ok(None);
         };
         let digest: [u8; 32] = Sha256::digest(leaf).into();
-        if let Some(known) = self.0.get(&digest) {
-            return Ok(Some(known));
-        }
-        let peer = PeerIdentity::parse(leaf, digest)?;
-        self.0.insert(digest, peer.clone());
-        Ok(Some(peer))
+        let peer = match self.0.get(&digest) {
+            Some(known) => known,
+            None => {
+                let peer = PeerIdentity::parse(leaf, digest)?;
+                self.0.insert(digest, peer.clone());
+                peer
+            }
+        };
+        Ok(Some(recent_connections::keep(chain, &peer)))
+    }
+}
+
+/// The connections whose certificate this thread identified last. Every
+/// call on a connection carries the same certificate chain (one `Arc` per
+/// connection), so a call on one of them is answered by comparing
+/// pointers: no SHA-256 of the certificate, no shared cache, and clones of
+/// this thread's own copy of the identity (whose reference counts no other
+/// core writes). Each entry holds its chain, so its address cannot be
+/// reused by another connection while it is remembered.
+#[cfg(feature = "mtls")]
+mod recent_connections {
+    use std::{cell::RefCell, sync::Arc};
+
+    use tonic::transport::CertificateDer;
+
+    use super::PeerIdentity;
+
+    /// Connections remembered per thread.
+    const RECENT: usize = 4;
+
+    type Chain = Arc<Vec<CertificateDer<'static>>>;
+
+    struct Recent {
+        entries: [Option<(Chain, PeerIdentity)>; RECENT],
+        /// The entry the next connection replaces (round robin).
+        next: usize,
+    }
+
+    thread_local! {
+        static RECENT_PEERS: RefCell<Recent> = const {
+            RefCell::new(Recent {
+                entries: [const { None }; RECENT],
+                next: 0,
+            })
+        };
+    }
+
+    /// This thread's identity of the connection whose chain is `chain`, if
+    /// it identified that connection before.
+    pub(super) fn recall(chain: &Chain) -> Option<PeerIdentity> {
+        RECENT_PEERS
+            .try_with(|recent| {
+                recent
+                    .borrow()
+                    .entries
+                    .iter()
+                    .flatten()
+                    .find(|(known, _)| Arc::ptr_eq(known, chain))
+                    .map(|(_, peer)| peer.clone())
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Remembers `peer` as the identity of the connection whose chain is
+    /// `chain`, as a copy of this thread's own, and returns that copy.
+    pub(super) fn keep(chain: Chain, peer: &PeerIdentity) -> PeerIdentity {
+        let own = PeerIdentity {
+            spiffe_id: peer.spiffe_id.as_deref().map(Arc::from),
+            thumbprint: Arc::from(&*peer.thumbprint),
+        };
+        let _ = RECENT_PEERS.try_with(|recent| {
+            let mut recent = recent.borrow_mut();
+            let slot = recent.next;
+            recent.next = (slot + 1) % RECENT;
+            recent.entries[slot] = Some((chain, own.clone()));
+        });
+        own
     }
 }
 
@@ -193,5 +268,24 @@ mod tests {
             PeerIdentity::from_certificate(b"not a certificate"),
             Err(PeerError::Unparsable)
         );
+    }
+
+    #[test]
+    fn a_connection_is_recalled_by_its_own_chain_only() {
+        let der = cert(&["spiffe://authmesh.local/orders"]);
+        let peer = PeerIdentity::from_certificate(&der).expect("identity");
+        let chain = Arc::new(vec![tonic::transport::CertificateDer::from(der.clone())]);
+        assert_eq!(recent_connections::recall(&chain), None);
+        let own = recent_connections::keep(chain.clone(), &peer);
+        assert_eq!(own, peer);
+        assert!(
+            !Arc::ptr_eq(&own.thumbprint, &peer.thumbprint),
+            "this thread's own copy"
+        );
+        assert_eq!(recent_connections::recall(&chain), Some(peer.clone()));
+        // Another connection with the same certificate is another chain:
+        // identified again (through the shared cache), not recalled.
+        let other = Arc::new(vec![tonic::transport::CertificateDer::from(der)]);
+        assert_eq!(recent_connections::recall(&other), None);
     }
 }
