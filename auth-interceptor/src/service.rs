@@ -3,6 +3,7 @@
 //! metrics) and answers the denial or forwards the call.
 
 use std::{
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -30,6 +31,14 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
+    /// Behind one `Arc`: tonic clones the service stack for every request,
+    /// and each shared count is a write other cores serving calls make too.
+    shared: Arc<Shared>,
+}
+
+/// What every clone of one [`AuthService`] checks calls with.
+#[derive(Debug)]
+struct Shared {
     verifier: Verifier,
     policy: SharedPolicy,
     kinds: MethodKinds,
@@ -47,18 +56,22 @@ impl<S> AuthService<S> {
     ) -> Self {
         Self {
             inner,
-            verifier,
-            policy,
-            kinds,
-            #[cfg(feature = "mtls")]
-            peers,
+            shared: Arc::new(Shared {
+                verifier,
+                policy,
+                kinds,
+                #[cfg(feature = "mtls")]
+                peers,
+            }),
         }
     }
 
     /// The verified client certificate of the call's connection, if any.
     #[cfg(feature = "mtls")]
     fn peer<B>(&self, request: &Request<B>) -> Result<Option<PeerIdentity>, PeerError> {
-        self.peers.identify_connection(request.extensions().get())
+        self.shared
+            .peers
+            .identify_connection(request.extensions().get())
     }
 
     /// Without `mtls` no connection has a certificate identity.
@@ -89,16 +102,22 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
-        let policy = self.policy.load();
+        let Shared {
+            verifier,
+            policy,
+            kinds,
+            ..
+        } = &*self.shared;
+        let policy = policy.load();
         if policy.is_public(path) {
             let span = tracing::debug_span!("rpc", method = %path);
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), None, None, None);
         }
         let request_id = RequestId::from_headers(request.headers());
-        let metrics = self.verifier.metrics();
+        let metrics = verifier.metrics();
         let admitted = call_path::admit(
-            &self.verifier,
+            verifier,
             &policy,
             path,
             request.headers(),
@@ -121,8 +140,7 @@ where
         // Its fields are only formatted when INFO is on.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
         // Only a streamed response can outlive its token: bind just those.
-        let bound =
-            (!self.kinds.is_single_response(path)).then(|| (self.verifier.clone(), claims.clone()));
+        let bound = (!kinds.is_single_response(path)).then(|| (verifier.clone(), claims.clone()));
         let echo = Some(request_id.header_value());
         request
             .extensions_mut()
