@@ -20,7 +20,9 @@ use std::{
     time::Duration,
 };
 
-use auth_interceptor::{AuthLayer, JwkSet, Verifier, VerifierConfig, clock::system_clock};
+use auth_interceptor::{
+    AuthLayer, JwkSet, MethodKinds, Verifier, VerifierConfig, clock::system_clock,
+};
 use authmesh_proto::demo::inventory::v1::{
     GetStockRequest, GetStockResponse, ReserveRequest, ReserveResponse,
     inventory_server::{Inventory, InventoryServer},
@@ -193,7 +195,11 @@ async fn serve_inventory(
         let jwks: JwkSet =
             serde_json::from_str(&service_runtime::files::read_to_string(&files.jwks)?)?;
         verifier.install_keys(&jwks)?;
-        Some(AuthLayer::new(verifier, inventory::policy()))
+        // Told which methods are unary, as `serve_authenticated` tells it in
+        // every AuthMesh service: their responses are not token-bound.
+        let kinds = MethodKinds::from_file_descriptor_set(authmesh_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|err| BenchError::Server(format!("method kinds: {err}")))?;
+        Some(AuthLayer::new(verifier, inventory::policy()).method_kinds(kinds))
     } else {
         None
     };
