@@ -288,6 +288,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             runtime: scenario.mode.name(),
             worker_threads: scenario.worker_threads(args).map(NonZeroUsize::get),
             in_flight: if scenario.single { 1 } else { args.concurrency },
+            spread: report::Spread::of(&results),
             measurement: load::median(results),
         })
         .collect();

@@ -80,6 +80,33 @@ pub struct Row {
     pub in_flight: usize,
     /// The median round (none when no round ran).
     pub measurement: Option<Measurement>,
+    /// The lowest and highest of every round, to read the median against.
+    pub spread: Option<Spread>,
+}
+
+/// The lowest and highest values over a scenario's rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// Calls per second.
+    pub rps: (f64, f64),
+    /// Server CPU time per call, microseconds.
+    pub server_cpu_us_per_call: (f64, f64),
+}
+
+impl Spread {
+    /// Over `rounds`; none when there are none.
+    pub fn of(rounds: &[Measurement]) -> Option<Self> {
+        let range = |value: fn(&Measurement) -> f64| {
+            rounds.iter().map(value).fold(None, |range, v| match range {
+                None => Some((v, v)),
+                Some((low, high)) => Some((f64::min(low, v), f64::max(high, v))),
+            })
+        };
+        Some(Self {
+            rps: range(|m| m.rps)?,
+            server_cpu_us_per_call: range(|m| m.server_cpu_us_per_call)?,
+        })
+    }
 }
 
 /// Everything one bench run measured.
@@ -269,6 +296,28 @@ impl Report {
                 }
                 None => {
                     let _ = writeln!(out, "{:<10} {runtime:<18} (no measurement)", row.name);
+                }
+            }
+        }
+        if self.settings.rounds > 1 {
+            let _ = writeln!(
+                out,
+                "\nspread over the {} rounds (lowest-highest):",
+                self.settings.rounds
+            );
+            for row in &self.rows {
+                if let Some(spread) = &row.spread {
+                    let _ = writeln!(
+                        out,
+                        "{:<14} {:<18} {:>3}: rps {:.0}-{:.0}, cpu us/call {:.1}-{:.1}",
+                        row.name,
+                        row.runtime,
+                        row.in_flight,
+                        spread.rps.0,
+                        spread.rps.1,
+                        spread.server_cpu_us_per_call.0,
+                        spread.server_cpu_us_per_call.1
+                    );
                 }
             }
         }
@@ -463,6 +512,7 @@ mod tests {
                     worker_threads: None,
                     in_flight: 1,
                     measurement: measured(rps, p99),
+                    spread: None,
                 })
                 .collect(),
             memory: None,
@@ -475,6 +525,18 @@ mod tests {
             .into_iter()
             .map(|check| (check.target, check.met))
             .collect()
+    }
+
+    #[test]
+    fn spread_is_the_lowest_and_highest_round() {
+        let rounds: Vec<Measurement> = [2000.0, 1000.0, 4000.0]
+            .into_iter()
+            .filter_map(|rps| measured(rps, 100.0))
+            .collect();
+        let spread = Spread::of(&rounds).expect("rounds");
+        assert_eq!(spread.rps, (1000.0, 4000.0));
+        assert_eq!(spread.server_cpu_us_per_call, (250.0, 1000.0));
+        assert!(Spread::of(&[]).is_none());
     }
 
     #[test]
