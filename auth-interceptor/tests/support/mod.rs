@@ -50,10 +50,19 @@ pub fn tonic_request(
 ) -> http::Request<tonic::body::Body> {
     let mut builder = http::Request::builder()
         .uri(method)
-        .header("authorization", bearer)
+        .header("authorization", decoded_value(bearer))
         .extension(ConnectInfo);
     if let Some(id) = request_id {
-        builder = builder.header("x-request-id", id);
+        builder = builder.header("x-request-id", decoded_value(id));
     }
     builder.body(tonic::body::Body::empty()).unwrap()
+}
+
+/// A header value as h2's HPACK decoder hands it over: a slice of the
+/// decoder's shared buffer, so cloning it only counts a reference (a value
+/// made from a `&str` owns a fresh vector, and its first clone allocates).
+fn decoded_value(text: &str) -> http::HeaderValue {
+    let mut buffer = bytes::BytesMut::with_capacity(text.len() * 2);
+    buffer.extend_from_slice(text.as_bytes());
+    http::HeaderValue::from_maybe_shared(buffer.split().freeze()).unwrap()
 }
