@@ -1,11 +1,16 @@
 //! [`AuthLayer`]: add authentication and per-method authorization to a tonic server.
 
+use std::sync::Arc;
+
 use tower::Layer;
 
 #[cfg(feature = "mtls")]
 use crate::peer::PeerCache;
 use crate::{
-    method_kinds::MethodKinds, policy::SharedPolicy, service::AuthService, verifier::Verifier,
+    method_kinds::MethodKinds,
+    policy::SharedPolicy,
+    service::{AuthService, Shared},
+    verifier::Verifier,
 };
 
 /// Verifies the bearer token of every call and applies the method policy.
@@ -24,11 +29,8 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    verifier: Verifier,
-    policy: SharedPolicy,
-    kinds: MethodKinds,
-    #[cfg(feature = "mtls")]
-    peers: PeerCache,
+    /// One `Arc` for every service the layer makes.
+    shared: Arc<Shared>,
 }
 
 impl AuthLayer {
@@ -36,11 +38,13 @@ impl AuthLayer {
     /// (a [`crate::MethodPolicy`], or a [`SharedPolicy`] to replace it while serving).
     pub fn new(verifier: Verifier, policy: impl Into<SharedPolicy>) -> Self {
         Self {
-            verifier,
-            policy: policy.into(),
-            kinds: MethodKinds::new(),
-            #[cfg(feature = "mtls")]
-            peers: PeerCache::new(1024),
+            shared: Arc::new(Shared {
+                verifier,
+                policy: policy.into(),
+                kinds: MethodKinds::new(),
+                #[cfg(feature = "mtls")]
+                peers: PeerCache::new(1024),
+            }),
         }
     }
 
@@ -51,7 +55,7 @@ impl AuthLayer {
     /// descriptor set a tonic build writes for reflection.
     #[must_use]
     pub fn method_kinds(mut self, kinds: MethodKinds) -> Self {
-        self.kinds = kinds;
+        Arc::make_mut(&mut self.shared).kinds = kinds;
         self
     }
 }
@@ -60,13 +64,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(
-            inner,
-            self.verifier.clone(),
-            self.policy.clone(),
-            self.kinds.clone(),
-            #[cfg(feature = "mtls")]
-            self.peers.clone(),
-        )
+        AuthService::new(inner, self.shared.clone())
     }
 }

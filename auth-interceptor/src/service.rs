@@ -36,34 +36,19 @@ pub struct AuthService<S> {
     shared: Arc<Shared>,
 }
 
-/// What every clone of one [`AuthService`] checks calls with.
-#[derive(Debug)]
-struct Shared {
-    verifier: Verifier,
-    policy: SharedPolicy,
-    kinds: MethodKinds,
+/// What an [`crate::AuthLayer`] and every service it makes check calls with.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) verifier: Verifier,
+    pub(crate) policy: SharedPolicy,
+    pub(crate) kinds: MethodKinds,
     #[cfg(feature = "mtls")]
-    peers: PeerCache,
+    pub(crate) peers: PeerCache,
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(
-        inner: S,
-        verifier: Verifier,
-        policy: SharedPolicy,
-        kinds: MethodKinds,
-        #[cfg(feature = "mtls")] peers: PeerCache,
-    ) -> Self {
-        Self {
-            inner,
-            shared: Arc::new(Shared {
-                verifier,
-                policy,
-                kinds,
-                #[cfg(feature = "mtls")]
-                peers,
-            }),
-        }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
     }
 
     /// The verified client certificate of the call's connection, if any.
