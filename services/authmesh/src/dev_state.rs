@@ -268,6 +268,7 @@ impl DevState {
                     ("orders".into(), "orders.policy.toml".into()),
                 ]),
                 require_audience_policies: true,
+                store: token_service::StoreConfig::Files,
             };
             Ok(toml::to_string(&config)?)
         })?;

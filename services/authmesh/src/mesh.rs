@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use auth_interceptor::SharedClock;
 use authmesh_client::RefreshSettings;
 use inventory::InventoryHandler;
+use service_runtime::Loaded;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::dev_state::DevState;
@@ -134,7 +135,19 @@ pub fn start_token_service(
     listener: TcpListener,
     clock: SharedClock,
 ) -> Result<RunningServer, MeshError> {
-    let config = state.load_token_service()?;
+    start_token_service_with(state.load_token_service()?, listener, clock)
+}
+
+/// Starts the token service from `config` on `listener` (replicas whose
+/// configurations differ, e.g. each with its own key directory).
+///
+/// # Errors
+/// [`MeshError`] when its configuration or keys are unusable.
+pub fn start_token_service_with(
+    config: Loaded<token_service::Config>,
+    listener: TcpListener,
+    clock: SharedClock,
+) -> Result<RunningServer, MeshError> {
     let prepared = token_service::prepare(&config, clock)?;
     let addr = local_addr(&listener, "token-service")?;
     Ok(RunningServer::spawn(

@@ -372,6 +372,12 @@ impl Health {
         self.set_all(ServingStatus::Serving).await;
     }
 
+    /// Marks every registered service, and the server as a whole, NOT_SERVING
+    /// (a replica that can no longer serve what it cannot know is current).
+    pub async fn set_not_serving(&self) {
+        self.set_all(ServingStatus::NotServing).await;
+    }
+
     /// Marks everything SERVING once `ready` resolves, in the background.
     /// The task stops when the returned handle is dropped.
     pub fn serving_when(&self, ready: impl Future<Output = ()> + Send + 'static) -> BackgroundTask {

@@ -6,7 +6,7 @@ use auth_interceptor::SigningAlgorithm;
 use serde::{Deserialize, Serialize};
 use service_runtime::{RuntimeConfig, ServerTlsFiles};
 
-use crate::limiter::AuthLimits;
+use crate::{limiter::AuthLimits, store::StoreConfig};
 
 /// Hard ceiling of any token lifetime, whatever the configuration says.
 pub const MAX_TTL_CEILING_SECONDS: u64 = 3600;
@@ -65,6 +65,10 @@ pub struct Config {
     /// Refuse to start unless every audience has a policy in `audience_policies`.
     #[serde(default)]
     pub require_audience_policies: bool,
+    /// Where replicas share public keys and revocations (`[store]`,
+    /// `kind = "files"` or `"etcd"`); files by default.
+    #[serde(default, skip_serializing_if = "StoreConfig::is_files")]
+    pub store: StoreConfig,
 }
 
 /// One registered client.

@@ -92,6 +92,22 @@ pub enum IssueError {
     /// Signing failed: a server fault, not the caller's.
     #[error("signing failed")]
     Signing,
+    /// The shared store (etcd) did not take a write: nothing changed.
+    #[error("the store (etcd) is unavailable, nothing was changed: {0}")]
+    StoreUnavailable(String),
+    /// This replica cannot know its registry and revocations are current.
+    #[error(
+        "this token service replica has been cut off from etcd for {seconds} s and stopped minting; another replica can serve"
+    )]
+    CutOff {
+        /// Whole seconds since its session lapsed.
+        seconds: u64,
+    },
+    /// The replica's signing key is not yet published for long enough.
+    #[error(
+        "this replica's signing key is not yet published for long enough to sign (publish before sign); retry shortly"
+    )]
+    KeyNotYetPublished,
 }
 
 impl IssueError {
@@ -118,6 +134,9 @@ impl IssueError {
             IssueError::TooManyAttempts => "TOO_MANY_ATTEMPTS",
             IssueError::Busy => "ISSUER_BUSY",
             IssueError::Signing => "SIGNING_FAILED",
+            IssueError::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            IssueError::CutOff { .. } => "REPLICA_CUT_OFF",
+            IssueError::KeyNotYetPublished => "KEY_NOT_YET_PUBLISHED",
         }
     }
 
@@ -142,6 +161,9 @@ impl IssueError {
                 Code::ResourceExhausted
             }
             IssueError::Signing | IssueError::RevocationNotPersisted => Code::Internal,
+            IssueError::StoreUnavailable(_)
+            | IssueError::CutOff { .. }
+            | IssueError::KeyNotYetPublished => Code::Unavailable,
         }
     }
 }
@@ -199,6 +221,9 @@ pub enum StartError {
         #[source]
         source: Box<service_runtime::RuntimeError>,
     },
+    /// The shared store is misconfigured or unreachable.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The sign-then-verify self-test failed.
     #[error("self-test failed: {0}")]
     SelfTest(#[source] authmesh_signing::SigningError),

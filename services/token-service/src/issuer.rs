@@ -18,6 +18,7 @@ use crate::{
     keys::KeyStore,
     limiter::AttemptLimiter,
     revocations::RevocationStore,
+    store::Freshness,
 };
 
 /// The name the token service answers to as a service; never a valid audience.
@@ -71,6 +72,8 @@ pub struct Issuer {
     policies: HashMap<String, SharedPolicy>,
     /// Consulted so a token minted right after a subject cutoff is not covered by it.
     revocations: Arc<RevocationStore>,
+    /// With a shared store: whether this replica's state is known to be current.
+    store_gate: Option<Arc<Freshness>>,
 }
 
 impl Issuer {
@@ -133,7 +136,33 @@ impl Issuer {
             limiter: AttemptLimiter::new(config.auth_limits, clock.clone()),
             keys,
             clock,
+            store_gate: None,
         })
+    }
+
+    /// Mints only while `gate` says the shared state is current.
+    #[must_use]
+    pub fn with_store_gate(mut self, gate: Arc<Freshness>) -> Self {
+        self.store_gate = Some(gate);
+        self
+    }
+
+    /// Refuses when this replica cannot know its shared state is current.
+    ///
+    /// # Errors
+    /// [`IssueError::CutOff`] with how long it has been.
+    pub fn check_current(&self) -> Result<(), IssueError> {
+        match &self.store_gate {
+            Some(gate) if !gate.is_fresh() => Err(IssueError::CutOff {
+                seconds: gate.stale_for().unwrap_or(0),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shared store's freshness, when there is a shared store.
+    pub fn store_gate(&self) -> Option<&Arc<Freshness>> {
+        self.store_gate.as_ref()
     }
 
     /// The issuer URL (`iss`).
@@ -222,6 +251,7 @@ impl Issuer {
         caller: &Authenticated<'_>,
         request: &MintRequest,
     ) -> Result<Minted, IssueError> {
+        self.check_current()?;
         let client = caller.client;
         let max_ttl = client.max_ttl_seconds.min(self.max_ttl);
         let ttl = match request.ttl_seconds {
@@ -324,7 +354,13 @@ impl Issuer {
         let token = self
             .keys
             .signing()
-            .ok_or(IssueError::Signing)?
+            .ok_or_else(|| {
+                if self.keys.awaiting_publication() {
+                    IssueError::KeyNotYetPublished
+                } else {
+                    IssueError::Signing
+                }
+            })?
             .sign(&claims)
             .map_err(|_| IssueError::Signing)?;
         Ok(Minted { token, claims })
@@ -338,7 +374,7 @@ impl Issuer {
     pub fn self_test(&self) -> Result<(), StartError> {
         let key = self
             .keys
-            .signing()
+            .local_signing()
             .ok_or_else(|| StartError::Key("no key can sign now: nothing to self-test".into()))?;
         authmesh_signing::check_round_trip(&key).map_err(StartError::SelfTest)
     }

@@ -11,14 +11,20 @@
 //! fetch it meanwhile) and an old key stays published until every token it
 //! signed has expired. Replicas sharing the directory see the same ring.
 //! Without a `keyring.json`, `eddsa.pem` / `es256.pem` are used as before.
+//!
+//! With the etcd store each replica keeps its own ring on its own disk and
+//! publishes only the public keys ([`Publication`]): the key set served is
+//! the union of every replica's, and a key signs only once it has been
+//! published for the configured lead (publish before sign).
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use arc_swap::ArcSwap;
-use auth_interceptor::{JwkSet, SharedClock, SigningAlgorithm};
+use auth_interceptor::{Jwk, JwkSet, SharedClock, SigningAlgorithm};
 use authmesh_signing::SigningKey;
 use serde::{Deserialize, Serialize};
 use service_runtime::file_watch::WatchedFiles;
@@ -64,6 +70,78 @@ impl RingKey {
     }
 }
 
+/// One public key as the shared store publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedKey {
+    /// The public key (a private part can never be serialized into it).
+    pub jwk: Jwk,
+    /// The replica that signs with it.
+    pub replica: String,
+    /// Unix seconds when it was first published.
+    pub published_at: u64,
+}
+
+/// Every replica's published public keys, as this replica last saw them.
+#[derive(Debug)]
+pub struct Publication {
+    lead_seconds: u64,
+    keys: ArcSwap<BTreeMap<String, PublishedKey>>,
+}
+
+impl Publication {
+    /// Nothing published yet; a key signs `lead_seconds` after it is published.
+    pub fn new(lead_seconds: u64) -> Self {
+        Self {
+            lead_seconds,
+            keys: ArcSwap::from_pointee(BTreeMap::new()),
+        }
+    }
+
+    /// Replaces everything known (a full read of the store).
+    pub fn replace(&self, keys: BTreeMap<String, PublishedKey>) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// Adds or updates one key.
+    pub fn upsert(&self, key: PublishedKey) {
+        self.keys.rcu(|keys| {
+            let mut keys = BTreeMap::clone(keys);
+            keys.insert(key.jwk.kid.clone(), key.clone());
+            keys
+        });
+    }
+
+    /// Forgets one key (its lease ended or its replica retired it).
+    pub fn remove(&self, kid: &str) {
+        self.keys.rcu(|keys| {
+            let mut keys = BTreeMap::clone(keys);
+            keys.remove(kid);
+            keys
+        });
+    }
+
+    /// The key `kid` as published, if it is.
+    pub fn get(&self, kid: &str) -> Option<PublishedKey> {
+        self.keys.load().get(kid).cloned()
+    }
+
+    /// The union of every replica's keys.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.keys.load().values().map(|k| k.jwk.clone()).collect(),
+        }
+    }
+
+    /// Whether `kid` has been published long enough to sign at `now`.
+    fn may_sign(&self, kid: &str, now: u64) -> bool {
+        self.keys
+            .load()
+            .get(kid)
+            .is_some_and(|k| k.published_at.saturating_add(self.lead_seconds) <= now)
+    }
+}
+
 /// The issuer's keys and their schedule; cheap to read on every mint.
 #[derive(Debug)]
 pub struct KeyStore {
@@ -72,6 +150,8 @@ pub struct KeyStore {
     clock: SharedClock,
     /// `keyring.json` as it looked when last loaded.
     ring_file: WatchedFiles,
+    /// With a shared store: what is published, which gates signing.
+    publication: Option<Arc<Publication>>,
 }
 
 impl KeyStore {
@@ -107,6 +187,7 @@ impl KeyStore {
             ring: ArcSwap::from_pointee(Vec::new()),
             clock,
             ring_file: WatchedFiles::new(vec![dir.join(KEYRING_FILE)]),
+            publication: None,
         };
         let ring = load_ring(dir, create)?;
         store.install(ring)?;
@@ -124,12 +205,21 @@ impl KeyStore {
             }]),
             clock,
             ring_file: WatchedFiles::new(Vec::new()),
+            publication: None,
         }
+    }
+
+    /// Signs only with keys `publication` has published for its lead, and
+    /// serves its union of every replica's keys.
+    #[must_use]
+    pub fn with_publication(mut self, publication: Arc<Publication>) -> Self {
+        self.publication = Some(publication);
+        self
     }
 
     fn install(&self, ring: Vec<RingKey>) -> Result<(), StartError> {
         let now = self.clock.now();
-        if signing_key(&ring, now).is_none() {
+        if signing_key(&ring, now, |_| true).is_none() {
             return Err(StartError::Key(
                 "no key in the ring can sign now (none has started, or all are retired)".into(),
             ));
@@ -161,28 +251,63 @@ impl KeyStore {
     /// The key that signs now: the newest whose start has come and that is
     /// not retired. `None` only when every key has been retired (the ring
     /// was not rotated for longer than a key's retirement period).
+    /// With a shared store, only a key published for the lead signs: the
+    /// newest such one (an older one still signs while a newer one waits).
     pub fn signing(&self) -> Option<Arc<SigningKey>> {
-        signing_key(&self.ring.load(), self.clock.now()).map(|k| k.key.clone())
+        let now = self.clock.now();
+        let ring = self.ring.load();
+        match &self.publication {
+            None => signing_key(&ring, now, |_| true),
+            Some(publication) => signing_key(&ring, now, |k| publication.may_sign(k.kid(), now)),
+        }
+        .map(|k| k.key.clone())
     }
 
-    /// Every key verifiers should trust now: all not yet retired.
+    /// The key this replica's own ring would sign with, published or not
+    /// (the start-up self-test uses it).
+    pub fn local_signing(&self) -> Option<Arc<SigningKey>> {
+        signing_key(&self.ring.load(), self.clock.now(), |_| true).map(|k| k.key.clone())
+    }
+
+    /// Whether a key could sign but waits to have been published for the lead.
+    pub fn awaiting_publication(&self) -> bool {
+        self.publication.is_some() && self.signing().is_none() && self.local_signing().is_some()
+    }
+
+    /// Every key verifiers should trust now: the union of every replica's
+    /// with a shared store, else all of this ring's not yet retired.
     pub fn published(&self) -> JwkSet {
-        let now = self.clock.now();
-        JwkSet {
-            keys: self
-                .ring
-                .load()
-                .iter()
-                .filter(|k| k.published_at(now))
-                .map(|k| k.key.jwk().clone())
-                .collect(),
+        match &self.publication {
+            Some(publication) => publication.jwks(),
+            None => JwkSet {
+                keys: self
+                    .local_published()
+                    .iter()
+                    .map(|k| k.jwk().clone())
+                    .collect(),
+            },
         }
+    }
+
+    /// This ring's keys not yet retired: what this replica publishes.
+    pub fn local_published(&self) -> Vec<Arc<SigningKey>> {
+        let now = self.clock.now();
+        self.ring
+            .load()
+            .iter()
+            .filter(|k| k.published_at(now))
+            .map(|k| k.key.clone())
+            .collect()
     }
 }
 
-fn signing_key(ring: &[RingKey], now: u64) -> Option<&RingKey> {
+fn signing_key(
+    ring: &[RingKey],
+    now: u64,
+    eligible: impl Fn(&SigningKey) -> bool,
+) -> Option<&RingKey> {
     ring.iter()
-        .filter(|k| k.activate_at <= now && k.published_at(now))
+        .filter(|k| k.activate_at <= now && k.published_at(now) && eligible(&k.key))
         .max_by_key(|k| k.activate_at)
 }
 

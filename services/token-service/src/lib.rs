@@ -12,6 +12,7 @@ pub mod keys;
 pub mod limiter;
 pub mod revocations;
 pub mod service;
+pub mod store;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -32,6 +33,7 @@ pub use issuer::Issuer;
 pub use keys::KeyStore;
 pub use limiter::AuthLimits;
 pub use revocations::RevocationStore;
+pub use store::{EtcdStore, StoreConfig};
 
 /// Everything the token service needs before it listens.
 #[derive(Debug)]
@@ -42,6 +44,8 @@ pub struct Prepared {
     pub revocations: Arc<RevocationStore>,
     /// The audiences' policy files, watched while serving.
     policy_files: Vec<(PolicyFile, SharedPolicy)>,
+    /// With `[store] kind = "etcd"`: this replica's part in it.
+    pub store: Option<Arc<EtcdStore>>,
 }
 
 /// Loads keys, revocations and the audiences' policies, checks the
@@ -50,7 +54,7 @@ pub struct Prepared {
 /// # Errors
 /// [`StartError`] naming what is wrong.
 pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, StartError> {
-    let keys = KeyStore::load_or_create(
+    let mut keys = KeyStore::load_or_create(
         &config.path(&config.config.key_dir),
         config.config.algorithm,
         clock.clone(),
@@ -68,17 +72,62 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
         policies.insert(audience.clone(), shared.clone());
         policy_files.extend(source.file.map(|file| (file, shared)));
     }
-    let revocations = Arc::new(RevocationStore::load(
-        &config.path(&config.config.revocations_file),
-        clock.clone(),
-    )?);
-    let issuer = Issuer::new(&config.config, keys, clock, policies, revocations.clone())?;
+    let (revocations, store) = match &config.config.store {
+        StoreConfig::Files => {
+            let file = config.path(&config.config.revocations_file);
+            (Arc::new(RevocationStore::load(&file, clock.clone())?), None)
+        }
+        StoreConfig::Etcd(etcd) => {
+            let publication = Arc::new(keys::Publication::new(etcd.publish_lead_seconds));
+            keys = keys.with_publication(publication.clone());
+            let revocations = Arc::new(RevocationStore::in_memory(clock.clone()));
+            let replica = etcd
+                .replica_id
+                .clone()
+                .unwrap_or_else(|| default_replica_id(&config.config.listen));
+            let store = EtcdStore::new(
+                etcd,
+                &config.dir,
+                replica,
+                config.config.max_ttl_seconds,
+                clock.clone(),
+                Arc::default(),
+                publication,
+                revocations.clone(),
+            )?;
+            (revocations, Some(Arc::new(store)))
+        }
+    };
+    let mut issuer = Issuer::new(&config.config, keys, clock, policies, revocations.clone())?;
+    if let Some(store) = &store {
+        issuer = issuer.with_store_gate(store.freshness().clone());
+    }
     issuer.self_test()?;
     Ok(Prepared {
         issuer: Arc::new(issuer),
         revocations,
         policy_files,
+        store,
     })
+}
+
+/// A replica's name when the configuration gives none: the host's name and
+/// the listen port, so replicas on one host differ too.
+fn default_replica_id(listen: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "token-service".into());
+    let port = listen.rsplit(':').next().unwrap_or("0");
+    format!("{host}-{port}")
+}
+
+impl store::HasKeys for Issuer {
+    fn keys(&self) -> &KeyStore {
+        Issuer::keys(self)
+    }
 }
 
 /// Serves the token service on `listener` until `shutdown` resolves, then
@@ -96,7 +145,30 @@ pub async fn run(
         issuer,
         revocations,
         policy_files,
+        store,
     } = prepared;
+    tokio::pin!(shutdown);
+    // A replica on etcd reads everything before it serves anything.
+    let revision = match &store {
+        None => None,
+        Some(store) => {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let attempt = tokio::select! {
+                    caught_up = store.catch_up(issuer.keys()) => caught_up,
+                    () = &mut shutdown => return Ok(()),
+                };
+                match attempt {
+                    Ok(revision) => break Some(revision),
+                    Err(err) => {
+                        tracing::warn!(replica = store.replica(), error = %err, "cannot catch up with etcd yet; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    };
     // `authmesh keys rotate` rewrites the ring on disk; pick it up within a second.
     let keys_watch = {
         let issuer = issuer.clone();
@@ -109,7 +181,7 @@ pub async fn run(
     };
     // Replicas sharing the revocations file: what another one revoked reaches
     // this one's watchers within half a second.
-    let revocations_watch = {
+    let revocations_watch = store.is_none().then(|| {
         let store = revocations.clone();
         let file = WatchedFiles::new(vec![store.file().to_path_buf()]);
         poll("revocations file", Duration::from_millis(500), move || {
@@ -118,6 +190,10 @@ pub async fn run(
             }
             Ok::<_, String>(())
         })
+    });
+    let store_tasks = match (&store, revision) {
+        (Some(store), Some(revision)) => store.spawn(issuer.clone(), revision),
+        _ => Vec::new(),
     };
     let _policy_watches: Vec<_> = policy_files
         .into_iter()
@@ -139,7 +215,17 @@ pub async fn run(
     health
         .register::<TokenServiceServer<service::TokenServiceHandler>>()
         .await;
-    health.set_serving().await;
+    let _readiness = match &store {
+        None => {
+            health.set_serving().await;
+            None
+        }
+        Some(_) => Some(follow_readiness(
+            health.clone(),
+            issuer.clone(),
+            stopping.clone(),
+        )),
+    };
     tracing::info!(addr = ?listener.local_addr().ok(), issuer = issuer.issuer(), "token service listening");
     let (reflection_v1, reflection_v1alpha) = if config.config.public_reflection {
         (Some(reflection_v1()?), Some(reflection_v1alpha()?))
@@ -153,11 +239,10 @@ pub async fn run(
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(service::TokenServiceHandler::new(
-            issuer,
-            revocations,
-            stopping,
-        )));
+        .add_service(TokenServiceServer::new(
+            service::TokenServiceHandler::new(issuer, revocations, stopping)
+                .with_store(store.clone()),
+        ));
     serve_router(
         router,
         listener,
@@ -169,5 +254,52 @@ pub async fn run(
     .await?;
     drop(keys_watch);
     drop(revocations_watch);
+    drop(store_tasks);
+    if let Some(store) = store {
+        store.close().await;
+    }
     Ok(())
+}
+
+/// SERVING exactly while the replica is current with etcd and has a key
+/// published long enough to sign; says why whenever that changes.
+fn follow_readiness(
+    health: Health,
+    issuer: Arc<Issuer>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> service_runtime::task::BackgroundTask {
+    service_runtime::task::BackgroundTask::spawn(async move {
+        let mut serving = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            let current = issuer.check_current();
+            if let Some(gate) = issuer.store_gate() {
+                gate.publish();
+            }
+            let signing = issuer.keys().signing().is_some();
+            let ready = current.is_ok() && signing;
+            if ready == serving {
+                continue;
+            }
+            serving = ready;
+            if ready {
+                tracing::info!("current with etcd and able to sign: SERVING");
+                health.set_serving().await;
+            } else {
+                let why = match current {
+                    Err(err) => err.to_string(),
+                    Ok(()) => IssueError::KeyNotYetPublished.to_string(),
+                };
+                tracing::warn!(reason = %why, "NOT_SERVING");
+                health.set_not_serving().await;
+            }
+        }
+    })
 }

@@ -107,6 +107,63 @@ impl Entry {
     }
 }
 
+/// A checked revocation, not yet made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRevocation {
+    entry: Entry,
+}
+
+impl PendingRevocation {
+    fn new(revocation: Revocation, reason: &str) -> Result<Self, IssueError> {
+        if reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
+            return Err(IssueError::InvalidRevocation(
+                "reason must be at most 256 bytes of printable text",
+            ));
+        }
+        Ok(Self {
+            entry: Entry {
+                revocation,
+                reason: reason.to_owned(),
+            },
+        })
+    }
+
+    /// What it revokes, and until when.
+    pub fn revocation(&self) -> &Revocation {
+        &self.entry.revocation
+    }
+
+    /// Its name in a shared store: one per token, one per subject cutoff
+    /// (so two cutoffs of one subject never overwrite each other).
+    pub fn store_key(&self) -> String {
+        match &self.entry.revocation.target {
+            RevokedTarget::Token(jti) => format!("jti/{jti}"),
+            RevokedTarget::Subject { sub, issued_before } => format!("sub/{sub}/{issued_before}"),
+        }
+    }
+
+    /// As stored (the same JSON as one entry of the revocations file).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.entry.to_stored()).unwrap_or_default()
+    }
+
+    /// Reads what [`PendingRevocation::to_json`] wrote, checking it as a request would be.
+    ///
+    /// # Errors
+    /// A description of what is malformed.
+    pub fn from_json(json: &[u8]) -> Result<Self, String> {
+        let stored: Stored = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let entry = Entry::from_stored(stored)
+            .ok_or("an entry must name a jti, or a sub and issued_before")?;
+        let id = match &entry.revocation.target {
+            RevokedTarget::Token(jti) => jti,
+            RevokedTarget::Subject { sub, .. } => sub,
+        };
+        check_id(id, "id").map_err(|e| e.to_string())?;
+        Self::new(entry.revocation, &entry.reason).map_err(|e| e.to_string())
+    }
+}
+
 /// One token, or one subject (whose latest cutoff wins).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RevocationKey {
@@ -156,6 +213,17 @@ impl RevocationStore {
         })
     }
 
+    /// An empty store kept in memory only: a shared store (etcd) holds the
+    /// revocations and this replica learns them ([`RevocationStore::learn`]).
+    pub fn in_memory(clock: SharedClock) -> Self {
+        Self {
+            file: PathBuf::new(),
+            entries: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+            clock,
+        }
+    }
+
     /// Revokes the token `jti`. `expires_at` (its `exp`, if the caller knows
     /// it) only decides when the revocation may be forgotten; it is kept
     /// within now and now plus the longest token lifetime.
@@ -169,13 +237,27 @@ impl RevocationStore {
         expires_at: Option<i64>,
         reason: &str,
     ) -> Result<Revocation, IssueError> {
+        self.commit(self.prepare_token(jti, expires_at, reason)?)
+    }
+
+    /// Checks a revocation of the token `jti` (see [`RevocationStore::revoke_token`])
+    /// without making it: a shared store writes it, then every replica learns it.
+    ///
+    /// # Errors
+    /// [`IssueError::InvalidRevocation`] for a bad `jti` or reason.
+    pub fn prepare_token(
+        &self,
+        jti: &str,
+        expires_at: Option<i64>,
+        reason: &str,
+    ) -> Result<PendingRevocation, IssueError> {
         check_id(jti, "jti")?;
         let now = self.clock.now();
         let latest = now + MAX_TTL_CEILING_SECONDS;
         let expires_at = expires_at
             .map_or(latest, |exp| u64::try_from(exp).unwrap_or(0))
             .clamp(now, latest);
-        self.commit(
+        PendingRevocation::new(
             Revocation {
                 target: RevokedTarget::Token(jti.to_owned()),
                 expires_at,
@@ -197,6 +279,20 @@ impl RevocationStore {
         issued_before: Option<i64>,
         reason: &str,
     ) -> Result<Revocation, IssueError> {
+        self.commit(self.prepare_subject(sub, issued_before, reason)?)
+    }
+
+    /// Checks a revocation of the subject `sub` (see [`RevocationStore::revoke_subject`])
+    /// without making it.
+    ///
+    /// # Errors
+    /// [`IssueError::InvalidRevocation`] for a bad `sub`, reason or a cutoff in the future.
+    pub fn prepare_subject(
+        &self,
+        sub: &str,
+        issued_before: Option<i64>,
+        reason: &str,
+    ) -> Result<PendingRevocation, IssueError> {
         check_id(sub, "sub")?;
         let now = self.clock.now();
         let issued_before =
@@ -208,7 +304,7 @@ impl RevocationStore {
                     ),
                 )?,
             };
-        self.commit(
+        PendingRevocation::new(
             Revocation {
                 target: RevokedTarget::Subject {
                     sub: sub.to_owned(),
@@ -221,24 +317,16 @@ impl RevocationStore {
         )
     }
 
-    /// Persists `revocation` with the others, then tells every watcher. Until
-    /// the file is written nothing changes, so a failed write revokes nothing.
+    /// Persists `pending` in the file with the others, then tells every
+    /// watcher. Until the file is written nothing changes, so a failed write
+    /// revokes nothing.
     ///
     /// # Errors
-    /// [`IssueError::InvalidRevocation`] for a bad reason,
     /// [`IssueError::TooManyRevocations`] at [`MAX_REVOCATIONS`],
     /// [`IssueError::RevocationNotPersisted`] when the file cannot be written.
-    fn commit(&self, revocation: Revocation, reason: &str) -> Result<Revocation, IssueError> {
-        if reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
-            return Err(IssueError::InvalidRevocation(
-                "reason must be at most 256 bytes of printable text",
-            ));
-        }
+    pub fn commit(&self, pending: PendingRevocation) -> Result<Revocation, IssueError> {
         let now = self.clock.now();
-        let entry = Entry {
-            revocation,
-            reason: reason.to_owned(),
-        };
+        let entry = pending.entry;
         // Replicas sharing the file take turns: each writes the union of
         // what is on disk (another replica's revocations) and its own.
         let _turn = self.lock_file().map_err(|err| {
@@ -282,6 +370,41 @@ impl RevocationStore {
         // No receiver is fine: nobody watches yet.
         let _ = self.events.send(Arc::from(learned));
         Ok(entry.revocation)
+    }
+
+    /// Takes in a revocation another replica wrote to the shared store (or
+    /// this one did), and tells this replica's watchers; whether it was new.
+    ///
+    /// # Errors
+    /// [`IssueError::TooManyRevocations`] at [`MAX_REVOCATIONS`].
+    pub fn learn(&self, pending: PendingRevocation) -> Result<bool, IssueError> {
+        let now = self.clock.now();
+        if !in_force(&pending.entry.revocation, now) {
+            return Ok(false);
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_REVOCATIONS && !entries.contains_key(&pending.entry.key()) {
+            entries.retain(|_, e| in_force(&e.revocation, now));
+            if entries.len() >= MAX_REVOCATIONS {
+                return Err(IssueError::TooManyRevocations);
+            }
+        }
+        let learned = merge(&mut entries, pending.entry);
+        drop(entries);
+        Ok(learned.is_some_and(|revocation| {
+            let _ = self.events.send(Arc::from([revocation]));
+            true
+        }))
+    }
+
+    /// How many revocations are held (some may have expired since).
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Takes in what another replica sharing the file revoked, and tells

@@ -20,7 +20,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::IssueError,
     issuer::{Authenticated, Issuer, MintRequest},
-    revocations::RevocationStore,
+    revocations::{PendingRevocation, RevocationStore},
+    store::EtcdStore,
 };
 
 /// Longest a request waits for a credential-check slot before RESOURCE_EXHAUSTED.
@@ -60,6 +61,8 @@ pub struct TokenServiceHandler {
     watchers_by_source: WatchCounts,
     /// Turns true when shutdown begins: revocation streams end then.
     stopping: watch::Receiver<bool>,
+    /// With the etcd store: where revocations are written.
+    store: Option<Arc<EtcdStore>>,
 }
 
 impl TokenServiceHandler {
@@ -79,6 +82,28 @@ impl TokenServiceHandler {
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
             watchers_by_source: Arc::default(),
             stopping,
+            store: None,
+        }
+    }
+
+    /// Writes revocations to `store` (etcd) instead of the revocations file.
+    #[must_use]
+    pub fn with_store(mut self, store: Option<Arc<EtcdStore>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Makes `pending` in force: through etcd, or in the revocations file.
+    async fn commit(&self, pending: PendingRevocation) -> Result<Revocation, Status> {
+        match &self.store {
+            Some(store) => Ok(store.revoke(pending).await?),
+            None => {
+                let revocations = self.revocations.clone();
+                tokio::task::spawn_blocking(move || revocations.commit(pending))
+                    .await
+                    .map_err(|_| Status::internal("request failed"))?
+                    .map_err(Status::from)
+            }
         }
     }
 
@@ -189,32 +214,33 @@ impl TokenService for TokenServiceHandler {
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
         let store = self.revocations.clone();
-        let revocation = self
+        let (pending, by, reason) = self
             .authenticated(request, move |_, caller, body| {
                 if !caller.client.may_revoke {
                     tracing::info!(client = %caller.client.id, "revocation refused: client may not revoke");
                     return Err(IssueError::RevokeNotAllowed);
                 }
-                let revoked = match body.target {
+                let pending = match body.target {
                     Some(revoke_request::Target::Token(token)) => {
-                        store.revoke_token(&token.jti, token.expires_at, &body.reason)
+                        store.prepare_token(&token.jti, token.expires_at, &body.reason)
                     }
                     Some(revoke_request::Target::Subject(subject)) => {
-                        store.revoke_subject(&subject.sub, subject.issued_before, &body.reason)
+                        store.prepare_subject(&subject.sub, subject.issued_before, &body.reason)
                     }
                     None => Err(IssueError::InvalidRevocation(
                         "name a token (jti) or a subject (sub)",
                     )),
                 }?;
-                let kind = match revoked.target {
-                    auth_interceptor::RevokedTarget::Token(_) => "jti",
-                    auth_interceptor::RevokedTarget::Subject { .. } => "subject",
-                };
-                metrics::counter!("authmesh_revocations_made_total", "service" => "token-service", "kind" => kind).increment(1);
-                tracing::info!(by = %caller.client.id, target = ?revoked.target, expires_at = revoked.expires_at, reason = %body.reason, "revoked");
-                Ok(revoked)
+                Ok((pending, caller.client.id.clone(), body.reason))
             })
             .await?;
+        let revocation = self.commit(pending).await?;
+        let kind = match revocation.target {
+            auth_interceptor::RevokedTarget::Token(_) => "jti",
+            auth_interceptor::RevokedTarget::Subject { .. } => "subject",
+        };
+        metrics::counter!("authmesh_revocations_made_total", "service" => "token-service", "kind" => kind).increment(1);
+        tracing::info!(%by, target = ?revocation.target, expires_at = revocation.expires_at, %reason, "revoked");
         Ok(Response::new(RevokeResponse {
             revocation: Some(revocation.into()),
         }))
@@ -226,6 +252,9 @@ impl TokenService for TokenServiceHandler {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        // A replica cut off from etcd may be missing revocations: send the
+        // verifier to another one.
+        self.issuer.check_current()?;
         let busy = || Status::resource_exhausted("too many revocation watches; retry later");
         let global = self
             .watchers
@@ -246,6 +275,7 @@ impl TokenService for TokenServiceHandler {
             events,
             tx,
             self.stopping.clone(),
+            self.issuer.store_gate().map(|gate| gate.subscribe()),
             permit,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -255,6 +285,7 @@ impl TokenService for TokenServiceHandler {
         &self,
         _request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
+        self.issuer.check_current()?;
         // Shows how often verifiers fetch: a storm of unknown `kid`s must not multiply it.
         metrics::counter!("authmesh_jwks_served_total", "service" => "token-service").increment(1);
         Ok(Response::new(GetJwksResponse {
@@ -321,8 +352,19 @@ async fn stream_revocations(
     mut events: broadcast::Receiver<Arc<[Revocation]>>,
     tx: mpsc::Sender<Result<RevocationBatch, Status>>,
     mut stopping: watch::Receiver<bool>,
+    current: Option<watch::Receiver<bool>>,
     _permit: WatchPermit,
 ) {
+    // Ends the stream (UNAVAILABLE) when the replica is cut off from etcd.
+    let cut_off = async move {
+        match current {
+            Some(mut current) => {
+                let _ = current.wait_for(|fresh| !*fresh).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cut_off);
     if *stopping.borrow_and_update() || !send_snapshot(&store, &tx, &mut stopping).await {
         return;
     }
@@ -339,6 +381,12 @@ async fn stream_revocations(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             () = tx.closed() => return,
+            () = &mut cut_off => {
+                let _ = tx.try_send(Err(Status::unavailable(
+                    "this token service replica was cut off from etcd; watch another",
+                )));
+                return;
+            }
             // It only ever turns true (or its sender is gone): either way, stop.
             _ = stopping.changed() => return,
         };

@@ -1,0 +1,455 @@
+//! One token-service replica's life with etcd.
+//!
+//! What etcd holds, under the configured prefix:
+//! - `keys/<kid>`: each replica's public keys, each under a lease of its own
+//!   that outlives the replica by the longest token lifetime, so a dead
+//!   replica's key stays published until the last token it signed expired;
+//! - `revocations/jti/<jti>`, `revocations/sub/<sub>/<cutoff>`: each under a
+//!   lease that ends when its tokens have all expired;
+//! - `replicas/<id>`: who is alive, under the replica's session lease.
+//!
+//! A replica reads everything once before it serves, then follows a watch,
+//! so nothing on the mint path waits for etcd. Renewing the session lease
+//! is how it knows it is still current ([`Freshness`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use auth_interceptor::{Revocation, SharedClock};
+use serde::Serialize;
+use service_runtime::task::BackgroundTask;
+
+use super::{
+    EtcdConfig, Freshness, StoreError,
+    etcd::{Etcd, Event, EventType},
+};
+use crate::{
+    error::IssueError,
+    keys::{KeyStore, Publication, PublishedKey},
+    revocations::{PendingRevocation, RevocationStore},
+};
+
+/// The largest leeway any verifier allows past `exp`.
+const MAX_LEEWAY_SECONDS: u64 = auth_interceptor::verifier::MAX_LEEWAY_SECONDS;
+
+/// What `replicas/<id>` says.
+#[derive(Debug, Serialize)]
+struct ReplicaRecord<'a> {
+    started_at: u64,
+    keys: Vec<&'a str>,
+}
+
+/// The replica's view of etcd and its part in it.
+#[derive(Debug)]
+pub struct EtcdStore {
+    etcd: Etcd,
+    prefix: String,
+    replica: String,
+    session_ttl: u64,
+    /// Lifetime of a key's lease: a dead replica's key outlives its tokens.
+    key_lease_ttl: u64,
+    clock: SharedClock,
+    freshness: Arc<Freshness>,
+    publication: Arc<Publication>,
+    revocations: Arc<RevocationStore>,
+    /// This replica's published keys: `kid` → the lease it is under.
+    own_keys: Mutex<BTreeMap<String, i64>>,
+    session_lease: AtomicI64,
+    started_at: u64,
+}
+
+/// Where a key of the store belongs.
+enum Entry<'k> {
+    Key(&'k str),
+    Revocation,
+    Other,
+}
+
+impl EtcdStore {
+    /// A replica named `replica` of a token service whose tokens live at
+    /// most `max_ttl` seconds; nothing is read or written yet.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for unusable settings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &EtcdConfig,
+        dir: &Path,
+        replica: String,
+        max_ttl: u64,
+        clock: SharedClock,
+        freshness: Arc<Freshness>,
+        publication: Arc<Publication>,
+        revocations: Arc<RevocationStore>,
+    ) -> Result<Self, StoreError> {
+        if !config.prefix.starts_with('/') || !config.prefix.ends_with('/') {
+            return Err(StoreError::Config(
+                "store.prefix must start and end with '/'".into(),
+            ));
+        }
+        if !(2..=300).contains(&config.session_ttl_seconds) {
+            return Err(StoreError::Config(
+                "store.session_ttl_seconds must be between 2 and 300".into(),
+            ));
+        }
+        let started_at = clock.now();
+        Ok(Self {
+            etcd: Etcd::connect(config, dir)?,
+            prefix: config.prefix.clone(),
+            replica,
+            session_ttl: config.session_ttl_seconds,
+            key_lease_ttl: max_ttl + MAX_LEEWAY_SECONDS + config.session_ttl_seconds,
+            clock,
+            freshness,
+            publication,
+            revocations,
+            own_keys: Mutex::default(),
+            session_lease: AtomicI64::new(0),
+            started_at,
+        })
+    }
+
+    /// This replica's name in etcd.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether this replica can know its state is current.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
+    }
+
+    /// Reads every key and revocation, publishes this replica's keys and
+    /// opens its session: after this the replica is current. Returns the
+    /// revision to watch from.
+    ///
+    /// # Errors
+    /// [`StoreError`] when etcd cannot be read or written.
+    pub async fn catch_up(&self, keys: &KeyStore) -> Result<i64, StoreError> {
+        let revision = self.read_all().await?;
+        self.publish_keys(keys).await?;
+        self.open_session(keys).await?;
+        tracing::info!(
+            replica = %self.replica,
+            revision,
+            keys = self.publication.jwks().keys.len(),
+            revocations = self.revocations.len(),
+            "caught up with etcd"
+        );
+        Ok(revision)
+    }
+
+    /// Replaces the known keys with etcd's and learns every revocation.
+    async fn read_all(&self) -> Result<i64, StoreError> {
+        let (kvs, revision) = self.etcd.range_prefix(&self.prefix).await?;
+        let mut published = BTreeMap::new();
+        for kv in kvs {
+            let key = String::from_utf8_lossy(&kv.key);
+            match self.classify(&key) {
+                Entry::Key(kid) => {
+                    if let Some(record) = parse_key(&key, kid, &kv.value) {
+                        published.insert(kid.to_owned(), record);
+                    }
+                }
+                Entry::Revocation => self.learn_revocation(&key, &kv.value),
+                Entry::Other => {}
+            }
+        }
+        self.publication.replace(published);
+        Ok(revision)
+    }
+
+    fn classify<'k>(&self, key: &'k str) -> Entry<'k> {
+        let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
+            return Entry::Other;
+        };
+        if let Some(kid) = rest.strip_prefix("keys/") {
+            Entry::Key(kid)
+        } else if rest.starts_with("revocations/") {
+            Entry::Revocation
+        } else {
+            Entry::Other
+        }
+    }
+
+    fn learn_revocation(&self, key: &str, value: &[u8]) {
+        match PendingRevocation::from_json(value) {
+            Ok(pending) => {
+                if let Err(err) = self.revocations.learn(pending) {
+                    tracing::error!(key, error = %err, "revocation from etcd not taken in");
+                }
+            }
+            Err(detail) => {
+                tracing::error!(key, %detail, "unusable revocation in etcd ignored");
+            }
+        }
+    }
+
+    /// Publishes every key of this replica's ring not yet published, and
+    /// withdraws those the ring has retired.
+    async fn publish_keys(&self, keys: &KeyStore) -> Result<(), StoreError> {
+        let local = keys.local_published();
+        let wanted: BTreeSet<&str> = local.iter().map(|k| k.kid()).collect();
+        let published: BTreeSet<String> = self.own_keys().keys().cloned().collect();
+        for key in &local {
+            if published.contains(key.kid()) {
+                continue;
+            }
+            let now = self.clock.now();
+            // A restart keeps the time its key was first published: verifiers
+            // have had it since then.
+            let published_at = self
+                .publication
+                .get(key.kid())
+                .filter(|p| p.jwk == *key.jwk())
+                .map_or(now, |p| p.published_at.min(now));
+            let record = PublishedKey {
+                jwk: key.jwk().clone(),
+                replica: self.replica.clone(),
+                published_at,
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
+                key: key.kid().to_owned(),
+                detail: e.to_string(),
+            })?;
+            let lease = self.etcd.grant(self.key_lease_ttl).await?;
+            self.etcd
+                .put(&self.key_path(key.kid()), value, lease)
+                .await?;
+            self.own_keys().insert(key.kid().to_owned(), lease);
+            self.publication.upsert(record);
+            tracing::info!(replica = %self.replica, kid = key.kid(), published_at, "signing key published");
+        }
+        for kid in published
+            .iter()
+            .filter(|kid| !wanted.contains(kid.as_str()))
+        {
+            let lease = self.own_keys().get(kid).copied();
+            if let Some(lease) = lease {
+                self.etcd.revoke(lease).await?;
+            }
+            self.own_keys().remove(kid);
+            self.publication.remove(kid);
+            tracing::info!(replica = %self.replica, kid, "retired signing key withdrawn");
+        }
+        Ok(())
+    }
+
+    /// A new session lease, and this replica's record under it.
+    async fn open_session(&self, keys: &KeyStore) -> Result<(), StoreError> {
+        let lease = self.etcd.grant(self.session_ttl).await?;
+        let own = self.own_keys().keys().cloned().collect::<Vec<_>>();
+        let record = ReplicaRecord {
+            started_at: self.started_at,
+            keys: own.iter().map(String::as_str).collect(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let path = format!("{}replicas/{}", self.prefix, self.replica);
+        self.etcd.put(&path, value, lease).await?;
+        self.session_lease.store(lease, Ordering::Release);
+        self.freshness
+            .confirm(Duration::from_secs(self.session_ttl));
+        tracing::debug!(replica = %self.replica, keys = keys.local_published().len(), "etcd session opened");
+        Ok(())
+    }
+
+    /// Renews the session and every key lease, republishing what expired
+    /// and following the ring (rotation, retirement).
+    async fn renew(&self, keys: &KeyStore) -> Result<(), StoreError> {
+        let session = self.session_lease.load(Ordering::Acquire);
+        match self.etcd.keep_alive(session).await {
+            Ok(_) => self
+                .freshness
+                .confirm(Duration::from_secs(self.session_ttl)),
+            Err(StoreError::NotFound) => {
+                tracing::warn!(replica = %self.replica, "etcd session had expired; opening a new one");
+                self.open_session(keys).await?;
+            }
+            Err(err) => return Err(err),
+        }
+        let leases: Vec<(String, i64)> = self
+            .own_keys()
+            .iter()
+            .map(|(kid, lease)| (kid.clone(), *lease))
+            .collect();
+        for (kid, lease) in leases {
+            if let Err(StoreError::NotFound) = self.etcd.keep_alive(lease).await {
+                tracing::warn!(replica = %self.replica, kid, "key lease had expired; publishing again");
+                self.own_keys().remove(&kid);
+            }
+        }
+        self.publish_keys(keys).await
+    }
+
+    /// Writes `pending` to etcd, under a lease that ends when its tokens
+    /// have expired; every replica (this one included) then learns it.
+    ///
+    /// # Errors
+    /// [`IssueError::StoreUnavailable`] when etcd did not take it: nothing was revoked.
+    pub async fn revoke(&self, pending: PendingRevocation) -> Result<Revocation, IssueError> {
+        let now = self.clock.now();
+        let ttl = pending
+            .revocation()
+            .expires_at
+            .saturating_add(MAX_LEEWAY_SECONDS)
+            .saturating_sub(now)
+            .max(1);
+        let unavailable = |err: StoreError| {
+            tracing::error!(error = %err, "revocation not written to etcd; nothing was revoked");
+            IssueError::StoreUnavailable(err.to_string())
+        };
+        let lease = self.etcd.grant(ttl).await.map_err(unavailable)?;
+        let path = format!("{}revocations/{}", self.prefix, pending.store_key());
+        self.etcd
+            .put(&path, pending.to_json(), lease)
+            .await
+            .map_err(unavailable)?;
+        let revocation = pending.revocation().clone();
+        self.revocations.learn(pending)?;
+        Ok(revocation)
+    }
+
+    /// Follows etcd from `revision` and keeps the session alive, until the
+    /// returned tasks are dropped.
+    pub fn spawn(self: &Arc<Self>, keys: Arc<dyn HasKeys>, revision: i64) -> Vec<BackgroundTask> {
+        let watcher = {
+            let store = self.clone();
+            BackgroundTask::spawn(async move { store.follow(revision).await })
+        };
+        let session = {
+            let store = self.clone();
+            BackgroundTask::spawn(async move {
+                let period = Duration::from_millis(store.session_ttl * 1000 / 3);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut failing = false;
+                loop {
+                    tick.tick().await;
+                    match store.renew(keys.keys()).await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!(replica = %store.replica, "etcd session renewed again");
+                        }
+                        Ok(()) => {}
+                        Err(err) => {
+                            failing = true;
+                            tracing::warn!(replica = %store.replica, error = %err, stale_for = ?store.freshness.stale_for(), "etcd session not renewed");
+                        }
+                    }
+                    store.freshness.publish();
+                }
+            })
+        };
+        vec![watcher, session]
+    }
+
+    /// Applies the watch's events; reconnects from the last revision seen,
+    /// and reads everything again when that history was compacted.
+    async fn follow(&self, mut revision: i64) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let outcome = match self.etcd.watch(&self.prefix, revision + 1).await {
+                Ok(mut watch) => loop {
+                    match watch.next().await {
+                        Ok(events) => {
+                            backoff = Duration::from_millis(200);
+                            for event in events {
+                                revision = revision.max(self.apply(&event));
+                            }
+                        }
+                        Err(err) => break err,
+                    }
+                },
+                Err(err) => err,
+            };
+            if outcome == StoreError::Compacted {
+                tracing::warn!(replica = %self.replica, "etcd history compacted; reading everything again");
+                match self.read_all().await {
+                    Ok(now) => revision = now,
+                    Err(err) => tracing::warn!(error = %err, "etcd not readable"),
+                }
+            } else {
+                tracing::warn!(replica = %self.replica, error = %outcome, "etcd watch interrupted; resuming");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Takes in one event; returns its revision.
+    fn apply(&self, event: &Event) -> i64 {
+        let Some(kv) = &event.kv else { return 0 };
+        let key = String::from_utf8_lossy(&kv.key);
+        let put = event.r#type == EventType::Put as i32;
+        match (self.classify(&key), put) {
+            (Entry::Key(kid), true) => {
+                if let Some(record) = parse_key(&key, kid, &kv.value) {
+                    tracing::info!(kid, replica = %record.replica, "signing key published by a replica");
+                    self.publication.upsert(record);
+                }
+            }
+            (Entry::Key(kid), false) => {
+                tracing::info!(kid, "signing key withdrawn");
+                self.publication.remove(kid);
+            }
+            (Entry::Revocation, true) => self.learn_revocation(&key, &kv.value),
+            // A revocation's lease ended: its tokens have all expired.
+            (Entry::Revocation | Entry::Other, _) => {}
+        }
+        kv.mod_revision
+    }
+
+    /// Ends the session (the replica's record goes at once); its keys stay
+    /// published under their own leases until their tokens have expired.
+    pub async fn close(&self) {
+        let lease = self.session_lease.swap(0, Ordering::AcqRel);
+        if lease != 0
+            && let Err(err) = self.etcd.revoke(lease).await
+        {
+            tracing::warn!(error = %err, "etcd session not closed; it expires by itself");
+        }
+    }
+
+    fn own_keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
+        self.own_keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key_path(&self, kid: &str) -> String {
+        format!("{}keys/{kid}", self.prefix)
+    }
+}
+
+/// Whatever holds the key ring the store publishes from (the issuer).
+pub trait HasKeys: Send + Sync + 'static {
+    /// The ring.
+    fn keys(&self) -> &KeyStore;
+}
+
+fn parse_key(key: &str, kid: &str, value: &[u8]) -> Option<PublishedKey> {
+    let record = serde_json::from_slice::<PublishedKey>(value)
+        .map_err(|e| e.to_string())
+        .and_then(|record| {
+            if record.jwk.kid != kid {
+                return Err("the key's kid differs from its name".into());
+            }
+            record
+                .jwk
+                .to_verification_key()
+                .map_err(|e| e.to_string())?;
+            Ok(record)
+        });
+    match record {
+        Ok(record) => Some(record),
+        Err(detail) => {
+            tracing::error!(key, %detail, "unusable public key in etcd ignored");
+            None
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Token-service replicas on a real etcd cluster: each replica keeps its own
+//! signing key and publishes only the public key; every replica serves the
+//! union; a revocation through one replica is enforced by verifiers of
+//! another within a second; a replica catches up before it serves, waits
+//! for its key to be published before it signs, and stops minting when it
+//! is cut off from etcd.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use auth_interceptor::{Clock, SigningAlgorithm};
+use authmesh::{
+    dev_state::{DEMO_CLIENT, OPERATOR_CLIENT},
+    mesh::{self, RunningServer},
+};
+use authmesh_client::ClientCredentials;
+use authmesh_proto::authmesh::v1::{
+    GetJwksRequest, IssueTokenRequest, RevokeRequest, TokenRevocation, WatchRevocationsRequest,
+    revoke_request, token_service_client::TokenServiceClient,
+};
+use authmesh_tests::{
+    ServingStatus, SigningKey, TestMesh, bearer, decode_claims, decode_header, etcd::EtcdCluster,
+    get_stock, reason,
+};
+use service_runtime::Loaded;
+use token_service::{StoreConfig, store::EtcdConfig};
+use tokio::net::TcpListener;
+use tonic::{Code, Request, transport::Channel};
+
+/// Starts a replica of the mesh's token service on etcd with its own key
+/// directory, on `listener`.
+fn start_replica(
+    mesh: &TestMesh,
+    listener: TcpListener,
+    key_dir: &str,
+    mut store: EtcdConfig,
+    replica: &str,
+) -> RunningServer {
+    let mut config = mesh
+        .state
+        .load_token_service()
+        .expect("token service config");
+    config.config.key_dir = key_dir.into();
+    store.replica_id = Some(replica.into());
+    config.config.store = StoreConfig::Etcd(store);
+    let config = Loaded {
+        config: config.config,
+        dir: config.dir,
+    };
+    mesh::start_token_service_with(config, listener, mesh.shared_clock()).expect("replica")
+}
+
+async fn ephemeral() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+fn client(
+    mesh: &TestMesh,
+    addr: SocketAddr,
+    workload: Option<&str>,
+) -> TokenServiceClient<Channel> {
+    TokenServiceClient::new(mesh.channel_as(addr, workload))
+}
+
+/// A token for inventory from the replica at `addr`, as `demo-cli`.
+async fn mint_at(mesh: &TestMesh, addr: SocketAddr) -> Result<String, tonic::Status> {
+    let mut request = Request::new(IssueTokenRequest {
+        audience: "inventory".into(),
+        scopes: vec!["inventory.read".into()],
+        ttl_seconds: Some(300),
+        one_time: false,
+    });
+    let basic = ClientCredentials::new(DEMO_CLIENT, mesh.secret(DEMO_CLIENT))
+        .basic_authorization()
+        .expect("basic");
+    request.metadata_mut().insert("authorization", basic);
+    client(mesh, addr, None)
+        .issue_token(request)
+        .await
+        .map(|r| r.into_inner().token)
+}
+
+async fn revoke_at(mesh: &TestMesh, addr: SocketAddr, jti: &str) -> Result<(), tonic::Status> {
+    client(mesh, addr, Some(OPERATOR_CLIENT))
+        .revoke(RevokeRequest {
+            target: Some(revoke_request::Target::Token(TokenRevocation {
+                jti: jti.into(),
+                expires_at: None,
+            })),
+            reason: "replica test".into(),
+        })
+        .await
+        .map(drop)
+}
+
+async fn kids_at(mesh: &TestMesh, addr: SocketAddr) -> Vec<String> {
+    let mut kids: Vec<String> = client(mesh, addr, None)
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    kids.sort();
+    kids
+}
+
+/// Calls inventory with `token` until it is refused (or `limit` passes); how long that took.
+async fn refused_within(mesh: &TestMesh, token: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Err(status) = mesh
+            .inventory_client()
+            .get_stock(bearer(get_stock(), token))
+            .await
+        {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            assert_eq!(
+                reason(&status).as_deref(),
+                Some("TOKEN_REVOKED"),
+                "{status:?}"
+            );
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Reads a revocation watch from `addr` until its snapshot is complete; the jtis in it.
+async fn snapshot_at(mesh: &TestMesh, addr: SocketAddr) -> Vec<String> {
+    let mut stream = client(mesh, addr, None)
+        .watch_revocations(WatchRevocationsRequest {})
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut jtis = Vec::new();
+    while let Some(batch) = stream.message().await.expect("batch") {
+        jtis.extend(batch.revocations.iter().filter_map(|r| match &r.target {
+            Some(authmesh_proto::authmesh::v1::revocation::Target::Jti(jti)) => Some(jti.clone()),
+            _ => None,
+        }));
+        if batch.snapshot {
+            break;
+        }
+    }
+    jtis
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_public_keys_and_revocations_through_etcd_over_mtls() {
+    let mut mesh = TestMesh::start().await;
+    let Some(mut etcd) = EtcdCluster::start(3, Some(&mesh.state.dir().join("tls"))).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-a/");
+    store.publish_lead_seconds = 0;
+    // Replica B takes the mesh's token-service address: inventory fetches
+    // keys and streams revocations from it. Replica A is elsewhere.
+    mesh.stop_token_service().await;
+    let b_addr = mesh.addrs.token_service;
+    let b_listener = TcpListener::bind(b_addr).await.expect("rebind");
+    let b = start_replica(&mesh, b_listener, "keys", store.clone(), "b");
+    let (a_listener, a_addr) = ephemeral().await;
+    let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
+    mesh.wait_serving(b_addr).await;
+    mesh.wait_serving(a_addr).await;
+
+    // Each replica signs with its own key; both serve the union.
+    let from_a = mint_at(&mesh, a_addr).await.expect("mint at A");
+    let from_b = mint_at(&mesh, b_addr).await.expect("mint at B");
+    let kid_a = decode_header(&from_a)["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+    let kid_b = decode_header(&from_b)["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+    assert_ne!(kid_a, kid_b, "replicas never share a signing key");
+    let mut both = vec![kid_a.clone(), kid_b.clone()];
+    both.sort();
+    let start = Instant::now();
+    while kids_at(&mesh, b_addr).await != both || kids_at(&mesh, a_addr).await != both {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "replicas never agreed on the key set"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Inventory knew only B's key; it fetches A's from B (its unknown-kid
+    // refetch is rate limited: that is why keys are published before they sign).
+    for token in [&from_a, &from_b] {
+        let start = Instant::now();
+        while let Err(status) = mesh
+            .inventory_client()
+            .get_stock(bearer(get_stock(), token))
+            .await
+        {
+            assert_eq!(
+                reason(&status).as_deref(),
+                Some("UNKNOWN_KEY"),
+                "{status:?}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "a token of either replica verifies"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // One etcd member dies: writes still go through the other two.
+    etcd.kill(0);
+    // A first revocation through A shows inventory's stream (from B) is live.
+    revoke_at(&mesh, a_addr, &decode_claims(&from_b).jti)
+        .await
+        .expect("revoke through A with a member down");
+    refused_within(&mesh, &from_b, Duration::from_secs(20))
+        .await
+        .expect("inventory learns a revocation made through the other replica");
+    // The measured one: through A, enforced by a verifier streaming from B.
+    revoke_at(&mesh, a_addr, &decode_claims(&from_a).jti)
+        .await
+        .expect("revoke through A");
+    let took = refused_within(&mesh, &from_a, Duration::from_secs(5))
+        .await
+        .expect("revocation enforced");
+    eprintln!("revocation through replica A enforced by a verifier of replica B in {took:?}");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    etcd.restart(0);
+
+    // A replica that was down catches up before it serves: A misses a
+    // revocation made through B, and has it in its first snapshot.
+    a.stop().await.expect("A stops");
+    let missed = mint_at(&mesh, b_addr).await.expect("mint at B");
+    let missed_jti = decode_claims(&missed).jti;
+    revoke_at(&mesh, b_addr, &missed_jti)
+        .await
+        .expect("revoke through B");
+    // A is gone, and its key stays published while its tokens may live.
+    assert_eq!(
+        kids_at(&mesh, b_addr).await,
+        both,
+        "a stopped replica's key stays published"
+    );
+    let (a_listener, a_addr) = ephemeral().await;
+    let a = start_replica(&mesh, a_listener, "keys-a", store, "a");
+    mesh.wait_serving(a_addr).await;
+    assert!(snapshot_at(&mesh, a_addr).await.contains(&missed_jti));
+    let again = mint_at(&mesh, a_addr).await.expect("mint at restarted A");
+    assert_eq!(
+        decode_header(&again)["kid"],
+        kid_a.as_str(),
+        "A keeps its key across restarts"
+    );
+    a.stop().await.expect("A stops");
+    b.stop().await.expect("B stops");
+}
+
+/// The `kid` of the EdDSA key in the state's `dir`.
+fn kid_in(mesh: &TestMesh, dir: &str) -> String {
+    let pem = std::fs::read_to_string(mesh.state.dir().join(dir).join("eddsa.pem")).expect("key");
+    SigningKey::from_pkcs8_pem(&pem)
+        .expect("key")
+        .kid()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_published_before_it_signs_and_withdrawn_after_its_tokens_expire() {
+    let mesh = TestMesh::start().await;
+    let Some(etcd) = EtcdCluster::start(1, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-b/");
+    store.publish_lead_seconds = 90;
+    let (listener, addr) = ephemeral().await;
+    let replica = start_replica(&mesh, listener, "keys-new", store, "new");
+    let kid = kid_in(&mesh, "keys-new");
+
+    // Published at once, but not signing: NOT_SERVING and mints refused.
+    let start = Instant::now();
+    while client(&mesh, addr, None)
+        .get_jwks(GetJwksRequest {})
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "replica never served its key set"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kids_at(&mesh, addr).await, vec![kid.clone()]);
+    mesh.wait_health(addr, ServingStatus::NotServing).await;
+    let refused = mint_at(&mesh, addr).await.expect_err("no key may sign yet");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("KEY_NOT_YET_PUBLISHED"));
+
+    // Once published for the lead (longer than verifiers' refresh), it signs.
+    mesh.clock.advance(91);
+    mesh.wait_serving(addr).await;
+    let token = mint_at(&mesh, addr).await.expect("mint after the lead");
+    assert_eq!(decode_header(&token)["kid"], kid.as_str());
+
+    // A rotation: the next key is published first, signs after the overlap
+    // and the lead, and the old one is withdrawn once its tokens expired.
+    let now = mesh.clock.now();
+    let rotation = token_service::keys::rotate(
+        &mesh.state.dir().join("keys-new"),
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::EdDSA,
+        100,
+        3600,
+        now,
+    )
+    .expect("rotate");
+    let start = Instant::now();
+    while !kids_at(&mesh, addr).await.contains(&rotation.next_kid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "next key never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still_old = mint_at(&mesh, addr).await.expect("mint during the overlap");
+    assert_eq!(decode_header(&still_old)["kid"], kid.as_str());
+    mesh.clock.advance(100);
+    let rotated = mint_at(&mesh, addr).await.expect("mint after the overlap");
+    assert_eq!(decode_header(&rotated)["kid"], rotation.next_kid.as_str());
+    assert!(
+        kids_at(&mesh, addr).await.contains(&kid),
+        "old key published while its tokens live"
+    );
+    let (_, retire_at) = rotation.retiring[0];
+    mesh.clock
+        .advance(i64::try_from(retire_at - mesh.clock.now()).expect("seconds") + 1);
+    let start = Instant::now();
+    while kids_at(&mesh, addr).await != vec![rotation.next_kid.clone()] {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "retired key never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_etcd_stops_minting_keeps_verification_and_catches_up() {
+    let mut mesh = TestMesh::start().await;
+    let Some(mut etcd) = EtcdCluster::start(1, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-c/");
+    store.publish_lead_seconds = 0;
+    store.session_ttl_seconds = 3;
+    mesh.stop_token_service().await;
+    let addr = mesh.addrs.token_service;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let replica = start_replica(&mesh, listener, "keys", store, "only");
+    mesh.wait_serving(addr).await;
+    let token = mint_at(&mesh, addr).await.expect("mint");
+    let start = Instant::now();
+    while let Err(status) = mesh
+        .inventory_client()
+        .get_stock(bearer(get_stock(), &token))
+        .await
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // etcd is gone (no quorum at all): once the session lapses the replica
+    // says so, refuses what it cannot know is current, and changes nothing.
+    etcd.kill(0);
+    let cut = Instant::now();
+    mesh.wait_health(addr, ServingStatus::NotServing).await;
+    eprintln!(
+        "replica NOT_SERVING {:?} after etcd was lost",
+        cut.elapsed()
+    );
+    let refused = mint_at(&mesh, addr).await.expect_err("cut off");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("REPLICA_CUT_OFF"));
+    assert!(
+        refused.message().contains("cut off from etcd"),
+        "{refused:?}"
+    );
+    let jwks = client(&mesh, addr, None).get_jwks(GetJwksRequest {}).await;
+    assert_eq!(
+        jwks.map(drop).expect_err("cut off").code(),
+        Code::Unavailable
+    );
+    let jti = decode_claims(&token).jti;
+    let not_revoked = revoke_at(&mesh, addr, &jti)
+        .await
+        .expect_err("nothing written");
+    assert_eq!(not_revoked.code(), Code::Unavailable, "{not_revoked:?}");
+    assert_eq!(reason(&not_revoked).as_deref(), Some("STORE_UNAVAILABLE"));
+    // Verification never needed etcd or the token service.
+    let mut failed = 0;
+    for _ in 0..50 {
+        failed += usize::from(
+            mesh.inventory_client()
+                .get_stock(bearer(get_stock(), &token))
+                .await
+                .is_err(),
+        );
+    }
+    assert_eq!(failed, 0, "verified calls failed while etcd was down");
+
+    // etcd is back: the replica serves again and what it writes is enforced.
+    etcd.restart(0);
+    let back = Instant::now();
+    mesh.wait_serving(addr).await;
+    eprintln!(
+        "replica SERVING again {:?} after etcd returned",
+        back.elapsed()
+    );
+    mint_at(&mesh, addr).await.expect("mint after recovery");
+    revoke_at(&mesh, addr, &jti)
+        .await
+        .expect("revoke after recovery");
+    refused_within(&mesh, &token, Duration::from_secs(20))
+        .await
+        .expect("revocation enforced after recovery");
+    replica.stop().await.expect("stops");
+}
