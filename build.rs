@@ -8,6 +8,7 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "proto/authmesh/v1/token_service.proto",
+    "proto/authmesh/v1/workload_admin.proto",
     "proto/demo/inventory/v1/inventory.proto",
     "proto/demo/orders/v1/orders.proto",
 ];

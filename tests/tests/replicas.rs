@@ -3,7 +3,8 @@
 //! union; a revocation through one replica is enforced by verifiers of
 //! another within a second; a replica catches up before it serves, waits
 //! for its key to be published before it signs, and stops minting when it
-//! is cut off from etcd.
+//! is cut off from etcd; a workload registered through one replica is in
+//! force on all of them.
 
 use std::{
     net::SocketAddr,
@@ -17,8 +18,10 @@ use authmesh::{
 };
 use authmesh_client::ClientCredentials;
 use authmesh_proto::authmesh::v1::{
-    GetJwksRequest, IssueTokenRequest, RevokeRequest, TokenRevocation, WatchRevocationsRequest,
-    revoke_request, token_service_client::TokenServiceClient,
+    AddWorkloadRequest, GetJwksRequest, IssueTokenRequest, ListWorkloadsRequest,
+    RemoveWorkloadRequest, RevokeRequest, ScopeList, TokenRevocation, WatchRevocationsRequest,
+    Workload, revoke_request, token_service_client::TokenServiceClient,
+    workload_admin_client::WorkloadAdminClient,
 };
 use authmesh_tests::{
     ServingStatus, SigningKey, TestMesh, bearer, decode_claims, decode_header, etcd::EtcdCluster,
@@ -433,4 +436,154 @@ async fn a_replica_cut_off_from_etcd_stops_minting_keeps_verification_and_catche
         .await
         .expect("revocation enforced after recovery");
     replica.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_registered_through_one_replica_is_in_force_on_every_replica() {
+    let mesh = TestMesh::start().await;
+    let Some(etcd) = EtcdCluster::start(1, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-d/");
+    store.publish_lead_seconds = 0;
+    let (a_listener, a_addr) = ephemeral().await;
+    let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
+    let (b_listener, b_addr) = ephemeral().await;
+    let b = start_replica(&mesh, b_listener, "keys-b", store, "b");
+    mesh.wait_serving(a_addr).await;
+    mesh.wait_serving(b_addr).await;
+    let admin = |addr| WorkloadAdminClient::new(mesh.channel_as(addr, Some(OPERATOR_CLIENT)));
+    let secret = token_service::credentials::generate_secret();
+    let billing = |id: &str, audience: &str, scope: &str| Workload {
+        id: id.into(),
+        spiffe_id: format!("spiffe://authmesh.local/{id}"),
+        secret_hash: token_service::credentials::hash_secret(&secret).expect("hash"),
+        audiences: [(
+            audience.to_owned(),
+            ScopeList {
+                scopes: vec![scope.into()],
+            },
+        )]
+        .into(),
+        ..Workload::default()
+    };
+    let mint_as_billing = |addr| {
+        let secret = secret.clone();
+        let mesh = &mesh;
+        async move {
+            let mut request = Request::new(IssueTokenRequest {
+                audience: "inventory".into(),
+                scopes: Vec::new(),
+                ttl_seconds: None,
+                one_time: false,
+            });
+            let basic = ClientCredentials::new("billing", secret)
+                .basic_authorization()
+                .expect("basic");
+            request.metadata_mut().insert("authorization", basic);
+            client(mesh, addr, None).issue_token(request).await
+        }
+    };
+    assert_eq!(
+        mint_as_billing(b_addr).await.expect_err("not yet").code(),
+        Code::Unauthenticated
+    );
+
+    // Registered through A, it mints at B within a second.
+    admin(a_addr)
+        .add_workload(AddWorkloadRequest {
+            workload: Some(billing("billing", "inventory", "inventory.read")),
+        })
+        .await
+        .expect("registered");
+    let start = Instant::now();
+    while mint_as_billing(b_addr).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never in force at B"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = start.elapsed();
+    eprintln!("workload registered through A minted at B after {took:?}");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+
+    // Bad registrations are refused with the reason and change nothing.
+    let listed = |addr| async move {
+        let mut ids: Vec<String> = admin(addr)
+            .list_workloads(ListWorkloadsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .workloads
+            .into_iter()
+            .map(|w| format!("{}:{}", w.id, w.origin))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = listed(b_addr).await;
+    assert!(
+        before.contains(&"billing:registered".to_owned()),
+        "{before:?}"
+    );
+    for (workload, code, why) in [
+        (
+            billing("billing", "inventory", "inventory.read"),
+            Code::FailedPrecondition,
+            "already registered",
+        ),
+        (
+            billing("ledger", "payments", "pay"),
+            Code::InvalidArgument,
+            "unknown audience",
+        ),
+        (
+            billing("ledger", "inventory", "inventory.delete"),
+            Code::FailedPrecondition,
+            "from no rule",
+        ),
+        (
+            Workload {
+                spiffe_id: "spiffe://authmesh.local/billing".into(),
+                ..billing("ledger", "inventory", "inventory.read")
+            },
+            Code::FailedPrecondition,
+            "already registered",
+        ),
+    ] {
+        let refused = admin(b_addr)
+            .add_workload(AddWorkloadRequest {
+                workload: Some(workload),
+            })
+            .await
+            .expect_err(why);
+        assert_eq!(refused.code(), code, "{refused:?}");
+        assert!(refused.message().contains(why), "{refused:?}");
+    }
+    let not_admin = WorkloadAdminClient::new(mesh.channel_as(a_addr, Some(DEMO_CLIENT)))
+        .list_workloads(ListWorkloadsRequest {})
+        .await
+        .expect_err("not an admin");
+    assert_eq!(not_admin.code(), Code::PermissionDenied);
+    assert_eq!(listed(a_addr).await, before);
+    assert_eq!(listed(b_addr).await, before);
+
+    // Removed through B, it mints no more at A.
+    admin(b_addr)
+        .remove_workload(RemoveWorkloadRequest {
+            id: "billing".into(),
+        })
+        .await
+        .expect("removed");
+    let start = Instant::now();
+    while mint_as_billing(a_addr).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still in force at A"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.stop().await.expect("A stops");
+    b.stop().await.expect("B stops");
 }

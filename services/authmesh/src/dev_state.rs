@@ -269,6 +269,9 @@ impl DevState {
                 ]),
                 require_audience_policies: true,
                 store: token_service::StoreConfig::Files,
+                // The operator registers workloads at run time (`authmesh workload`).
+                admin_ids: vec![spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)],
+                workloads_file: "workloads.json".into(),
             };
             Ok(toml::to_string(&config)?)
         })?;

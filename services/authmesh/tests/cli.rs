@@ -763,3 +763,172 @@ fn init_prepares_compose_state_and_client_kit() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `authmesh workload add | list | remove` against `authmesh up` (the files
+/// store): a registered workload mints at once, bad registrations are
+/// refused with the reason and change nothing, a removed one mints no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_registered_at_run_time_through_the_cli() {
+    service_runtime::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs = MeshAddrs {
+        token_service: free_addr(),
+        orders: free_addr(),
+        inventory: free_addr(),
+    };
+    let state = DevState::ensure(dir.path(), addrs).expect("state");
+    /// Stops `up` however the test ends.
+    struct Up(std::process::Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _up = Up(Command::new(BIN)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("up")
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("authmesh up"));
+    wait_serving(&state, addrs.token_service).await;
+    let url = format!("https://localhost:{}", addrs.token_service.port());
+    let secret = dir.path().join("billing.secret");
+    let run = |args: &[&str]| {
+        let mut all = vec!["workload"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &url]);
+        authmesh(dir.path(), &all)
+    };
+    let secret_arg = secret.to_str().expect("utf-8 path");
+    let added = run(&[
+        "add",
+        "--id",
+        "billing",
+        "--audience",
+        "inventory=inventory.read",
+        "--secret-out",
+        secret_arg,
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let shown = String::from_utf8_lossy(&added.stdout);
+    assert!(
+        shown.contains("spiffe://authmesh.local/billing") && shown.contains("registered"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("argon2"),
+        "the secret hash is never shown: {shown}"
+    );
+    let written = std::fs::read_to_string(&secret).expect("secret written");
+    assert!(!shown.contains(written.trim()), "the secret is never shown");
+    let mint = |client: &str| {
+        authmesh(
+            dir.path(),
+            &[
+                "token",
+                "mint",
+                "--aud",
+                "inventory",
+                "--client-id",
+                client,
+                "--secret-file",
+                secret_arg,
+                "--no-cert",
+                "--url",
+                &url,
+            ],
+        )
+    };
+    let minted = mint("billing");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+
+    // Refused with the reason and the status, and nothing changes.
+    for (args, status, said) in [
+        (
+            vec![
+                "add",
+                "--id",
+                "billing",
+                "--audience",
+                "inventory=inventory.read",
+            ],
+            "FailedPrecondition",
+            "already registered",
+        ),
+        (
+            vec!["add", "--id", "ledger", "--audience", "payments=pay"],
+            "InvalidArgument",
+            "unknown audience \"payments\"",
+        ),
+        (
+            vec![
+                "add",
+                "--id",
+                "ledger",
+                "--audience",
+                "inventory=inventory.delete",
+            ],
+            "FailedPrecondition",
+            "accepts scope(s) inventory.delete from no rule",
+        ),
+        (
+            vec![
+                "add",
+                "--id",
+                "bad id",
+                "--audience",
+                "inventory=inventory.read",
+            ],
+            "InvalidArgument",
+            "id must be",
+        ),
+        (
+            vec!["remove", "--id", "orders"],
+            "FailedPrecondition",
+            "defined in token-service.toml",
+        ),
+        (vec!["remove", "--id", "ledger"], "NotFound", "ledger"),
+    ] {
+        let refused = run(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(
+            stderr.contains(status) && stderr.contains(said),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Only an admin workload may administer.
+    let not_admin = run(&["list", "--admin", "demo-cli"]);
+    assert!(String::from_utf8_lossy(&not_admin.stderr).contains("PermissionDenied"));
+    let listed = run(&["list"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["billing", "demo-cli", "operator", "orders"]);
+
+    let removed = run(&["remove", "--id", "billing"]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let refused = mint("billing");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+}

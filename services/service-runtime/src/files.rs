@@ -51,3 +51,23 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), Runtim
 pub fn read_to_string(path: &Path) -> Result<String, RuntimeError> {
     fs::read_to_string(path).map_err(|e| RuntimeError::io("reading", path, e))
 }
+
+/// An exclusive lock on `<path>.lock`, held until the file is dropped:
+/// processes sharing a directory take turns to rewrite `path`.
+///
+/// # Errors
+/// When the lock file cannot be created or locked.
+pub fn lock_beside(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)?;
+    lock.lock()?;
+    Ok(lock)
+}

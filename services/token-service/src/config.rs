@@ -65,6 +65,14 @@ pub struct Config {
     /// Refuse to start unless every audience has a policy in `audience_policies`.
     #[serde(default)]
     pub require_audience_policies: bool,
+    /// SPIFFE IDs whose client certificates may call `WorkloadAdmin`
+    /// (register and remove workloads at run time), as SPIRE's `admin_ids`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_ids: Vec<String>,
+    /// With the files store: where workloads registered at run time are kept
+    /// (relative to this file; replicas sharing it follow it).
+    #[serde(default = "default_workloads_file")]
+    pub workloads_file: PathBuf,
     /// Where replicas share public keys and revocations (`[store]`,
     /// `kind = "files"` or `"etcd"`); files by default.
     #[serde(default, skip_serializing_if = "StoreConfig::is_files")]
@@ -98,6 +106,9 @@ pub struct ClientConfig {
     pub may_revoke: bool,
 }
 
+fn default_workloads_file() -> PathBuf {
+    "workloads.json".into()
+}
 fn default_revocations_file() -> PathBuf {
     "revocations.json".into()
 }

@@ -2,7 +2,10 @@
 //! against argon2id hashes. Unknown ids cost the same as wrong secrets, and
 //! the comparison is argon2's constant-time one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
@@ -28,14 +31,25 @@ pub struct RegisteredClient {
     pub spiffe_id: Option<String>,
     /// May revoke tokens.
     pub may_revoke: bool,
+    /// Where it is registered.
+    pub origin: ClientOrigin,
     /// None for mTLS-only clients.
     secret_hash: Option<String>,
+}
+
+/// Where a client is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOrigin {
+    /// `clients` in `token-service.toml`: changed by editing the file.
+    File,
+    /// Registered at run time (`authmesh workload add`), in the store.
+    Registered,
 }
 
 /// Every registered client, by id and by SPIFFE ID.
 #[derive(Debug)]
 pub struct ClientRegistry {
-    clients: HashMap<String, RegisteredClient>,
+    clients: HashMap<String, Arc<RegisteredClient>>,
     by_spiffe_id: HashMap<String, String>,
     /// Verified against for unknown ids so they cost as much as known ones.
     decoy_hash: String,
@@ -47,11 +61,71 @@ impl ClientRegistry {
     /// # Errors
     /// [`StartError::Config`] naming the offending client.
     pub fn new(clients: &[ClientConfig], global_max_ttl: u64) -> Result<Self, StartError> {
-        let mut registry = HashMap::new();
-        let mut by_spiffe_id = HashMap::new();
+        let decoy_hash = hash_secret(&generate_secret()).map_err(StartError::Config)?;
+        let mut registry = Self {
+            clients: HashMap::new(),
+            by_spiffe_id: HashMap::new(),
+            decoy_hash,
+        };
         for client in clients {
-            let invalid =
-                |detail: &str| StartError::Config(format!("client {}: {detail}", client.id));
+            registry
+                .add(client, global_max_ttl, ClientOrigin::File)
+                .map_err(StartError::Config)?;
+        }
+        Ok(registry)
+    }
+
+    /// The same static clients plus `registered` (run-time registrations);
+    /// one that conflicts with a client already in is left out and logged.
+    pub fn with_registered(
+        &self,
+        static_clients: &[ClientConfig],
+        registered: &[ClientConfig],
+        global_max_ttl: u64,
+    ) -> Self {
+        let mut registry = Self {
+            clients: HashMap::new(),
+            by_spiffe_id: HashMap::new(),
+            decoy_hash: self.decoy_hash.clone(),
+        };
+        for (client, origin) in static_clients
+            .iter()
+            .map(|c| (c, ClientOrigin::File))
+            .chain(registered.iter().map(|c| (c, ClientOrigin::Registered)))
+        {
+            if let Err(detail) = registry.add(client, global_max_ttl, origin) {
+                tracing::error!(%detail, "registered workload left out");
+            }
+        }
+        registry
+    }
+
+    /// The client `id`, if registered.
+    pub fn get(&self, id: &str) -> Option<&Arc<RegisteredClient>> {
+        self.clients.get(id)
+    }
+
+    /// The id of the client registered for `spiffe_id`, if any.
+    pub fn id_for_spiffe_id(&self, spiffe_id: &str) -> Option<&str> {
+        self.by_spiffe_id.get(spiffe_id).map(String::as_str)
+    }
+
+    /// Every client, by id.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<RegisteredClient>> {
+        self.clients.values()
+    }
+
+    /// Checks `client` and adds it; a description of what is wrong otherwise.
+    fn add(
+        &mut self,
+        client: &ClientConfig,
+        global_max_ttl: u64,
+        origin: ClientOrigin,
+    ) -> Result<(), String> {
+        let registry = &mut self.clients;
+        let by_spiffe_id = &mut self.by_spiffe_id;
+        {
+            let invalid = |detail: &str| format!("client {}: {detail}", client.id);
             if let Some(secret_hash) = &client.secret_hash {
                 let hash = PasswordHash::new(secret_hash)
                     .map_err(|e| invalid(&format!("secret_hash: {e}")))?;
@@ -66,7 +140,7 @@ impl ClientRegistry {
                 if !id.starts_with("spiffe://") {
                     return Err(invalid("spiffe_id must start with spiffe://"));
                 }
-                if by_spiffe_id.insert(id.clone(), client.id.clone()).is_some() {
+                if by_spiffe_id.contains_key(id) {
                     return Err(invalid("spiffe_id is registered twice"));
                 }
             }
@@ -76,10 +150,9 @@ impl ClientRegistry {
                 .iter()
                 .any(|(aud, scopes)| malformed(aud) || scopes.iter().any(malformed));
             if bad_entry {
-                return Err(StartError::Config(format!(
-                    "client {}: audiences and scopes must be non-empty and contain no whitespace",
-                    client.id
-                )));
+                return Err(invalid(
+                    "audiences and scopes must be non-empty and contain no whitespace",
+                ));
             }
             let max_ttl = client
                 .max_ttl_seconds
@@ -95,21 +168,18 @@ impl ClientRegistry {
                     .collect(),
                 spiffe_id: client.spiffe_id.clone(),
                 may_revoke: client.may_revoke,
+                origin,
                 secret_hash: client.secret_hash.clone(),
             };
-            if registry.insert(client.id.clone(), entry).is_some() {
-                return Err(StartError::Config(format!(
-                    "client {} is registered twice",
-                    client.id
-                )));
+            if registry.contains_key(&client.id) {
+                return Err(format!("client {} is registered twice", client.id));
             }
+            if let Some(id) = &client.spiffe_id {
+                by_spiffe_id.insert(id.clone(), client.id.clone());
+            }
+            registry.insert(client.id.clone(), Arc::new(entry));
         }
-        let decoy_hash = hash_secret(&generate_secret()).map_err(StartError::Config)?;
-        Ok(Self {
-            clients: registry,
-            by_spiffe_id,
-            decoy_hash,
-        })
+        Ok(())
     }
 
     /// Checks an `authorization` value and returns the client it proves.
@@ -117,7 +187,7 @@ impl ClientRegistry {
     ///
     /// # Errors
     /// [`IssueError::MalformedCredentials`] or [`IssueError::BadCredentials`].
-    pub fn authenticate(&self, authorization: &str) -> Result<&RegisteredClient, IssueError> {
+    pub fn authenticate(&self, authorization: &str) -> Result<&Arc<RegisteredClient>, IssueError> {
         let (id, secret) = parse_basic(authorization)?;
         let client = self.clients.get(&id);
         let hash = client
@@ -138,7 +208,7 @@ impl ClientRegistry {
     ///
     /// # Errors
     /// [`IssueError::UnknownWorkload`] when none is.
-    pub fn by_spiffe_id(&self, spiffe_id: &str) -> Result<&RegisteredClient, IssueError> {
+    pub fn by_spiffe_id(&self, spiffe_id: &str) -> Result<&Arc<RegisteredClient>, IssueError> {
         self.by_spiffe_id
             .get(spiffe_id)
             .and_then(|id| self.clients.get(id))

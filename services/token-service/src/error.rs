@@ -103,6 +103,20 @@ pub enum IssueError {
         /// Whole seconds since its session lapsed.
         seconds: u64,
     },
+    /// A workload registration is malformed or names an unknown audience.
+    #[error("invalid workload: {0}")]
+    InvalidWorkload(String),
+    /// A workload registration conflicts with what is registered or enforced.
+    #[error("workload not registered: {0}")]
+    WorkloadConflict(String),
+    /// No registered workload has this id (or it is not one registered at run time).
+    #[error("no workload registered at run time with id {0:?}")]
+    WorkloadNotFound(String),
+    /// The caller's certificate is not one of `admin_ids`.
+    #[error(
+        "only the workloads in the token service's admin_ids may administer workloads; present such a client certificate"
+    )]
+    NotAdmin,
     /// The replica's signing key is not yet published for long enough.
     #[error(
         "this replica's signing key is not yet published for long enough to sign (publish before sign); retry shortly"
@@ -137,6 +151,10 @@ impl IssueError {
             IssueError::StoreUnavailable(_) => "STORE_UNAVAILABLE",
             IssueError::CutOff { .. } => "REPLICA_CUT_OFF",
             IssueError::KeyNotYetPublished => "KEY_NOT_YET_PUBLISHED",
+            IssueError::InvalidWorkload(_) => "WORKLOAD_INVALID",
+            IssueError::WorkloadConflict(_) => "WORKLOAD_CONFLICT",
+            IssueError::WorkloadNotFound(_) => "WORKLOAD_NOT_FOUND",
+            IssueError::NotAdmin => "NOT_ADMIN",
         }
     }
 
@@ -161,6 +179,10 @@ impl IssueError {
                 Code::ResourceExhausted
             }
             IssueError::Signing | IssueError::RevocationNotPersisted => Code::Internal,
+            IssueError::InvalidWorkload(_) => Code::InvalidArgument,
+            IssueError::WorkloadConflict(_) => Code::FailedPrecondition,
+            IssueError::WorkloadNotFound(_) => Code::NotFound,
+            IssueError::NotAdmin => Code::PermissionDenied,
             IssueError::StoreUnavailable(_)
             | IssueError::CutOff { .. }
             | IssueError::KeyNotYetPublished => Code::Unavailable,

@@ -6,13 +6,14 @@ use std::{
     sync::Arc,
 };
 
+use arc_swap::ArcSwap;
 use auth_interceptor::{
     Claims, Confirmation, JwkSet, PeerIdentity, SharedClock, SharedPolicy, policy::MintRefusal,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
-    config::{Config, MAX_TTL_CEILING_SECONDS},
+    config::{ClientConfig, Config, MAX_TTL_CEILING_SECONDS},
     credentials::{ClientRegistry, RegisteredClient, parse_basic},
     error::{IssueError, StartError},
     keys::KeyStore,
@@ -39,9 +40,9 @@ pub struct MintRequest {
 
 /// A caller that proved who it is, and how.
 #[derive(Debug, Clone)]
-pub struct Authenticated<'a> {
-    /// The registered client.
-    pub client: &'a RegisteredClient,
+pub struct Authenticated {
+    /// The registered client (as registered when it authenticated).
+    pub client: Arc<RegisteredClient>,
     /// The token's `sub`: the SPIFFE ID when a certificate proved it, else the client id.
     pub subject: String,
     /// The client certificate's thumbprint, when one was presented: tokens are bound to it.
@@ -64,7 +65,10 @@ pub struct Issuer {
     audiences: HashSet<String>,
     default_ttl: u64,
     max_ttl: u64,
-    clients: ClientRegistry,
+    /// Every client: the configuration's and those registered at run time.
+    clients: ArcSwap<ClientRegistry>,
+    /// The configuration's clients, kept to rebuild the registry.
+    static_clients: Vec<ClientConfig>,
     limiter: AttemptLimiter,
     keys: KeyStore,
     clock: SharedClock,
@@ -132,12 +136,116 @@ impl Issuer {
             audiences,
             default_ttl: config.default_ttl_seconds,
             max_ttl: config.max_ttl_seconds,
-            clients: ClientRegistry::new(&config.clients, config.max_ttl_seconds)?,
+            clients: ArcSwap::from_pointee(ClientRegistry::new(
+                &config.clients,
+                config.max_ttl_seconds,
+            )?),
+            static_clients: config.clients.clone(),
             limiter: AttemptLimiter::new(config.auth_limits, clock.clone()),
             keys,
             clock,
             store_gate: None,
         })
+    }
+
+    /// Replaces the workloads registered at run time (the configuration's
+    /// clients stay); takes effect on the next call.
+    pub fn set_registered(&self, registered: &[ClientConfig]) {
+        let next =
+            self.clients
+                .load()
+                .with_registered(&self.static_clients, registered, self.max_ttl);
+        self.clients.store(Arc::new(next));
+    }
+
+    /// Every client as registered now.
+    pub fn registry(&self) -> Arc<ClientRegistry> {
+        self.clients.load_full()
+    }
+
+    /// Checks a workload to be registered at run time against what this
+    /// issuer knows: its audiences, what their policies accept, the
+    /// lifetime cap, and the ids already taken.
+    ///
+    /// # Errors
+    /// [`IssueError::InvalidWorkload`] (INVALID_ARGUMENT) or
+    /// [`IssueError::WorkloadConflict`] (FAILED_PRECONDITION), saying why.
+    pub fn check_registration(&self, workload: &ClientConfig) -> Result<(), IssueError> {
+        let invalid = |detail: String| Err(IssueError::InvalidWorkload(detail));
+        if let Some(unknown) = workload
+            .audiences
+            .keys()
+            .find(|a| !self.audiences.contains(*a))
+        {
+            let mut known: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+            known.sort_unstable();
+            return invalid(format!(
+                "unknown audience {unknown:?}; this token service mints for: {}",
+                known.join(", ")
+            ));
+        }
+        if workload
+            .max_ttl_seconds
+            .is_some_and(|t| t == 0 || t > self.max_ttl)
+        {
+            return invalid(format!(
+                "max_ttl_seconds must be between 1 and {}",
+                self.max_ttl
+            ));
+        }
+        let registry = self.clients.load();
+        if registry.get(&workload.id).is_some() {
+            return Err(IssueError::WorkloadConflict(format!(
+                "a workload with id {:?} is already registered",
+                workload.id
+            )));
+        }
+        if let Some(spiffe_id) = &workload.spiffe_id
+            && let Some(holder) = registry.id_for_spiffe_id(spiffe_id)
+        {
+            return Err(IssueError::WorkloadConflict(format!(
+                "{spiffe_id} is already registered, as {holder:?}"
+            )));
+        }
+        // Each audience's policy must accept every scope from some rule for
+        // this workload: the same check every mint makes, made once here.
+        let now = self.clock.now();
+        for (audience, scopes) in &workload.audiences {
+            let Some(policy) = self.policies.get(audience).map(SharedPolicy::current) else {
+                continue;
+            };
+            let claims = Claims {
+                iss: self.issuer.clone(),
+                sub: workload
+                    .spiffe_id
+                    .clone()
+                    .unwrap_or_else(|| workload.id.clone()),
+                aud: audience.clone(),
+                exp: now + 1,
+                nbf: Some(now),
+                iat: now,
+                jti: String::new(),
+                scope: scopes.join(" "),
+                client_id: Some(workload.id.clone()),
+                cnf: None,
+                one_time: false,
+            };
+            match policy.admits(&claims) {
+                Ok(_) => {}
+                Err(MintRefusal::UnusedScopes(unused)) => {
+                    return Err(IssueError::WorkloadConflict(format!(
+                        "audience {audience}'s policy accepts scope(s) {} from no rule for this workload",
+                        unused.join(" ")
+                    )));
+                }
+                Err(MintRefusal::NoRule) => {
+                    return Err(IssueError::WorkloadConflict(format!(
+                        "audience {audience}'s policy accepts a token of this workload for no method"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Mints only while `gate` says the shared state is current.
@@ -194,11 +302,11 @@ impl Issuer {
         authorization: Option<&str>,
         peer: Option<&PeerIdentity>,
         source: Option<IpAddr>,
-    ) -> Result<Authenticated<'_>, IssueError> {
+    ) -> Result<Authenticated, IssueError> {
         let workload = peer.and_then(|p| p.spiffe_id().map(|id| (id, p.thumbprint())));
         match (workload, authorization) {
             (Some((spiffe_id, thumbprint)), None) => Ok(Authenticated {
-                client: self.clients.by_spiffe_id(spiffe_id)?,
+                client: self.clients.load().by_spiffe_id(spiffe_id)?.clone(),
                 subject: spiffe_id.to_owned(),
                 binding: Some(thumbprint.to_owned()),
             }),
@@ -217,8 +325,8 @@ impl Issuer {
             (None, Some(authorization)) => {
                 let client = self.authenticate_secret(authorization, source)?;
                 Ok(Authenticated {
-                    client,
                     subject: client.id.clone(),
+                    client,
                     binding: None,
                 })
             }
@@ -230,13 +338,13 @@ impl Issuer {
         &self,
         authorization: &str,
         source: Option<IpAddr>,
-    ) -> Result<&RegisteredClient, IssueError> {
+    ) -> Result<Arc<RegisteredClient>, IssueError> {
         let claimed = parse_basic(authorization).ok().map(|(id, _)| id);
         let attempt = self
             .limiter
             .reserve(claimed.as_deref(), source)
             .ok_or(IssueError::TooManyAttempts)?;
-        let outcome = self.clients.authenticate(authorization);
+        let outcome = self.clients.load().authenticate(authorization).cloned();
         self.limiter.settle(attempt, outcome.is_ok());
         outcome
     }
@@ -248,11 +356,11 @@ impl Issuer {
     /// [`IssueError`] for a request outside the client's allowlist or the limits.
     pub fn mint(
         &self,
-        caller: &Authenticated<'_>,
+        caller: &Authenticated,
         request: &MintRequest,
     ) -> Result<Minted, IssueError> {
         self.check_current()?;
-        let client = caller.client;
+        let client = &caller.client;
         let max_ttl = client.max_ttl_seconds.min(self.max_ttl);
         let ttl = match request.ttl_seconds {
             None => self.default_ttl.min(max_ttl),

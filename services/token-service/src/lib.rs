@@ -3,6 +3,7 @@
 //! short-lived, audience-bound JWTs (RFC 9068 profile, EdDSA by default).
 //! Public keys are served to anyone through `GetJwks`.
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod discovery;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod issuer;
 pub mod keys;
 pub mod limiter;
+pub mod registrations;
 pub mod revocations;
 pub mod service;
 pub mod store;
@@ -17,7 +19,9 @@ pub mod store;
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use auth_interceptor::{SharedClock, SharedPolicy};
-use authmesh_proto::authmesh::v1::token_service_server::TokenServiceServer;
+use authmesh_proto::authmesh::v1::{
+    token_service_server::TokenServiceServer, workload_admin_server::WorkloadAdminServer,
+};
 use service_runtime::{
     Health, Loaded, PolicyFile, PolicySource, Transport,
     file_watch::{WatchedFiles, poll},
@@ -32,6 +36,7 @@ pub use error::{IssueError, StartError};
 pub use issuer::Issuer;
 pub use keys::KeyStore;
 pub use limiter::AuthLimits;
+pub use registrations::WorkloadsFile;
 pub use revocations::RevocationStore;
 pub use store::{EtcdStore, StoreConfig};
 
@@ -46,6 +51,8 @@ pub struct Prepared {
     policy_files: Vec<(PolicyFile, SharedPolicy)>,
     /// With `[store] kind = "etcd"`: this replica's part in it.
     pub store: Option<Arc<EtcdStore>>,
+    /// Where workloads registered at run time are written.
+    registrations: admin::Registrations,
 }
 
 /// Loads keys, revocations and the audiences' policies, checks the
@@ -99,15 +106,24 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
         }
     };
     let mut issuer = Issuer::new(&config.config, keys, clock, policies, revocations.clone())?;
-    if let Some(store) = &store {
-        issuer = issuer.with_store_gate(store.freshness().clone());
-    }
+    let registrations = match &store {
+        Some(store) => {
+            issuer = issuer.with_store_gate(store.freshness().clone());
+            admin::Registrations::Etcd(store.clone())
+        }
+        None => {
+            let file = WorkloadsFile::new(config.path(&config.config.workloads_file));
+            issuer.set_registered(&file.read().map_err(StartError::Config)?);
+            admin::Registrations::File(file)
+        }
+    };
     issuer.self_test()?;
     Ok(Prepared {
         issuer: Arc::new(issuer),
         revocations,
         policy_files,
         store,
+        registrations,
     })
 }
 
@@ -124,9 +140,13 @@ fn default_replica_id(listen: &str) -> String {
     format!("{host}-{port}")
 }
 
-impl store::HasKeys for Issuer {
+impl store::ReplicaState for Issuer {
     fn keys(&self) -> &KeyStore {
         Issuer::keys(self)
+    }
+
+    fn set_registered(&self, registered: &[ClientConfig]) {
+        Issuer::set_registered(self, registered);
     }
 }
 
@@ -146,6 +166,7 @@ pub async fn run(
         revocations,
         policy_files,
         store,
+        registrations,
     } = prepared;
     tokio::pin!(shutdown);
     // A replica on etcd reads everything before it serves anything.
@@ -155,7 +176,7 @@ pub async fn run(
             let mut backoff = Duration::from_millis(250);
             loop {
                 let attempt = tokio::select! {
-                    caught_up = store.catch_up(issuer.keys()) => caught_up,
+                    caught_up = store.catch_up(issuer.as_ref()) => caught_up,
                     () = &mut shutdown => return Ok(()),
                 };
                 match attempt {
@@ -191,6 +212,29 @@ pub async fn run(
             Ok::<_, String>(())
         })
     });
+    // Replicas sharing the workloads file: what another one registered is
+    // in force here within half a second.
+    let workloads_watch = match &registrations {
+        admin::Registrations::File(file) => {
+            let issuer = issuer.clone();
+            let watched = WatchedFiles::new(vec![file.path().to_path_buf()]);
+            let file = file.clone();
+            Some(poll(
+                "workloads file",
+                Duration::from_millis(500),
+                move || {
+                    if watched
+                        .reload_if_changed(|| file.read().map(|w| issuer.set_registered(&w)))?
+                        .is_some()
+                    {
+                        tracing::info!("registered workloads reloaded");
+                    }
+                    Ok::<_, String>(())
+                },
+            ))
+        }
+        admin::Registrations::Etcd(_) => None,
+    };
     let store_tasks = match (&store, revision) {
         (Some(store), Some(revision)) => store.spawn(issuer.clone(), revision),
         _ => Vec::new(),
@@ -239,6 +283,11 @@ pub async fn run(
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
+        .add_service(WorkloadAdminServer::new(admin::WorkloadAdminHandler::new(
+            issuer.clone(),
+            &config.config.admin_ids,
+            registrations,
+        )))
         .add_service(TokenServiceServer::new(
             service::TokenServiceHandler::new(issuer, revocations, stopping)
                 .with_store(store.clone()),
@@ -255,6 +304,7 @@ pub async fn run(
     drop(keys_watch);
     drop(revocations_watch);
     drop(store_tasks);
+    drop(workloads_watch);
     if let Some(store) = store {
         store.close().await;
     }

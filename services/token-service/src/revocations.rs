@@ -329,7 +329,7 @@ impl RevocationStore {
         let entry = pending.entry;
         // Replicas sharing the file take turns: each writes the union of
         // what is on disk (another replica's revocations) and its own.
-        let _turn = self.lock_file().map_err(|err| {
+        let _turn = service_runtime::files::lock_beside(&self.file).map_err(|err| {
             tracing::error!(error = %err, "revocation file lock unavailable; nothing was revoked");
             IssueError::RevocationNotPersisted
         })?;
@@ -445,22 +445,6 @@ impl RevocationStore {
             .into_iter()
             .map(|s| Entry::from_stored(s).ok_or_else(|| "malformed entry".to_owned()))
             .collect()
-    }
-
-    /// An exclusive lock on `<file>.lock`, held while writing.
-    fn lock_file(&self) -> std::io::Result<std::fs::File> {
-        if let Some(parent) = self.file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut path = self.file.clone().into_os_string();
-        path.push(".lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        lock.lock()?;
-        Ok(lock)
     }
 
     /// Every revocation in force now.

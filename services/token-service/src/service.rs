@@ -115,7 +115,7 @@ impl TokenServiceHandler {
     where
         T: Send + 'static,
         R: Send + 'static,
-        F: FnOnce(&Issuer, &Authenticated<'_>, T) -> Result<R, IssueError> + Send + 'static,
+        F: FnOnce(&Issuer, &Authenticated, T) -> Result<R, IssueError> + Send + 'static,
     {
         let authorization = optional_authorization(&request);
         let peer = self.peer_identity(&request);

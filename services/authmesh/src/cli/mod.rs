@@ -17,6 +17,7 @@ mod policy;
 mod revoke;
 mod token;
 mod up;
+mod workload;
 
 /// What a command failed with; printed with its whole cause by `main`.
 pub type CliError = Box<dyn std::error::Error>;
@@ -67,6 +68,10 @@ enum Command {
     Health(health::Args),
     /// The issuer's signing keys.
     Keys(keys::Args),
+    /// Register, list and remove workloads at run time (as an admin workload,
+    /// the operator by default); every token-service replica applies a
+    /// change within a second, without a restart.
+    Workload(workload::Args),
     /// Print the argon2id hash of a client secret read from standard input,
     /// for `secret_hash` in token-service.toml.
     HashSecret,
@@ -118,6 +123,7 @@ impl Cli {
             Command::Explain(args) => explain::run(&state_dir, args).await,
             Command::Health(args) => health::run(&state_dir, args).await,
             Command::Keys(args) => keys::run(&state_dir, args),
+            Command::Workload(args) => workload::run(&state_dir, args).await,
             Command::HashSecret => hash_secret::run(),
             Command::Bench(_) | Command::BenchServer(_) => unreachable_bench(),
         }

@@ -193,22 +193,41 @@ impl Etcd {
     /// # Errors
     /// [`StoreError::Unavailable`] when the outcome is not known.
     pub async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<bool, StoreError> {
+        self.create_all(vec![(key.to_owned(), value)], lease).await
+    }
+
+    /// Writes every key only if none of them exists, in one transaction;
+    /// whether they were written.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the outcome is not known.
+    pub async fn create_all(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+        lease: i64,
+    ) -> Result<bool, StoreError> {
         let request = TxnRequest {
-            compare: vec![Compare {
-                result: compare::CompareResult::Equal as i32,
-                target: compare::CompareTarget::Create as i32,
-                key: key.as_bytes().to_vec(),
-                target_union: Some(compare::TargetUnion::CreateRevision(0)),
-                ..Compare::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
+            compare: entries
+                .iter()
+                .map(|(key, _)| Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Create as i32,
                     key: key.as_bytes().to_vec(),
-                    value,
-                    lease,
-                    ..PutRequest::default()
-                })),
-            }],
+                    target_union: Some(compare::TargetUnion::CreateRevision(0)),
+                    ..Compare::default()
+                })
+                .collect(),
+            success: entries
+                .into_iter()
+                .map(|(key, value)| RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.into_bytes(),
+                        value,
+                        lease,
+                        ..PutRequest::default()
+                    })),
+                })
+                .collect(),
             failure: Vec::new(),
         };
         let response = self
@@ -220,18 +239,29 @@ impl Etcd {
         Ok(response.succeeded)
     }
 
-    /// Deletes `key`.
+    /// Deletes every key in one transaction.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the delete is not known to be committed.
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let request = DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..DeleteRangeRequest::default()
+    pub async fn delete_all(&self, keys: &[String]) -> Result<(), StoreError> {
+        let request = TxnRequest {
+            compare: Vec::new(),
+            success: keys
+                .iter()
+                .map(|key| RequestOp {
+                    request: Some(request_op::Request::RequestDeleteRange(
+                        DeleteRangeRequest {
+                            key: key.as_bytes().to_vec(),
+                            ..DeleteRangeRequest::default()
+                        },
+                    )),
+                })
+                .collect(),
+            failure: Vec::new(),
         };
         self.call(|channel| {
             let request = request.clone();
-            async move { KvClient::new(channel).delete_range(request).await }
+            async move { KvClient::new(channel).txn(request).await }
         })
         .await?;
         Ok(())

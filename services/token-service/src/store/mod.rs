@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use freshness::Freshness;
-pub use replica::{EtcdStore, HasKeys};
+pub use replica::{EtcdStore, ReplicaState};
 
 /// `[store]` in `token-service.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]

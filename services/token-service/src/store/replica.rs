@@ -6,6 +6,9 @@
 //!   replica's key stays published until the last token it signed expired;
 //! - `revocations/jti/<jti>`, `revocations/sub/<sub>/<cutoff>`: each under a
 //!   lease that ends when its tokens have all expired;
+//! - `clients/<id>` and `spiffe-ids/<spiffe-id>`: workloads registered at
+//!   run time (`authmesh workload add`), both written in one transaction so
+//!   neither an id nor a SPIFFE ID is ever registered twice;
 //! - `replicas/<id>`: who is alive, under the replica's session lease.
 //!
 //! A replica reads everything once before it serves, then follows a watch,
@@ -31,6 +34,7 @@ use super::{
     etcd::{Etcd, Event, EventType},
 };
 use crate::{
+    config::ClientConfig,
     error::IssueError,
     keys::{KeyStore, Publication, PublishedKey},
     revocations::{PendingRevocation, RevocationStore},
@@ -63,12 +67,15 @@ pub struct EtcdStore {
     own_keys: Mutex<BTreeMap<String, i64>>,
     session_lease: AtomicI64,
     started_at: u64,
+    /// Workloads registered at run time, as last read from etcd.
+    registered: Mutex<BTreeMap<String, ClientConfig>>,
 }
 
 /// Where a key of the store belongs.
 enum Entry<'k> {
     Key(&'k str),
     Revocation,
+    Client(&'k str),
     Other,
 }
 
@@ -113,6 +120,7 @@ impl EtcdStore {
             own_keys: Mutex::default(),
             session_lease: AtomicI64::new(0),
             started_at,
+            registered: Mutex::default(),
         })
     }
 
@@ -132,24 +140,26 @@ impl EtcdStore {
     ///
     /// # Errors
     /// [`StoreError`] when etcd cannot be read or written.
-    pub async fn catch_up(&self, keys: &KeyStore) -> Result<i64, StoreError> {
-        let revision = self.read_all().await?;
-        self.publish_keys(keys).await?;
-        self.open_session(keys).await?;
+    pub async fn catch_up(&self, state: &dyn ReplicaState) -> Result<i64, StoreError> {
+        let revision = self.read_all(state).await?;
+        self.publish_keys(state.keys()).await?;
+        self.open_session(state.keys()).await?;
         tracing::info!(
             replica = %self.replica,
             revision,
             keys = self.publication.jwks().keys.len(),
             revocations = self.revocations.len(),
+            workloads = self.registered().len(),
             "caught up with etcd"
         );
         Ok(revision)
     }
 
-    /// Replaces the known keys with etcd's and learns every revocation.
-    async fn read_all(&self) -> Result<i64, StoreError> {
+    /// Replaces the known keys and workloads with etcd's and learns every revocation.
+    async fn read_all(&self, state: &dyn ReplicaState) -> Result<i64, StoreError> {
         let (kvs, revision) = self.etcd.range_prefix(&self.prefix).await?;
         let mut published = BTreeMap::new();
+        let mut registered = BTreeMap::new();
         for kv in kvs {
             let key = String::from_utf8_lossy(&kv.key);
             match self.classify(&key) {
@@ -159,10 +169,17 @@ impl EtcdStore {
                     }
                 }
                 Entry::Revocation => self.learn_revocation(&key, &kv.value),
+                Entry::Client(id) => {
+                    if let Some(client) = parse_client(&key, id, &kv.value) {
+                        registered.insert(id.to_owned(), client);
+                    }
+                }
                 Entry::Other => {}
             }
         }
         self.publication.replace(published);
+        *self.registered() = registered;
+        self.install_registered(state);
         Ok(revision)
     }
 
@@ -174,6 +191,8 @@ impl EtcdStore {
             Entry::Key(kid)
         } else if rest.starts_with("revocations/") {
             Entry::Revocation
+        } else if let Some(id) = rest.strip_prefix("clients/") {
+            Entry::Client(id)
         } else {
             Entry::Other
         }
@@ -318,10 +337,15 @@ impl EtcdStore {
 
     /// Follows etcd from `revision` and keeps the session alive, until the
     /// returned tasks are dropped.
-    pub fn spawn(self: &Arc<Self>, keys: Arc<dyn HasKeys>, revision: i64) -> Vec<BackgroundTask> {
+    pub fn spawn(
+        self: &Arc<Self>,
+        state: Arc<dyn ReplicaState>,
+        revision: i64,
+    ) -> Vec<BackgroundTask> {
         let watcher = {
             let store = self.clone();
-            BackgroundTask::spawn(async move { store.follow(revision).await })
+            let state = state.clone();
+            BackgroundTask::spawn(async move { store.follow(state.as_ref(), revision).await })
         };
         let session = {
             let store = self.clone();
@@ -332,7 +356,7 @@ impl EtcdStore {
                 let mut failing = false;
                 loop {
                     tick.tick().await;
-                    match store.renew(keys.keys()).await {
+                    match store.renew(state.keys()).await {
                         Ok(()) if failing => {
                             failing = false;
                             tracing::info!(replica = %store.replica, "etcd session renewed again");
@@ -352,7 +376,7 @@ impl EtcdStore {
 
     /// Applies the watch's events; reconnects from the last revision seen,
     /// and reads everything again when that history was compacted.
-    async fn follow(&self, mut revision: i64) {
+    async fn follow(&self, state: &dyn ReplicaState, mut revision: i64) {
         let mut backoff = Duration::from_millis(200);
         loop {
             let outcome = match self.etcd.watch(&self.prefix, revision + 1).await {
@@ -361,7 +385,7 @@ impl EtcdStore {
                         Ok(events) => {
                             backoff = Duration::from_millis(200);
                             for event in events {
-                                revision = revision.max(self.apply(&event));
+                                revision = revision.max(self.apply(state, &event));
                             }
                         }
                         Err(err) => break err,
@@ -371,7 +395,7 @@ impl EtcdStore {
             };
             if outcome == StoreError::Compacted {
                 tracing::warn!(replica = %self.replica, "etcd history compacted; reading everything again");
-                match self.read_all().await {
+                match self.read_all(state).await {
                     Ok(now) => revision = now,
                     Err(err) => tracing::warn!(error = %err, "etcd not readable"),
                 }
@@ -384,7 +408,7 @@ impl EtcdStore {
     }
 
     /// Takes in one event; returns its revision.
-    fn apply(&self, event: &Event) -> i64 {
+    fn apply(&self, state: &dyn ReplicaState, event: &Event) -> i64 {
         let Some(kv) = &event.kv else { return 0 };
         let key = String::from_utf8_lossy(&kv.key);
         let put = event.r#type == EventType::Put as i32;
@@ -400,6 +424,18 @@ impl EtcdStore {
                 self.publication.remove(kid);
             }
             (Entry::Revocation, true) => self.learn_revocation(&key, &kv.value),
+            (Entry::Client(id), true) => {
+                if let Some(client) = parse_client(&key, id, &kv.value) {
+                    tracing::info!(workload = id, "workload registered");
+                    self.registered().insert(id.to_owned(), client);
+                    self.install_registered(state);
+                }
+            }
+            (Entry::Client(id), false) => {
+                tracing::info!(workload = id, "workload removed");
+                self.registered().remove(id);
+                self.install_registered(state);
+            }
             // A revocation's lease ended: its tokens have all expired.
             (Entry::Revocation | Entry::Other, _) => {}
         }
@@ -417,6 +453,81 @@ impl EtcdStore {
         }
     }
 
+    /// Registers `workload` (already checked by the issuer) on every
+    /// replica: its id and SPIFFE ID are created together or not at all.
+    ///
+    /// # Errors
+    /// [`IssueError::WorkloadConflict`] when either was taken meanwhile
+    /// (through another replica), [`IssueError::StoreUnavailable`] when etcd
+    /// did not take it; nothing is written then.
+    pub async fn register(
+        &self,
+        workload: ClientConfig,
+        state: &dyn ReplicaState,
+    ) -> Result<(), IssueError> {
+        let value = serde_json::to_vec(&workload)
+            .map_err(|e| IssueError::StoreUnavailable(e.to_string()))?;
+        let mut entries = vec![(self.client_path(&workload.id), value)];
+        if let Some(spiffe_id) = &workload.spiffe_id {
+            entries.push((
+                self.spiffe_path(spiffe_id),
+                workload.id.clone().into_bytes(),
+            ));
+        }
+        let created = self
+            .etcd
+            .create_all(entries, 0)
+            .await
+            .map_err(|e| IssueError::StoreUnavailable(e.to_string()))?;
+        if !created {
+            return Err(IssueError::WorkloadConflict(
+                "its id or SPIFFE ID was registered meanwhile through another replica".into(),
+            ));
+        }
+        self.registered().insert(workload.id.clone(), workload);
+        self.install_registered(state);
+        Ok(())
+    }
+
+    /// Removes the run-time registration `id` on every replica.
+    ///
+    /// # Errors
+    /// [`IssueError::WorkloadNotFound`] when no such registration is known,
+    /// [`IssueError::StoreUnavailable`] when etcd did not take it.
+    pub async fn unregister(&self, id: &str, state: &dyn ReplicaState) -> Result<(), IssueError> {
+        let spiffe_id = self
+            .registered()
+            .get(id)
+            .map(|w| w.spiffe_id.clone())
+            .ok_or_else(|| IssueError::WorkloadNotFound(id.to_owned()))?;
+        let mut keys = vec![self.client_path(id)];
+        keys.extend(spiffe_id.map(|s| self.spiffe_path(&s)));
+        self.etcd
+            .delete_all(&keys)
+            .await
+            .map_err(|e| IssueError::StoreUnavailable(e.to_string()))?;
+        self.registered().remove(id);
+        self.install_registered(state);
+        Ok(())
+    }
+
+    fn install_registered(&self, state: &dyn ReplicaState) {
+        let registered: Vec<ClientConfig> = self.registered().values().cloned().collect();
+        state.set_registered(&registered);
+    }
+
+    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClientConfig>> {
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn client_path(&self, id: &str) -> String {
+        format!("{}clients/{id}", self.prefix)
+    }
+
+    fn spiffe_path(&self, spiffe_id: &str) -> String {
+        format!("{}spiffe-ids/{spiffe_id}", self.prefix)
+    }
+
     fn own_keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
         self.own_keys.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -426,10 +537,29 @@ impl EtcdStore {
     }
 }
 
-/// Whatever holds the key ring the store publishes from (the issuer).
-pub trait HasKeys: Send + Sync + 'static {
-    /// The ring.
+/// What the store keeps current in the replica (the issuer).
+pub trait ReplicaState: Send + Sync + 'static {
+    /// The key ring it publishes from.
     fn keys(&self) -> &KeyStore;
+    /// Takes the workloads registered at run time, all of them.
+    fn set_registered(&self, registered: &[ClientConfig]);
+}
+
+fn parse_client(key: &str, id: &str, value: &[u8]) -> Option<ClientConfig> {
+    match serde_json::from_slice::<ClientConfig>(value) {
+        Ok(client) if client.id == id => Some(client),
+        Ok(_) => {
+            tracing::error!(
+                key,
+                "registered workload whose id differs from its name ignored"
+            );
+            None
+        }
+        Err(err) => {
+            tracing::error!(key, error = %err, "unusable registered workload in etcd ignored");
+            None
+        }
+    }
 }
 
 fn parse_key(key: &str, kid: &str, value: &[u8]) -> Option<PublishedKey> {
