@@ -411,6 +411,7 @@ impl Host {
                 ca: Some(cluster.kit("tls/ca.pem")),
                 cert: Some(identity.0.clone()),
                 key: Some(identity.1.clone()),
+                failover_urls: Vec::new(),
             },
             cluster.kit.path(),
         )

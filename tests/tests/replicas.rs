@@ -27,7 +27,7 @@ use authmesh_tests::{
     ServingStatus, SigningKey, TestMesh, bearer, decode_claims, decode_header, etcd::EtcdCluster,
     get_stock, reason,
 };
-use service_runtime::Loaded;
+use service_runtime::{Loaded, UpstreamConfig};
 use token_service::{StoreConfig, store::EtcdConfig};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, transport::Channel};
@@ -585,5 +585,84 @@ async fn a_workload_registered_through_one_replica_is_in_force_on_every_replica(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     a.stop().await.expect("A stops");
+    b.stop().await.expect("B stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_fail_over_to_another_replica_when_one_is_lost() {
+    let mesh = TestMesh::start().await;
+    let Some(etcd) = EtcdCluster::start(1, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-e/");
+    store.publish_lead_seconds = 0;
+    let (a_listener, a_addr) = ephemeral().await;
+    let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
+    let (b_listener, b_addr) = ephemeral().await;
+    let b = start_replica(&mesh, b_listener, "keys-b", store, "b");
+    mesh.wait_serving(a_addr).await;
+    mesh.wait_serving(b_addr).await;
+    // What a service's [token_service] section says: A, then B.
+    let (cert, key) = mesh.state.workload_files(DEMO_CLIENT);
+    let upstream = UpstreamConfig {
+        url: format!("https://localhost:{}", a_addr.port()),
+        failover_urls: vec![format!("https://localhost:{}", b_addr.port())],
+        ca: Some(mesh.ca_path()),
+        cert: Some(cert),
+        key: Some(key),
+    };
+    let channel =
+        service_runtime::upstream_channel(&upstream, std::path::Path::new("/")).expect("channel");
+    let mut tokens = TokenServiceClient::new(channel);
+    let mint = IssueTokenRequest {
+        audience: "inventory".into(),
+        scopes: vec!["inventory.read".into()],
+        ttl_seconds: None,
+        one_time: false,
+    };
+    let first = tokens
+        .issue_token(mint.clone())
+        .await
+        .expect("mint")
+        .into_inner();
+    assert_eq!(
+        decode_header(&first.token)["kid"],
+        kid_in(&mesh, "keys-a").as_str(),
+        "A answers while it is up"
+    );
+
+    // A is lost: the calls in flight on its connection fail once, the next
+    // connection goes to B, and keys, tokens and revocations keep coming.
+    a.stop().await.expect("A stops");
+    let (mut made, mut failed) = (0, 0);
+    let mut kid = String::new();
+    for _ in 0..20 {
+        made += 1;
+        match tokens.issue_token(mint.clone()).await {
+            Ok(minted) => {
+                kid = decode_header(&minted.into_inner().token)["kid"]
+                    .as_str()
+                    .expect("kid")
+                    .to_owned();
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("after losing replica A: {made} mints, {failed} failed");
+    assert!(
+        failed <= 1,
+        "{failed} of {made} mints failed after the failover"
+    );
+    assert_eq!(kid, kid_in(&mesh, "keys-b"), "B answers");
+    assert!(tokens.get_jwks(GetJwksRequest {}).await.is_ok());
+    let mut watch = tokens
+        .watch_revocations(WatchRevocationsRequest {})
+        .await
+        .expect("watch from B")
+        .into_inner();
+    assert!(watch.message().await.expect("snapshot").is_some());
     b.stop().await.expect("B stops");
 }

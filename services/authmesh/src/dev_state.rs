@@ -197,6 +197,7 @@ impl DevState {
             ca: Some("tls/ca.pem".into()),
             cert: Some(format!("tls/{workload}.pem").into()),
             key: Some(format!("tls/{workload}-key.pem").into()),
+            failover_urls: Vec::new(),
         };
         let tls = |name: &str, client_auth: ClientAuth| ServerTlsFiles {
             cert: format!("tls/{name}.pem").into(),

@@ -67,6 +67,7 @@ impl TokenServiceEndpoint {
             ca: Some(self.ca.clone()),
             cert: self.identity.as_ref().map(|(cert, _)| cert.clone()),
             key: self.identity.as_ref().map(|(_, key)| key.clone()),
+            failover_urls: Vec::new(),
         }
     }
 }

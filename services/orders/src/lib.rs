@@ -127,7 +127,7 @@ impl std::fmt::Debug for OrdersHandler {
 /// An upstream reached over fresh connections on demand.
 #[derive(Clone)]
 struct Upstream {
-    url: String,
+    urls: Vec<String>,
     tls: Option<ClientTls>,
     dir: PathBuf,
 }
@@ -144,7 +144,7 @@ impl Upstream {
             None => None,
         };
         Ok(Self {
-            url: config.url.clone(),
+            urls: config.urls(),
             tls,
             dir: dir.to_path_buf(),
         })
@@ -153,10 +153,10 @@ impl Upstream {
     /// A channel with its own connections, presenting the current client certificate.
     fn channel(&self) -> Result<Channel, RuntimeError> {
         match &self.tls {
-            Some(tls) => tls.channel(&self.url),
+            Some(tls) => tls.failover_channel(&self.urls),
             None => upstream_channel(
                 &UpstreamConfig {
-                    url: self.url.clone(),
+                    url: self.urls.first().cloned().unwrap_or_default(),
                     ..UpstreamConfig::default()
                 },
                 &self.dir,

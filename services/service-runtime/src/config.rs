@@ -106,6 +106,11 @@ fn parse_value(raw: &str) -> toml::Value {
 pub struct UpstreamConfig {
     /// `https://host:port`, or `http://` with `insecure_plaintext`.
     pub url: String,
+    /// Other replicas of the same upstream (`https://host:port` each): when
+    /// the one in use cannot be reached, a new connection goes to the next.
+    /// (A `url` whose name resolves to several addresses fails over too.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_urls: Vec<String>,
     /// CA certificate (PEM) that signed the upstream's server certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
@@ -115,6 +120,15 @@ pub struct UpstreamConfig {
     /// Its private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// `url`, then every failover URL.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.failover_urls.iter().cloned())
+            .collect()
+    }
 }
 
 /// Token verification settings of a service that accepts AuthMesh tokens.

@@ -8,7 +8,10 @@ use std::{
     io,
     path::Path,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -95,36 +98,74 @@ impl ClientTls {
     /// # Errors
     /// [`RuntimeError::Tls`] for a URL that is not `https://host:port`.
     pub fn channel(&self, url: &str) -> Result<Channel, RuntimeError> {
-        let https: Uri = url.parse().map_err(|source| TlsError::BadUrl {
-            url: url.to_owned(),
+        self.failover_channel(&[url.to_owned()])
+    }
+
+    /// A lazily connecting channel to the first of `urls` that can be
+    /// reached: each new connection starts with the replica that last
+    /// answered and moves on to the next when it cannot connect.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Tls`] for a URL that is not `https://host:port`, or none.
+    pub fn failover_channel(&self, urls: &[String]) -> Result<Channel, RuntimeError> {
+        let mut targets = Vec::with_capacity(urls.len());
+        for url in urls {
+            let https: Uri = url.parse().map_err(|source| TlsError::BadUrl {
+                url: url.clone(),
+                source,
+            })?;
+            let host = https
+                .host()
+                .filter(|_| https.scheme_str() == Some("https"))
+                .ok_or_else(|| TlsError::NotHttps(url.clone()))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            targets.push((host, https.port_u16().unwrap_or(443)));
+        }
+        let first = urls
+            .first()
+            .ok_or_else(|| TlsError::NotHttps(String::new()))?;
+        let https: Uri = first.parse().map_err(|source| TlsError::BadUrl {
+            url: first.clone(),
             source,
         })?;
         let authority = https
             .authority()
-            .filter(|_| https.scheme_str() == Some("https"))
-            .ok_or_else(|| TlsError::NotHttps(url.to_owned()))?;
+            .ok_or_else(|| TlsError::NotHttps(first.clone()))?;
         // The connector does TLS itself; tonic sees a plain connection and
         // sends `:scheme https` through the origin.
         let endpoint = with_keepalive(
             Endpoint::from_shared(format!("http://{authority}"))?
-                .origin(https)
-                .connect_timeout(Duration::from_secs(3))
+                .origin(https.clone())
+                .connect_timeout(Duration::from_secs(3) * u32::try_from(targets.len()).unwrap_or(1))
                 .tcp_nodelay(true),
         );
         Ok(endpoint.connect_with_connector_lazy(RustlsConnector {
             tls: self.connector.clone(),
+            targets: targets.into(),
+            preferred: Arc::default(),
             _watch: self._watch.clone(),
         }))
     }
 }
 
-/// Dials TCP, then TLS with SNI and verification for the URI's host.
+/// Dials TCP to one of its targets, then TLS with SNI and verification
+/// for that target's host.
 #[derive(Clone)]
 struct RustlsConnector {
     tls: TlsConnector,
+    /// Every replica of the upstream, `(host, port)`.
+    targets: Arc<[(String, u16)]>,
+    /// The target that last connected: tried first.
+    preferred: Arc<AtomicUsize>,
     /// Keeps the client certificate's file watch alive as long as the channel.
     _watch: Option<Arc<BackgroundTask>>,
 }
+
+/// Longest one replica may take to accept a connection before the next is tried.
+const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl tower::Service<Uri> for RustlsConnector {
     type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -135,24 +176,52 @@ impl tower::Service<Uri> for RustlsConnector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
+    fn call(&mut self, _uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let targets = self.targets.clone();
+        let preferred = self.preferred.clone();
         Box::pin(async move {
-            let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_owned());
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid("upstream URL has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(host)
-                .map_err(|_| invalid("upstream host is not a valid server name"))?;
-            Ok(TokioIo::new(tls.connect(name, tcp).await?))
+            let start = preferred.load(Ordering::Relaxed);
+            let mut last = io::Error::new(io::ErrorKind::NotConnected, "no upstream address");
+            for step in 0..targets.len() {
+                let index = (start + step) % targets.len();
+                let (host, port) = &targets[index];
+                match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, connect(&tls, host, *port)).await
+                {
+                    Ok(Ok(stream)) => {
+                        if index != start {
+                            tracing::info!(upstream = %host, port, "failed over to another replica");
+                        }
+                        preferred.store(index, Ordering::Relaxed);
+                        return Ok(TokioIo::new(stream));
+                    }
+                    Ok(Err(err)) => last = err,
+                    Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                }
+                if targets.len() > 1 {
+                    tracing::warn!(upstream = %host, port, error = %last, "replica unreachable; trying the next");
+                }
+            }
+            Err(last)
         })
     }
+}
+
+/// TCP (to each address `host` resolves to, in turn), then TLS verified for `host`.
+async fn connect(
+    tls: &TlsConnector,
+    host: &str,
+    port: u16,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "upstream host is not a valid server name",
+        )
+    })?;
+    tls.connect(name, tcp).await
 }
 
 /// The TLS settings of an `https` upstream (its CA, and the client
@@ -185,7 +254,7 @@ pub fn upstream_tls(upstream: &UpstreamConfig, dir: &Path) -> Result<ClientTls, 
 /// files; [`RuntimeError::Transport`] for a bad URL.
 pub fn upstream_channel(upstream: &UpstreamConfig, dir: &Path) -> Result<Channel, RuntimeError> {
     if upstream.url.starts_with("https://") {
-        return upstream_tls(upstream, dir)?.channel(&upstream.url);
+        return upstream_tls(upstream, dir)?.failover_channel(&upstream.urls());
     }
     tracing::warn!(url = %upstream.url, "calling upstream WITHOUT TLS");
     Ok(with_keepalive(
