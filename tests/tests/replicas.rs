@@ -666,3 +666,163 @@ async fn clients_fail_over_to_another_replica_when_one_is_lost() {
     assert!(watch.message().await.expect("snapshot").is_some());
     b.stop().await.expect("B stops");
 }
+
+/// A mint by certificate (no argon2) at `tokens`, then a verified call with the token.
+async fn mint_and_call(
+    mesh: &TestMesh,
+    tokens: &mut TokenServiceClient<Channel>,
+) -> (Result<(), tonic::Status>, Result<(), tonic::Status>) {
+    let minted = tokens
+        .issue_token(IssueTokenRequest {
+            audience: "inventory".into(),
+            scopes: vec!["inventory.read".into()],
+            ttl_seconds: None,
+            one_time: false,
+        })
+        .await;
+    let token = match minted {
+        Ok(minted) => minted.into_inner().token,
+        Err(status) => return (Err(status), Ok(())),
+    };
+    let called = mesh
+        .inventory_client()
+        .get_stock(bearer(get_stock(), &token))
+        .await
+        .map(drop);
+    (Ok(()), called)
+}
+
+/// Steady load: `rounds` mints, each followed by a verified call, every
+/// 20 ms, round robin over `clients`; (made, mints failed, calls failed).
+async fn load(
+    mesh: &TestMesh,
+    clients: &mut [TokenServiceClient<Channel>],
+    rounds: usize,
+) -> (usize, usize, usize) {
+    let (mut made, mut mints_failed, mut calls_failed) = (0, 0, 0);
+    for round in 0..rounds {
+        let count = clients.len();
+        let (minted, called) = mint_and_call(mesh, &mut clients[round % count]).await;
+        made += 1;
+        mints_failed += usize::from(minted.is_err());
+        calls_failed += usize::from(minted.is_ok() && called.is_err());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (made, mints_failed, calls_failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_etcd_member_and_replica_lost_under_steady_load() {
+    let mut mesh = TestMesh::start().await;
+    let Some(mut etcd) = EtcdCluster::start(3, Some(&mesh.state.dir().join("tls"))).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/drill/");
+    store.publish_lead_seconds = 0;
+    // Three replicas; inventory streams from the first (the mesh's address).
+    mesh.stop_token_service().await;
+    let first = mesh.addrs.token_service;
+    let mut replicas = vec![start_replica(
+        &mesh,
+        TcpListener::bind(first).await.expect("rebind"),
+        "keys",
+        store.clone(),
+        "r0",
+    )];
+    let mut addrs = vec![first];
+    for i in 1..3 {
+        let (listener, addr) = ephemeral().await;
+        replicas.push(start_replica(
+            &mesh,
+            listener,
+            &format!("keys-{i}"),
+            store.clone(),
+            &format!("r{i}"),
+        ));
+        addrs.push(addr);
+    }
+    for addr in &addrs {
+        mesh.wait_serving(*addr).await;
+    }
+    // Orders-style clients: each starts at one replica and fails over to the others.
+    let (cert, key) = mesh.state.workload_files(DEMO_CLIENT);
+    let mut clients: Vec<TokenServiceClient<Channel>> = (0..3)
+        .map(|i| {
+            let urls: Vec<String> = (0..3)
+                .map(|k| format!("https://localhost:{}", addrs[(i + k) % 3].port()))
+                .collect();
+            let upstream = UpstreamConfig {
+                url: urls[0].clone(),
+                failover_urls: urls[1..].to_vec(),
+                ca: Some(mesh.ca_path()),
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+            };
+            TokenServiceClient::new(
+                service_runtime::upstream_channel(&upstream, std::path::Path::new("/"))
+                    .expect("channel"),
+            )
+        })
+        .collect();
+    // Warm-up (not counted): inventory learns every replica's key.
+    for client in &mut clients {
+        let start = Instant::now();
+        while mint_and_call(&mesh, client).await.1.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "warm-up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // 1. One etcd member killed, then restarted, under load.
+    let (a, b, c) = load(&mesh, &mut clients, 25).await;
+    etcd.kill(0);
+    let killed = Instant::now();
+    let (d, e, f) = load(&mesh, &mut clients, 75).await;
+    etcd.restart(0);
+    let (g, h, i) = load(&mesh, &mut clients, 50).await;
+    let (made, mints_failed, calls_failed) = (a + d + g, b + e + h, c + f + i);
+    eprintln!(
+        "drill etcd member lost: {made} mints and calls, {mints_failed} mints failed, {calls_failed} calls failed; member down {:?}",
+        killed.elapsed()
+    );
+    assert_eq!((mints_failed, calls_failed), (0, 0));
+    // Writes go through again once it is back (and went through without it).
+    etcd.wait_writable().await;
+    let token = mint_at(&mesh, addrs[1]).await.expect("mint");
+    revoke_at(&mesh, addrs[2], &decode_claims(&token).jti)
+        .await
+        .expect("revoke after the drill");
+
+    // 2. One replica killed under load (its task aborted: connections
+    // drop, nothing drains): verified calls never fail; its
+    // clients' mints move to another replica.
+    replicas.remove(2).kill().await;
+    let (made, mints_failed, calls_failed) = load(&mesh, &mut clients, 60).await;
+    eprintln!(
+        "drill replica lost: {made} mints and calls, {mints_failed} mints failed, {calls_failed} calls failed"
+    );
+    assert_eq!(calls_failed, 0, "verified calls failed");
+    assert!(
+        mints_failed <= 1,
+        "mints did not fail over: {mints_failed} failed"
+    );
+    let after = clients[2]
+        .issue_token(IssueTokenRequest {
+            audience: "inventory".into(),
+            scopes: Vec::new(),
+            ttl_seconds: None,
+            one_time: false,
+        })
+        .await
+        .expect("mint after the loss")
+        .into_inner()
+        .token;
+    assert_ne!(
+        decode_header(&after)["kid"],
+        kid_in(&mesh, "keys-2").as_str(),
+        "the lost replica still answered"
+    );
+    for replica in replicas {
+        replica.stop().await.expect("stops");
+    }
+}

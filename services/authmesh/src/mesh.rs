@@ -92,6 +92,13 @@ impl RunningServer {
         join(name, task).await
     }
 
+    /// Kills it: no drain, no goodbye; its connections close under their
+    /// calls, as when its process dies (fault drills).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Waits for it to stop on its own.
     ///
     /// # Errors
