@@ -78,6 +78,10 @@ pub enum AuthError {
     /// The replay cache is full of live one-time tokens, so this one cannot be remembered.
     #[error("replay cache full")]
     ReplayCacheFull,
+    /// The shared one-time ledger (the token service) could not say whether
+    /// a one-time token was used before, so it is refused.
+    #[error("one-time ledger unavailable")]
+    OneTimeLedgerUnavailable,
     /// The caller is authenticated but lacks scopes the method's rule requires.
     #[error("method {method} requires scope(s) {missing}")]
     MissingScopes {
@@ -107,7 +111,7 @@ pub enum AuthError {
 impl AuthError {
     /// Every [`AuthError::reason`], so decision metrics can be registered
     /// once per reason instead of looked up on each denial.
-    pub const REASONS: [&'static str; 29] = [
+    pub const REASONS: [&'static str; 30] = [
         "TOKEN_MISSING",
         "AUTHORIZATION_MALFORMED",
         "TOKEN_TOO_LARGE",
@@ -136,6 +140,7 @@ impl AuthError {
         "REVOCATIONS_UNAVAILABLE",
         "TOKEN_REPLAYED",
         "REPLAY_CACHE_FULL",
+        "ONE_TIME_LEDGER_UNAVAILABLE",
         "POLICY_DENIED",
     ];
 
@@ -162,6 +167,7 @@ impl AuthError {
             AuthError::RevocationsUnavailable => "REVOCATIONS_UNAVAILABLE",
             AuthError::Replayed => "TOKEN_REPLAYED",
             AuthError::ReplayCacheFull => "REPLAY_CACHE_FULL",
+            AuthError::OneTimeLedgerUnavailable => "ONE_TIME_LEDGER_UNAVAILABLE",
             AuthError::MissingScopes { .. }
             | AuthError::RuleDenied { .. }
             | AuthError::NoRule { .. } => "POLICY_DENIED",
@@ -173,7 +179,8 @@ impl AuthError {
         match self {
             AuthError::KeysUnavailable
             | AuthError::RevocationsUnavailable
-            | AuthError::ReplayCacheFull => Code::Unavailable,
+            | AuthError::ReplayCacheFull
+            | AuthError::OneTimeLedgerUnavailable => Code::Unavailable,
             AuthError::MissingScopes { .. }
             | AuthError::RuleDenied { .. }
             | AuthError::NoRule { .. } => Code::PermissionDenied,
@@ -202,6 +209,9 @@ impl AuthError {
             }
             AuthError::ReplayCacheFull => {
                 "one-time token cannot be accepted now; retry with a fresh one later".into()
+            }
+            AuthError::OneTimeLedgerUnavailable => {
+                "one-time token cannot be checked now: the token service is unreachable; retry with a fresh one later".into()
             }
             _ => format!("invalid token: {self}"),
         }
@@ -305,6 +315,7 @@ mod tests {
             AuthError::Revoked,
             AuthError::Replayed,
             AuthError::ReplayCacheFull,
+            AuthError::OneTimeLedgerUnavailable,
             AuthError::MissingScopes {
                 method: method(),
                 missing: "a".into(),

@@ -21,15 +21,18 @@ use crate::{
 
 pin_project! {
     /// The response of [`AuthService`]: the inner call's, or the denial.
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F: Future> {
         #[pin]
         state: State<F>,
     }
 }
 
+/// The whole response of a call that waits for the one-time ledger first.
+pub(crate) type Consuming<F> = Pin<Box<dyn Future<Output = <F as Future>::Output> + Send>>;
+
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F: Future> {
         Forward {
             #[pin] future: Instrumented<F>,
             started: Option<Instant>,
@@ -38,10 +41,17 @@ pin_project! {
             bound: Option<(Verifier, VerifiedClaims)>,
         },
         Deny { response: Option<Response<tonic::body::Body>> },
+        Consuming { future: Consuming<F> },
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: Future> ResponseFuture<F> {
+    pub(crate) fn consuming(future: Consuming<F>) -> Self {
+        Self {
+            state: State::Consuming { future },
+        }
+    }
+
     pub(crate) fn forward(
         future: Instrumented<F>,
         started: Option<Instant>,
@@ -112,6 +122,7 @@ where
                 }
                 Poll::Ready(output)
             }
+            StateProj::Consuming { future } => future.as_mut().poll(cx),
             StateProj::Deny { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 None => Poll::Pending,

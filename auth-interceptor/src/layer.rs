@@ -42,6 +42,7 @@ impl AuthLayer {
                 verifier,
                 policy: policy.into(),
                 kinds: MethodKinds::new(),
+                ledger: None,
                 #[cfg(feature = "mtls")]
                 peers: PeerCache::new(1024),
             }),
@@ -56,6 +57,17 @@ impl AuthLayer {
     #[must_use]
     pub fn method_kinds(mut self, kinds: MethodKinds) -> Self {
         Arc::make_mut(&mut self.shared).kinds = kinds;
+        self
+    }
+
+    /// One-time tokens are used once across every replica of the service:
+    /// after everything else allowed a call with one, `ledger` is asked
+    /// whether it is the token's first use anywhere (and the call refused
+    /// when it is not, or when the ledger cannot tell). Other tokens never
+    /// reach the ledger. Without one, "once" holds per verifier.
+    #[must_use]
+    pub fn one_time_ledger(mut self, ledger: crate::SharedLedger) -> Self {
+        Arc::make_mut(&mut self.shared).ledger = Some(ledger);
         self
     }
 }

@@ -45,6 +45,7 @@ mod known_answer;
 pub mod layer;
 pub mod method_kinds;
 mod observe;
+pub mod one_time_ledger;
 pub mod peer;
 pub mod policy;
 mod replay;
@@ -77,6 +78,9 @@ pub use key_source::{
 pub use known_answer::{SelfTestError, self_test};
 pub use layer::AuthLayer;
 pub use method_kinds::MethodKinds;
+#[cfg(feature = "token-service")]
+pub use one_time_ledger::TokenServiceLedger;
+pub use one_time_ledger::{LedgerError, LedgerFuture, OneTimeLedger, SharedLedger};
 #[cfg(feature = "mtls")]
 pub use peer::PeerCache;
 pub use peer::{PeerError, PeerIdentity};

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
     pub(crate) policy: SharedPolicy,
     pub(crate) kinds: MethodKinds,
+    /// Where one-time tokens are used up for every replica, if anywhere.
+    pub(crate) ledger: Option<crate::SharedLedger>,
     #[cfg(feature = "mtls")]
     pub(crate) peers: PeerCache,
 }
@@ -68,7 +70,10 @@ impl<S> AuthService<S> {
 
 impl<S, B> Service<Request<B>> for AuthService<S>
 where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone,
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -119,19 +124,56 @@ where
             }
         };
         dry_run_seen(metrics, path, &decision.claims, &decision.dry_run);
-        metrics.allowed();
         let claims = decision.claims;
+        // A one-time token with a shared ledger: asked last, off this thread.
+        let ledger = match &self.shared.ledger {
+            Some(ledger) if claims.one_time => Some((
+                ledger.consume(&claims.jti, claims.exp),
+                claims.clone(),
+                path.to_owned(),
+                verifier.clone(),
+            )),
+            _ => {
+                metrics.allowed();
+                None
+            }
+        };
         // One span per call: whatever the handler logs carries the caller.
         // Its fields are only formatted when INFO is on.
         let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
         // Only a streamed response can outlive its token: bind just those.
         let bound = (!kinds.is_single_response(path)).then(|| (verifier.clone(), claims.clone()));
         let echo = Some(request_id.header_value());
+        let id = ledger.as_ref().map(|_| request_id.clone());
         request
             .extensions_mut()
             .insert(CallContext::new(claims, peer, request_id));
-        let future = span.in_scope(|| inner.call(request));
-        ResponseFuture::forward(future.instrument(span), started, echo, bound)
+        let (Some((consume, claims, path, verifier)), Some(request_id)) = (ledger, id) else {
+            let future = span.in_scope(|| inner.call(request));
+            return ResponseFuture::forward(future.instrument(span), started, echo, bound);
+        };
+        ResponseFuture::consuming(Box::pin(async move {
+            let error = match consume.await {
+                Ok(true) => {
+                    verifier.metrics().allowed();
+                    let future = span.in_scope(|| inner.call(request));
+                    return ResponseFuture::forward(future.instrument(span), started, echo, bound)
+                        .await;
+                }
+                Ok(false) => AuthError::Replayed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "one-time ledger unreachable; one-time token refused");
+                    AuthError::OneTimeLedgerUnavailable
+                }
+            };
+            verifier.metrics().denied(error.reason());
+            let denial = Denial {
+                error,
+                claims: Some(claims),
+                dry_run: Vec::new(),
+            };
+            deny::<S::Future>(&path, denial, &request_id, started).await
+        }))
     }
 }
 
@@ -150,7 +192,7 @@ fn dry_run_seen(
 
 /// Logs a denial (never the token: only its `sub`, `aud` and `jti` once verified)
 /// and answers it without reaching the inner service.
-fn deny<F>(
+fn deny<F: std::future::Future>(
     path: &str,
     denial: Denial,
     request_id: &RequestId,

@@ -23,6 +23,7 @@ use authmesh_proto::authmesh::v1::{
     Workload, revoke_request, token_service_client::TokenServiceClient,
     workload_admin_client::WorkloadAdminClient,
 };
+use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
 use authmesh_tests::{
     ServingStatus, SigningKey, TestMesh, bearer, decode_claims, decode_header, etcd::EtcdCluster,
     get_stock, reason,
@@ -825,4 +826,104 @@ async fn drill_etcd_member_and_replica_lost_under_steady_load() {
     for replica in replicas {
         replica.stop().await.expect("stops");
     }
+}
+
+/// Two inventory replicas that use one-time tokens up through the token
+/// service at the mesh's address; `presentations` concurrent calls with one
+/// one-time token, split between them; how many were accepted.
+async fn one_time_across_two_inventories(mesh: &TestMesh, presentations: usize) -> usize {
+    let mut config = mesh.state.load_inventory().expect("inventory config");
+    config.config.auth.one_time_via_token_service = true;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (listener, addr) = ephemeral().await;
+        let config = Loaded {
+            config: config.config.clone(),
+            dir: config.dir.clone(),
+        };
+        let (server, _) = mesh::start_inventory_with(config, listener, mesh.shared_clock())
+            .expect("inventory replica");
+        mesh.wait_serving(addr).await;
+        replicas.push((server, InventoryClient::new(mesh.channel(addr))));
+    }
+    // Normal tokens never leave the call path, on either replica.
+    let token = mesh.mint("inventory", &["inventory.read"], None).await;
+    for (_, client) in &mut replicas {
+        for _ in 0..5 {
+            client
+                .get_stock(bearer(get_stock(), &token))
+                .await
+                .expect("a normal token is reused freely");
+        }
+    }
+    let one_time = mesh
+        .mint_one_time("inventory", &["inventory.read"], 60)
+        .await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..presentations {
+        let mut client = replicas[i % 2].1.clone();
+        let token = one_time.clone();
+        calls.spawn(async move { client.get_stock(bearer(get_stock(), &token)).await });
+    }
+    let mut accepted = 0;
+    while let Some(outcome) = calls.join_next().await {
+        match outcome.expect("call task") {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                assert_eq!(
+                    reason(&status).as_deref(),
+                    Some("TOKEN_REPLAYED"),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+    for (server, _) in replicas {
+        server.stop().await.expect("inventory stops");
+    }
+    accepted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_token_is_accepted_once_by_two_inventory_replicas_through_etcd() {
+    let mut mesh = TestMesh::start().await;
+    let Some(etcd) = EtcdCluster::start(1, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/mesh-f/");
+    store.publish_lead_seconds = 0;
+    mesh.stop_token_service().await;
+    let addr = mesh.addrs.token_service;
+    let replica = start_replica(
+        &mesh,
+        TcpListener::bind(addr).await.expect("rebind"),
+        "keys",
+        store,
+        "one",
+    );
+    mesh.wait_serving(addr).await;
+    let accepted = one_time_across_two_inventories(&mesh, 10).await;
+    assert_eq!(
+        accepted, 1,
+        "a one-time token was accepted {accepted} times"
+    );
+    // One create-if-absent in etcd per one-time token, none for the others.
+    let (used, _) = etcd
+        .client()
+        .range_prefix("/mesh-f/one-time/")
+        .await
+        .expect("read");
+    assert_eq!(used.len(), 1);
+    replica.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_token_is_accepted_once_by_two_inventory_replicas_through_one_token_service() {
+    let mesh = TestMesh::start().await;
+    let accepted = one_time_across_two_inventories(&mesh, 10).await;
+    assert_eq!(
+        accepted, 1,
+        "a one-time token was accepted {accepted} times"
+    );
 }

@@ -177,7 +177,18 @@ pub fn start_inventory(
     listener: TcpListener,
     clock: SharedClock,
 ) -> Result<(RunningServer, InventoryHandler), MeshError> {
-    let config = state.load_inventory()?;
+    start_inventory_with(state.load_inventory()?, listener, clock)
+}
+
+/// Starts inventory from `config` on `listener` (replicas with settings of their own).
+///
+/// # Errors
+/// [`MeshError`] when its configuration is unusable.
+pub fn start_inventory_with(
+    config: Loaded<inventory::Config>,
+    listener: TcpListener,
+    clock: SharedClock,
+) -> Result<(RunningServer, InventoryHandler), MeshError> {
     let handler = InventoryHandler::new(&config.config.stock);
     let addr = local_addr(&listener, "inventory")?;
     let served = handler.clone();

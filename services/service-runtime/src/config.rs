@@ -152,6 +152,12 @@ pub struct AuthConfig {
     /// one-time tokens are refused with UNAVAILABLE until some expire.
     #[serde(default = "default_replay_cache_capacity")]
     pub replay_cache_capacity: usize,
+    /// Use each one-time token once across every replica of this service:
+    /// after everything else allowed a call with one, ask the token service
+    /// (`ConsumeOneTime`) whether it is its first use. Other tokens never
+    /// leave the call path. Off: once per verifier instance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_time_via_token_service: bool,
     /// Routine key refresh period.
     #[serde(default = "default_key_refresh")]
     pub key_refresh_seconds: u64,
@@ -209,6 +215,7 @@ impl AuthConfig {
             max_lifetime_seconds: default_max_lifetime(),
             cache_capacity: default_cache_capacity(),
             replay_cache_capacity: default_replay_cache_capacity(),
+            one_time_via_token_service: false,
             key_refresh_seconds: default_key_refresh(),
             jwks_url: None,
             jwks_ca: None,

@@ -448,13 +448,15 @@ where
         verifier.revocations_synced().await;
     });
     tracing::info!(service = S::NAME, addr = ?listener.local_addr().ok(), "listening");
+    let mut layer = AuthLayer::new(verification.verifier.clone(), shared).method_kinds(
+        // Unary answers need no token-bound body; streams keep it.
+        MethodKinds::from_file_descriptor_set(authmesh_proto::FILE_DESCRIPTOR_SET)?,
+    );
+    if let Some(ledger) = &verification.ledger {
+        layer = layer.one_time_ledger(ledger.clone());
+    }
     let router = server_builder()
-        .layer(
-            AuthLayer::new(verification.verifier.clone(), shared).method_kinds(
-                // Unary answers need no token-bound body; streams keep it.
-                MethodKinds::from_file_descriptor_set(authmesh_proto::FILE_DESCRIPTOR_SET)?,
-            ),
-        )
+        .layer(layer)
         .add_service(health_service)
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)

@@ -2,7 +2,10 @@
 //! fed with keys from the token service, and the client secret a service
 //! uses for its own tokens.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use auth_interceptor::{
     KeyRefreshHandle, KeySource, RevocationWatchHandle, SharedClock, Verifier,
@@ -23,6 +26,8 @@ use crate::{
 pub struct Verification {
     /// Verifies tokens; clone it into the auth layer.
     pub verifier: Verifier,
+    /// With `one_time_via_token_service`: the token service as the one-time ledger.
+    pub ledger: Option<auth_interceptor::SharedLedger>,
     _refresh: KeyRefreshHandle,
     _revocations: RevocationWatchHandle,
     /// Keeps the JWKS URL's client certificate reloading while keys are fetched.
@@ -65,10 +70,16 @@ impl Verification {
             }
         };
         let refresh = source.spawn(&verifier, auth.key_refresh())?;
+        let ledger = auth.one_time_via_token_service.then(|| {
+            Arc::new(auth_interceptor::TokenServiceLedger::new(
+                token_service.clone(),
+            )) as auth_interceptor::SharedLedger
+        });
         let revocations =
             spawn_revocation_watch(verifier.clone(), token_service, Default::default());
         Ok(Self {
             verifier,
+            ledger,
             _refresh: refresh,
             _revocations: revocations,
             _jwks_tls: jwks_tls,

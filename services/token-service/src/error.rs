@@ -112,6 +112,9 @@ pub enum IssueError {
     /// No registered workload has this id (or it is not one registered at run time).
     #[error("no workload registered at run time with id {0:?}")]
     WorkloadNotFound(String),
+    /// A `ConsumeOneTime` request with a malformed `jti`.
+    #[error("invalid one-time use: {0}")]
+    InvalidOneTime(&'static str),
     /// The caller's certificate is not one of `admin_ids`.
     #[error(
         "only the workloads in the token service's admin_ids may administer workloads; present such a client certificate"
@@ -155,6 +158,7 @@ impl IssueError {
             IssueError::WorkloadConflict(_) => "WORKLOAD_CONFLICT",
             IssueError::WorkloadNotFound(_) => "WORKLOAD_NOT_FOUND",
             IssueError::NotAdmin => "NOT_ADMIN",
+            IssueError::InvalidOneTime(_) => "ONE_TIME_INVALID",
         }
     }
 
@@ -179,7 +183,7 @@ impl IssueError {
                 Code::ResourceExhausted
             }
             IssueError::Signing | IssueError::RevocationNotPersisted => Code::Internal,
-            IssueError::InvalidWorkload(_) => Code::InvalidArgument,
+            IssueError::InvalidWorkload(_) | IssueError::InvalidOneTime(_) => Code::InvalidArgument,
             IssueError::WorkloadConflict(_) => Code::FailedPrecondition,
             IssueError::WorkloadNotFound(_) => Code::NotFound,
             IssueError::NotAdmin => Code::PermissionDenied,

@@ -273,6 +273,11 @@ impl Issuer {
         self.store_gate.as_ref()
     }
 
+    /// The issuer's clock, in Unix seconds.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// The issuer URL (`iss`).
     pub fn issuer(&self) -> &str {
         &self.issuer

@@ -11,6 +11,7 @@ pub mod error;
 pub mod issuer;
 pub mod keys;
 pub mod limiter;
+pub mod one_time;
 pub mod registrations;
 pub mod revocations;
 pub mod service;

@@ -9,9 +9,9 @@ use std::{
 
 use auth_interceptor::{PeerCache, PeerIdentity, Revocation};
 use authmesh_proto::authmesh::v1::{
-    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, RevocationBatch,
-    RevokeRequest, RevokeResponse, WatchRevocationsRequest, revoke_request,
-    token_service_server::TokenService,
+    ConsumeOneTimeRequest, ConsumeOneTimeResponse, GetJwksRequest, GetJwksResponse,
+    IssueTokenRequest, IssueTokenResponse, RevocationBatch, RevokeRequest, RevokeResponse,
+    WatchRevocationsRequest, revoke_request, token_service_server::TokenService,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,6 +63,8 @@ pub struct TokenServiceHandler {
     stopping: watch::Receiver<bool>,
     /// With the etcd store: where revocations are written.
     store: Option<Arc<EtcdStore>>,
+    /// One-time uses, when there is no etcd to keep them.
+    one_time: Arc<crate::one_time::LocalUses>,
 }
 
 impl TokenServiceHandler {
@@ -83,6 +85,7 @@ impl TokenServiceHandler {
             watchers_by_source: Arc::default(),
             stopping,
             store: None,
+            one_time: Arc::default(),
         }
     }
 
@@ -279,6 +282,25 @@ impl TokenService for TokenServiceHandler {
             permit,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn consume_one_time(
+        &self,
+        request: Request<ConsumeOneTimeRequest>,
+    ) -> Result<Response<ConsumeOneTimeResponse>, Status> {
+        // Cut off from etcd, a use through another replica could be missed.
+        self.issuer.check_current()?;
+        let ConsumeOneTimeRequest { jti, expires_at } = request.into_inner();
+        let now = self.issuer.now();
+        let until = crate::one_time::remember_until(&jti, expires_at, now)?;
+        let first_use = match &self.store {
+            Some(store) => store.consume_one_time(&jti, until).await?,
+            None => self.one_time.first_use(&jti, until, now)?,
+        };
+        let outcome = if first_use { "first" } else { "replayed" };
+        metrics::counter!("authmesh_one_time_consumed_total", "service" => "token-service", "outcome" => outcome).increment(1);
+        tracing::info!(%jti, first_use, "one-time token use recorded");
+        Ok(Response::new(ConsumeOneTimeResponse { first_use }))
     }
 
     async fn get_jwks(

@@ -9,6 +9,8 @@
 //! - `clients/<id>` and `spiffe-ids/<spiffe-id>`: workloads registered at
 //!   run time (`authmesh workload add`), both written in one transaction so
 //!   neither an id nor a SPIFFE ID is ever registered twice;
+//! - `one-time/<jti>`: a one-time token used once, for every replica of the
+//!   services that ask, until it has expired (a lease);
 //! - `replicas/<id>`: who is alive, under the replica's session lease.
 //!
 //! A replica reads everything once before it serves, then follows a watch,
@@ -509,6 +511,23 @@ impl EtcdStore {
         self.registered().remove(id);
         self.install_registered(state);
         Ok(())
+    }
+
+    /// Records the first use of the one-time token `jti` for every replica:
+    /// one create-if-absent, under a lease that ends after `until`.
+    ///
+    /// # Errors
+    /// [`IssueError::StoreUnavailable`] when etcd cannot tell (the verifier
+    /// then refuses the token).
+    pub async fn consume_one_time(&self, jti: &str, until: u64) -> Result<bool, IssueError> {
+        let unavailable = |err: StoreError| IssueError::StoreUnavailable(err.to_string());
+        let ttl = until.saturating_sub(self.clock.now()).max(1);
+        let lease = self.etcd.grant(ttl).await.map_err(unavailable)?;
+        let path = format!("{}one-time/{jti}", self.prefix);
+        self.etcd
+            .create(&path, Vec::new(), lease)
+            .await
+            .map_err(unavailable)
     }
 
     fn install_registered(&self, state: &dyn ReplicaState) {
