@@ -927,3 +927,194 @@ async fn a_one_time_token_is_accepted_once_by_two_inventory_replicas_through_one
         "a one-time token was accepted {accepted} times"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_keys_rotated_on_every_replica_then_quorum_lost_under_steady_load() {
+    let mut mesh = TestMesh::start().await;
+    let Some(mut etcd) = EtcdCluster::start(3, None).await else {
+        return;
+    };
+    let mut store = etcd.store_config("/drill-2/");
+    // Longer than the verifier's key refresh below (1 s): publish before sign.
+    store.publish_lead_seconds = 3;
+    store.session_ttl_seconds = 3;
+    mesh.stop_token_service().await;
+    let first = mesh.addrs.token_service;
+    let mut replicas = vec![start_replica(
+        &mesh,
+        TcpListener::bind(first).await.expect("rebind"),
+        "keys",
+        store.clone(),
+        "r0",
+    )];
+    let mut addrs = vec![first];
+    for i in 1..3 {
+        let (listener, addr) = ephemeral().await;
+        replicas.push(start_replica(
+            &mesh,
+            listener,
+            &format!("keys-{i}"),
+            store.clone(),
+            &format!("r{i}"),
+        ));
+        addrs.push(addr);
+    }
+    // The first keys wait out the lead too.
+    mesh.clock.advance(4);
+    for addr in &addrs {
+        mesh.wait_serving(*addr).await;
+    }
+    // An inventory that refreshes its keys every second, from r0.
+    let mut config = mesh.state.load_inventory().expect("inventory config");
+    config.config.auth.key_refresh_seconds = 1;
+    let (listener, inventory_addr) = ephemeral().await;
+    let (inventory, _) =
+        mesh::start_inventory_with(config, listener, mesh.shared_clock()).expect("inventory");
+    mesh.wait_serving(inventory_addr).await;
+    let mut inventory_client = InventoryClient::new(mesh.channel(inventory_addr));
+    let mut tokens: Vec<TokenServiceClient<Channel>> = addrs
+        .iter()
+        .map(|addr| client(&mesh, *addr, Some(DEMO_CLIENT)))
+        .collect();
+    let request = IssueTokenRequest {
+        audience: "inventory".into(),
+        scopes: vec!["inventory.read".into()],
+        ttl_seconds: None,
+        one_time: false,
+    };
+
+    // 1. Every replica rotates its key under load: each next key is
+    // published, fetched by the verifier, and only then signs.
+    let rotated_kids: Vec<String> = (0..3)
+        .map(|i| {
+            let dir = if i == 0 {
+                "keys".to_owned()
+            } else {
+                format!("keys-{i}")
+            };
+            token_service::keys::rotate(
+                &mesh.state.dir().join(dir),
+                SigningAlgorithm::EdDSA,
+                SigningAlgorithm::EdDSA,
+                1,
+                3600,
+                mesh.clock.now(),
+            )
+            .expect("rotate")
+            .next_kid
+        })
+        .collect();
+    let (mut made, mut mints_failed, mut calls_failed) = (0, 0, 0);
+    let mut signed_by = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        let i = made % 3;
+        made += 1;
+        match tokens[i].issue_token(request.clone()).await {
+            Ok(minted) => {
+                let token = minted.into_inner().token;
+                signed_by.insert(
+                    decode_header(&token)["kid"]
+                        .as_str()
+                        .expect("kid")
+                        .to_owned(),
+                );
+                let called = inventory_client
+                    .get_stock(bearer(get_stock(), &token))
+                    .await;
+                calls_failed += usize::from(called.is_err());
+            }
+            Err(_) => mints_failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "drill rotation on every replica: {made} mints, {mints_failed} failed, {calls_failed} verified calls failed; kids seen {}",
+        signed_by.len()
+    );
+    assert_eq!((mints_failed, calls_failed), (0, 0));
+    for kid in &rotated_kids {
+        assert!(
+            signed_by.contains(kid),
+            "replica's next key never signed: {kid}"
+        );
+    }
+
+    // 2. Quorum lost: verified calls keep working; minting stops with
+    // UNAVAILABLE once sessions lapse; a revocation writes nothing.
+    let held = tokens[0]
+        .issue_token(request.clone())
+        .await
+        .expect("mint")
+        .into_inner()
+        .token;
+    etcd.kill(1);
+    etcd.kill(2);
+    let lost = Instant::now();
+    let (mut calls, mut calls_failed, mut refused) = (0, 0, 0);
+    while lost.elapsed() < Duration::from_secs(6) {
+        calls += 1;
+        calls_failed += usize::from(
+            inventory_client
+                .get_stock(bearer(get_stock(), &held))
+                .await
+                .is_err(),
+        );
+        if let Err(status) = tokens[calls % 3].issue_token(request.clone()).await {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jti = decode_claims(&held).jti;
+    let not_revoked = revoke_at(&mesh, addrs[1], &jti)
+        .await
+        .expect_err("no quorum");
+    assert_eq!(not_revoked.code(), Code::Unavailable, "{not_revoked:?}");
+    eprintln!(
+        "drill quorum lost: {calls} verified calls, {calls_failed} failed; {refused} mints refused UNAVAILABLE"
+    );
+    assert_eq!(calls_failed, 0, "verified calls failed without quorum");
+    assert!(
+        refused > 0,
+        "minting went on without knowing its state was current"
+    );
+    assert!(
+        inventory_client
+            .get_stock(bearer(get_stock(), &held))
+            .await
+            .is_ok(),
+        "nothing was half-revoked"
+    );
+
+    // 3. Quorum back: every replica serves again and the revocation goes through.
+    etcd.restart(1);
+    etcd.restart(2);
+    let back = Instant::now();
+    for addr in &addrs {
+        mesh.wait_serving(*addr).await;
+    }
+    eprintln!(
+        "drill quorum back: every replica SERVING {:?} after the members returned",
+        back.elapsed()
+    );
+    revoke_at(&mesh, addrs[2], &jti)
+        .await
+        .expect("revoke after recovery");
+    let start = Instant::now();
+    while inventory_client
+        .get_stock(bearer(get_stock(), &held))
+        .await
+        .is_ok()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "revocation not enforced after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    inventory.stop().await.expect("inventory stops");
+    for replica in replicas {
+        replica.stop().await.expect("stops");
+    }
+}
