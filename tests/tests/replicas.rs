@@ -56,6 +56,40 @@ fn start_replica(
     mesh::start_token_service_with(config, listener, mesh.shared_clock()).expect("replica")
 }
 
+/// Replaces the mesh's token service with a replica on etcd at the same
+/// address (its key directory is the mesh's): inventory and orders then
+/// fetch keys and stream revocations from it.
+async fn take_over(mesh: &mut TestMesh, store: EtcdConfig, replica: &str) -> RunningServer {
+    mesh.stop_token_service().await;
+    let listener = TcpListener::bind(mesh.addrs.token_service)
+        .await
+        .expect("rebind");
+    start_replica(mesh, listener, "keys", store, replica)
+}
+
+/// Three replicas: `r0` takes over the mesh's address, `r1` and `r2` (key
+/// directories `keys-1`, `keys-2`) listen on ephemeral ports.
+async fn three_replicas(
+    mesh: &mut TestMesh,
+    store: &EtcdConfig,
+) -> (Vec<RunningServer>, Vec<SocketAddr>) {
+    let mut replicas = vec![take_over(mesh, store.clone(), "r0").await];
+    let mut addrs = vec![mesh.addrs.token_service];
+    for i in 1..3 {
+        let (listener, addr) = ephemeral().await;
+        let key_dir = format!("keys-{i}");
+        replicas.push(start_replica(
+            mesh,
+            listener,
+            &key_dir,
+            store.clone(),
+            &format!("r{i}"),
+        ));
+        addrs.push(addr);
+    }
+    (replicas, addrs)
+}
+
 async fn ephemeral() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -167,10 +201,8 @@ async fn replicas_share_public_keys_and_revocations_through_etcd_over_mtls() {
     store.publish_lead_seconds = 0;
     // Replica B takes the mesh's token-service address: inventory fetches
     // keys and streams revocations from it. Replica A is elsewhere.
-    mesh.stop_token_service().await;
     let b_addr = mesh.addrs.token_service;
-    let b_listener = TcpListener::bind(b_addr).await.expect("rebind");
-    let b = start_replica(&mesh, b_listener, "keys", store.clone(), "b");
+    let b = take_over(&mut mesh, store.clone(), "b").await;
     let (a_listener, a_addr) = ephemeral().await;
     let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
     mesh.wait_serving(b_addr).await;
@@ -366,10 +398,8 @@ async fn a_replica_cut_off_from_etcd_stops_minting_keeps_verification_and_catche
     let mut store = etcd.store_config("/mesh-c/");
     store.publish_lead_seconds = 0;
     store.session_ttl_seconds = 3;
-    mesh.stop_token_service().await;
     let addr = mesh.addrs.token_service;
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let replica = start_replica(&mesh, listener, "keys", store, "only");
+    let replica = take_over(&mut mesh, store, "only").await;
     mesh.wait_serving(addr).await;
     let token = mint_at(&mesh, addr).await.expect("mint");
     let start = Instant::now();
@@ -721,27 +751,7 @@ async fn drill_etcd_member_and_replica_lost_under_steady_load() {
     let mut store = etcd.store_config("/drill/");
     store.publish_lead_seconds = 0;
     // Three replicas; inventory streams from the first (the mesh's address).
-    mesh.stop_token_service().await;
-    let first = mesh.addrs.token_service;
-    let mut replicas = vec![start_replica(
-        &mesh,
-        TcpListener::bind(first).await.expect("rebind"),
-        "keys",
-        store.clone(),
-        "r0",
-    )];
-    let mut addrs = vec![first];
-    for i in 1..3 {
-        let (listener, addr) = ephemeral().await;
-        replicas.push(start_replica(
-            &mesh,
-            listener,
-            &format!("keys-{i}"),
-            store.clone(),
-            &format!("r{i}"),
-        ));
-        addrs.push(addr);
-    }
+    let (mut replicas, addrs) = three_replicas(&mut mesh, &store).await;
     for addr in &addrs {
         mesh.wait_serving(*addr).await;
     }
@@ -893,15 +903,8 @@ async fn a_one_time_token_is_accepted_once_by_two_inventory_replicas_through_etc
     };
     let mut store = etcd.store_config("/mesh-f/");
     store.publish_lead_seconds = 0;
-    mesh.stop_token_service().await;
     let addr = mesh.addrs.token_service;
-    let replica = start_replica(
-        &mesh,
-        TcpListener::bind(addr).await.expect("rebind"),
-        "keys",
-        store,
-        "one",
-    );
+    let replica = take_over(&mut mesh, store, "one").await;
     mesh.wait_serving(addr).await;
     let accepted = one_time_across_two_inventories(&mesh, 10).await;
     assert_eq!(
@@ -938,27 +941,7 @@ async fn drill_keys_rotated_on_every_replica_then_quorum_lost_under_steady_load(
     // Longer than the verifier's key refresh below (1 s): publish before sign.
     store.publish_lead_seconds = 3;
     store.session_ttl_seconds = 3;
-    mesh.stop_token_service().await;
-    let first = mesh.addrs.token_service;
-    let mut replicas = vec![start_replica(
-        &mesh,
-        TcpListener::bind(first).await.expect("rebind"),
-        "keys",
-        store.clone(),
-        "r0",
-    )];
-    let mut addrs = vec![first];
-    for i in 1..3 {
-        let (listener, addr) = ephemeral().await;
-        replicas.push(start_replica(
-            &mesh,
-            listener,
-            &format!("keys-{i}"),
-            store.clone(),
-            &format!("r{i}"),
-        ));
-        addrs.push(addr);
-    }
+    let (replicas, addrs) = three_replicas(&mut mesh, &store).await;
     // The first keys wait out the lead too.
     mesh.clock.advance(4);
     for addr in &addrs {

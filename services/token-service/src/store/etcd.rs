@@ -151,24 +151,6 @@ impl Etcd {
         Ok((response.kvs, revision))
     }
 
-    /// The value of `key`, if it exists.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when no member answers in time.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let request = RangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..RangeRequest::default()
-        };
-        let response = self
-            .call(|channel| {
-                let request = request.clone();
-                async move { KvClient::new(channel).range(request).await }
-            })
-            .await?;
-        Ok(response.kvs.into_iter().next().map(|kv| kv.value))
-    }
-
     /// Writes `key` (attached to `lease`, 0 for none).
     ///
     /// # Errors
