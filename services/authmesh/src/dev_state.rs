@@ -272,7 +272,8 @@ impl DevState {
                 store: token_service::StoreConfig::Files,
                 // The operator registers workloads at run time (`authmesh workload`).
                 admin_ids: vec![spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)],
-                workloads_file: "workloads.json".into(),
+                // Beside the revocations: where the token service may write.
+                workloads_file: layout.revocations_file.with_file_name("workloads.json"),
             };
             Ok(toml::to_string(&config)?)
         })?;
