@@ -531,8 +531,12 @@ impl EtcdStore {
     }
 
     fn install_registered(&self, state: &dyn ReplicaState) {
-        let registered: Vec<ClientConfig> = self.registered().values().cloned().collect();
-        state.set_registered(&registered);
+        // Installed under the lock: two changes applied at once (the watch,
+        // an admin call) cannot install an older list over a newer one.
+        let registered = self.registered();
+        let list: Vec<ClientConfig> = registered.values().cloned().collect();
+        state.set_registered(&list);
+        drop(registered);
     }
 
     fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClientConfig>> {
