@@ -132,6 +132,7 @@ where
                 claims.clone(),
                 path.to_owned(),
                 verifier.clone(),
+                request_id.clone(),
             )),
             _ => {
                 metrics.allowed();
@@ -144,11 +145,10 @@ where
         // Only a streamed response can outlive its token: bind just those.
         let bound = (!kinds.is_single_response(path)).then(|| (verifier.clone(), claims.clone()));
         let echo = Some(request_id.header_value());
-        let id = ledger.as_ref().map(|_| request_id.clone());
         request
             .extensions_mut()
             .insert(CallContext::new(claims, peer, request_id));
-        let (Some((consume, claims, path, verifier)), Some(request_id)) = (ledger, id) else {
+        let Some((consume, claims, path, verifier, request_id)) = ledger else {
             let future = span.in_scope(|| inner.call(request));
             return ResponseFuture::forward(future.instrument(span), started, echo, bound);
         };

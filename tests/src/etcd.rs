@@ -164,7 +164,9 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// A `[store]` for a replica of this cluster (`prefix` keeps tests apart).
+    /// A `[store]` for a replica of this cluster (`prefix` keeps tests
+    /// apart): keys sign as soon as they are published (tests that exercise
+    /// the lead set one), sessions last 6 s.
     pub fn store_config(&self, prefix: &str) -> EtcdConfig {
         EtcdConfig {
             endpoints: self.endpoints(),

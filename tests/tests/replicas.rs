@@ -90,6 +90,21 @@ async fn three_replicas(
     (replicas, addrs)
 }
 
+/// Replicas `a` and `b` (key directories `keys-a`, `keys-b`) on ephemeral
+/// ports, once both are SERVING.
+async fn two_replicas(
+    mesh: &TestMesh,
+    store: EtcdConfig,
+) -> ((RunningServer, SocketAddr), (RunningServer, SocketAddr)) {
+    let (a_listener, a_addr) = ephemeral().await;
+    let a = start_replica(mesh, a_listener, "keys-a", store.clone(), "a");
+    let (b_listener, b_addr) = ephemeral().await;
+    let b = start_replica(mesh, b_listener, "keys-b", store, "b");
+    mesh.wait_serving(a_addr).await;
+    mesh.wait_serving(b_addr).await;
+    ((a, a_addr), (b, b_addr))
+}
+
 async fn ephemeral() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -197,8 +212,7 @@ async fn replicas_share_public_keys_and_revocations_through_etcd_over_mtls() {
     let Some(mut etcd) = EtcdCluster::start(3, Some(&mesh.state.dir().join("tls"))).await else {
         return;
     };
-    let mut store = etcd.store_config("/mesh-a/");
-    store.publish_lead_seconds = 0;
+    let store = etcd.store_config("/mesh-a/");
     // Replica B takes the mesh's token-service address: inventory fetches
     // keys and streams revocations from it. Replica A is elsewhere.
     let b_addr = mesh.addrs.token_service;
@@ -396,7 +410,6 @@ async fn a_replica_cut_off_from_etcd_stops_minting_keeps_verification_and_catche
         return;
     };
     let mut store = etcd.store_config("/mesh-c/");
-    store.publish_lead_seconds = 0;
     store.session_ttl_seconds = 3;
     let addr = mesh.addrs.token_service;
     let replica = take_over(&mut mesh, store, "only").await;
@@ -475,14 +488,8 @@ async fn a_workload_registered_through_one_replica_is_in_force_on_every_replica(
     let Some(etcd) = EtcdCluster::start(1, None).await else {
         return;
     };
-    let mut store = etcd.store_config("/mesh-d/");
-    store.publish_lead_seconds = 0;
-    let (a_listener, a_addr) = ephemeral().await;
-    let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
-    let (b_listener, b_addr) = ephemeral().await;
-    let b = start_replica(&mesh, b_listener, "keys-b", store, "b");
-    mesh.wait_serving(a_addr).await;
-    mesh.wait_serving(b_addr).await;
+    let store = etcd.store_config("/mesh-d/");
+    let ((a, a_addr), (b, b_addr)) = two_replicas(&mesh, store).await;
     let admin = |addr| WorkloadAdminClient::new(mesh.channel_as(addr, Some(OPERATOR_CLIENT)));
     let secret = token_service::credentials::generate_secret();
     let billing = |id: &str, audience: &str, scope: &str| Workload {
@@ -625,14 +632,8 @@ async fn clients_fail_over_to_another_replica_when_one_is_lost() {
     let Some(etcd) = EtcdCluster::start(1, None).await else {
         return;
     };
-    let mut store = etcd.store_config("/mesh-e/");
-    store.publish_lead_seconds = 0;
-    let (a_listener, a_addr) = ephemeral().await;
-    let a = start_replica(&mesh, a_listener, "keys-a", store.clone(), "a");
-    let (b_listener, b_addr) = ephemeral().await;
-    let b = start_replica(&mesh, b_listener, "keys-b", store, "b");
-    mesh.wait_serving(a_addr).await;
-    mesh.wait_serving(b_addr).await;
+    let store = etcd.store_config("/mesh-e/");
+    let ((a, a_addr), (b, b_addr)) = two_replicas(&mesh, store).await;
     // What a service's [token_service] section says: A, then B.
     let (cert, key) = mesh.state.workload_files(DEMO_CLIENT);
     let upstream = UpstreamConfig {
@@ -748,8 +749,7 @@ async fn drill_etcd_member_and_replica_lost_under_steady_load() {
     let Some(mut etcd) = EtcdCluster::start(3, Some(&mesh.state.dir().join("tls"))).await else {
         return;
     };
-    let mut store = etcd.store_config("/drill/");
-    store.publish_lead_seconds = 0;
+    let store = etcd.store_config("/drill/");
     // Three replicas; inventory streams from the first (the mesh's address).
     let (mut replicas, addrs) = three_replicas(&mut mesh, &store).await;
     for addr in &addrs {
@@ -901,8 +901,7 @@ async fn a_one_time_token_is_accepted_once_by_two_inventory_replicas_through_etc
     let Some(etcd) = EtcdCluster::start(1, None).await else {
         return;
     };
-    let mut store = etcd.store_config("/mesh-f/");
-    store.publish_lead_seconds = 0;
+    let store = etcd.store_config("/mesh-f/");
     let addr = mesh.addrs.token_service;
     let replica = take_over(&mut mesh, store, "one").await;
     mesh.wait_serving(addr).await;

@@ -108,38 +108,31 @@ impl ClientTls {
     /// # Errors
     /// [`RuntimeError::Tls`] for a URL that is not `https://host:port`, or none.
     pub fn failover_channel(&self, urls: &[String]) -> Result<Channel, RuntimeError> {
+        let mut origin = None;
         let mut targets = Vec::with_capacity(urls.len());
         for url in urls {
             let https: Uri = url.parse().map_err(|source| TlsError::BadUrl {
                 url: url.clone(),
                 source,
             })?;
-            let host = https
-                .host()
-                .filter(|_| https.scheme_str() == Some("https"))
-                .ok_or_else(|| TlsError::NotHttps(url.clone()))?;
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            targets.push((host, https.port_u16().unwrap_or(443)));
+            let (Some(host), Some(authority)) = (https.host(), https.authority()) else {
+                return Err(TlsError::NotHttps(url.clone()).into());
+            };
+            if https.scheme_str() != Some("https") {
+                return Err(TlsError::NotHttps(url.clone()).into());
+            }
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            targets.push((host.to_owned(), https.port_u16().unwrap_or(443)));
+            let authority = authority.to_string();
+            origin.get_or_insert((authority, https));
         }
-        let first = urls
-            .first()
-            .ok_or_else(|| TlsError::NotHttps(String::new()))?;
-        let https: Uri = first.parse().map_err(|source| TlsError::BadUrl {
-            url: first.clone(),
-            source,
-        })?;
-        let authority = https
-            .authority()
-            .ok_or_else(|| TlsError::NotHttps(first.clone()))?;
+        let (authority, https) = origin.ok_or_else(|| TlsError::NotHttps(String::new()))?;
         // The connector does TLS itself; tonic sees a plain connection and
-        // sends `:scheme https` through the origin.
+        // sends `:scheme https` through the origin (the first URL's).
         let endpoint = with_keepalive(
             Endpoint::from_shared(format!("http://{authority}"))?
-                .origin(https.clone())
-                .connect_timeout(Duration::from_secs(3) * u32::try_from(targets.len()).unwrap_or(1))
+                .origin(https)
+                .connect_timeout(TARGET_CONNECT_TIMEOUT * u32::try_from(targets.len()).unwrap_or(1))
                 .tcp_nodelay(true),
         );
         Ok(endpoint.connect_with_connector_lazy(RustlsConnector {

@@ -71,23 +71,17 @@ impl WorkloadAdminHandler {
         match &self.registrations {
             Registrations::Etcd(store) => store.register(workload, self.issuer.as_ref()).await,
             Registrations::File(file) => {
-                let file = file.clone();
-                let issuer = self.issuer.clone();
-                run_blocking(move || {
-                    let registered = file.update(|workloads| {
-                        if workloads.iter().any(|w| {
-                            w.id == workload.id
-                                || (w.spiffe_id.is_some() && w.spiffe_id == workload.spiffe_id)
-                        }) {
-                            return Err(IssueError::WorkloadConflict(
-                                "its id or SPIFFE ID was registered meanwhile by another replica"
-                                    .into(),
-                            ));
-                        }
-                        workloads.push(workload);
-                        Ok(())
-                    })?;
-                    issuer.set_registered(&registered);
+                self.update_file(file, move |workloads| {
+                    if workloads.iter().any(|w| {
+                        w.id == workload.id
+                            || (w.spiffe_id.is_some() && w.spiffe_id == workload.spiffe_id)
+                    }) {
+                        return Err(IssueError::WorkloadConflict(
+                            "its id or SPIFFE ID was registered meanwhile by another replica"
+                                .into(),
+                        ));
+                    }
+                    workloads.push(workload);
                     Ok(())
                 })
                 .await
@@ -109,32 +103,35 @@ impl WorkloadAdminHandler {
         match &self.registrations {
             Registrations::Etcd(store) => store.unregister(&id, self.issuer.as_ref()).await,
             Registrations::File(file) => {
-                let file = file.clone();
-                let issuer = self.issuer.clone();
-                run_blocking(move || {
-                    let registered = file.update(|workloads| {
-                        let before = workloads.len();
-                        workloads.retain(|w| w.id != id);
-                        if workloads.len() == before {
-                            return Err(IssueError::WorkloadNotFound(id));
-                        }
-                        Ok(())
-                    })?;
-                    issuer.set_registered(&registered);
+                self.update_file(file, move |workloads| {
+                    let before = workloads.len();
+                    workloads.retain(|w| w.id != id);
+                    if workloads.len() == before {
+                        return Err(IssueError::WorkloadNotFound(id));
+                    }
                     Ok(())
                 })
                 .await
             }
         }
     }
-}
 
-async fn run_blocking(
-    work: impl FnOnce() -> Result<(), IssueError> + Send + 'static,
-) -> Result<(), IssueError> {
-    tokio::task::spawn_blocking(work)
+    /// Applies `change` to the workloads file (off the executor: it locks
+    /// and writes a file) and puts the result in force here at once.
+    async fn update_file(
+        &self,
+        file: &WorkloadsFile,
+        change: impl FnOnce(&mut Vec<ClientConfig>) -> Result<(), IssueError> + Send + 'static,
+    ) -> Result<(), IssueError> {
+        let file = file.clone();
+        let issuer = self.issuer.clone();
+        tokio::task::spawn_blocking(move || {
+            issuer.set_registered(&file.update(change)?);
+            Ok(())
+        })
         .await
         .unwrap_or(Err(IssueError::Busy))
+    }
 }
 
 #[tonic::async_trait]

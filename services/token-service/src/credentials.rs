@@ -122,63 +122,54 @@ impl ClientRegistry {
         global_max_ttl: u64,
         origin: ClientOrigin,
     ) -> Result<(), String> {
-        let registry = &mut self.clients;
-        let by_spiffe_id = &mut self.by_spiffe_id;
-        {
-            let invalid = |detail: &str| format!("client {}: {detail}", client.id);
-            if let Some(secret_hash) = &client.secret_hash {
-                let hash = PasswordHash::new(secret_hash)
-                    .map_err(|e| invalid(&format!("secret_hash: {e}")))?;
-                if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
-                    return Err(invalid("secret_hash must be argon2id"));
-                }
+        let invalid = |detail: &str| format!("client {}: {detail}", client.id);
+        if let Some(secret_hash) = &client.secret_hash {
+            check_secret_hash(secret_hash).map_err(|detail| invalid(&detail))?;
+        }
+        if client.secret_hash.is_none() && client.spiffe_id.is_none() {
+            return Err(invalid("needs a secret_hash, a spiffe_id, or both"));
+        }
+        if let Some(id) = &client.spiffe_id {
+            if !id.starts_with("spiffe://") {
+                return Err(invalid("spiffe_id must start with spiffe://"));
             }
-            if client.secret_hash.is_none() && client.spiffe_id.is_none() {
-                return Err(invalid("needs a secret_hash, a spiffe_id, or both"));
+            if self.by_spiffe_id.contains_key(id) {
+                return Err(invalid("spiffe_id is registered twice"));
             }
-            if let Some(id) = &client.spiffe_id {
-                if !id.starts_with("spiffe://") {
-                    return Err(invalid("spiffe_id must start with spiffe://"));
-                }
-                if by_spiffe_id.contains_key(id) {
-                    return Err(invalid("spiffe_id is registered twice"));
-                }
-            }
-            let malformed = |s: &String| s.is_empty() || s.contains(char::is_whitespace);
-            let bad_entry = client
-                .audiences
-                .iter()
-                .any(|(aud, scopes)| malformed(aud) || scopes.iter().any(malformed));
-            if bad_entry {
-                return Err(invalid(
-                    "audiences and scopes must be non-empty and contain no whitespace",
-                ));
-            }
-            let max_ttl = client
+        }
+        let malformed = |s: &String| s.is_empty() || s.contains(char::is_whitespace);
+        let bad_entry = client
+            .audiences
+            .iter()
+            .any(|(aud, scopes)| malformed(aud) || scopes.iter().any(malformed));
+        if bad_entry {
+            return Err(invalid(
+                "audiences and scopes must be non-empty and contain no whitespace",
+            ));
+        }
+        if self.clients.contains_key(&client.id) {
+            return Err(format!("client {} is registered twice", client.id));
+        }
+        let entry = RegisteredClient {
+            id: client.id.clone(),
+            max_ttl_seconds: client
                 .max_ttl_seconds
                 .unwrap_or(global_max_ttl)
-                .min(global_max_ttl);
-            let entry = RegisteredClient {
-                id: client.id.clone(),
-                max_ttl_seconds: max_ttl,
-                audiences: client
-                    .audiences
-                    .iter()
-                    .map(|(aud, scopes)| (aud.clone(), scopes.iter().cloned().collect()))
-                    .collect(),
-                spiffe_id: client.spiffe_id.clone(),
-                may_revoke: client.may_revoke,
-                origin,
-                secret_hash: client.secret_hash.clone(),
-            };
-            if registry.contains_key(&client.id) {
-                return Err(format!("client {} is registered twice", client.id));
-            }
-            if let Some(id) = &client.spiffe_id {
-                by_spiffe_id.insert(id.clone(), client.id.clone());
-            }
-            registry.insert(client.id.clone(), Arc::new(entry));
+                .min(global_max_ttl),
+            audiences: client
+                .audiences
+                .iter()
+                .map(|(aud, scopes)| (aud.clone(), scopes.iter().cloned().collect()))
+                .collect(),
+            spiffe_id: client.spiffe_id.clone(),
+            may_revoke: client.may_revoke,
+            origin,
+            secret_hash: client.secret_hash.clone(),
+        };
+        if let Some(id) = &client.spiffe_id {
+            self.by_spiffe_id.insert(id.clone(), client.id.clone());
         }
+        self.clients.insert(client.id.clone(), Arc::new(entry));
         Ok(())
     }
 
@@ -214,6 +205,18 @@ impl ClientRegistry {
             .and_then(|id| self.clients.get(id))
             .ok_or(IssueError::UnknownWorkload)
     }
+}
+
+/// Checks that `hash` is an argon2id PHC string (what `hash_secret` writes).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_secret_hash(hash: &str) -> Result<(), String> {
+    let hash = PasswordHash::new(hash).map_err(|e| format!("secret_hash: {e}"))?;
+    if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
+        return Err("secret_hash must be argon2id".into());
+    }
+    Ok(())
 }
 
 /// Parses `Basic base64(id:secret)`.

@@ -10,20 +10,15 @@ use crate::{config::MAX_TTL_CEILING_SECONDS, error::IssueError};
 /// Most one-time uses remembered at once (each until its token expired).
 pub const MAX_REMEMBERED: usize = 100_000;
 
-/// Longest accepted `jti`.
-const MAX_JTI_BYTES: usize = auth_interceptor::revocation::MAX_REVOCATION_ID_BYTES;
-
 /// Checks a `jti` and bounds how long its use is remembered: from now to
 /// at most the longest token lifetime plus the largest verifier leeway.
 ///
 /// # Errors
 /// [`IssueError::InvalidOneTime`] for an empty, over-long or non-printable `jti`.
 pub fn remember_until(jti: &str, expires_at: i64, now: u64) -> Result<u64, IssueError> {
-    let ok =
-        !jti.is_empty() && jti.len() <= MAX_JTI_BYTES && jti.bytes().all(|b| b.is_ascii_graphic());
-    if !ok {
+    if !crate::revocations::is_printable_id(jti) {
         return Err(IssueError::InvalidOneTime(
-            "jti must be 1 to 256 printable ASCII characters",
+            "jti must be 1 to 1024 visible ASCII characters",
         ));
     }
     let leeway = auth_interceptor::verifier::MAX_LEEWAY_SECONDS;
@@ -74,7 +69,14 @@ mod tests {
         assert_eq!(uses.first_use("abc", until, 901), Ok(false));
         assert!(remember_until("", 1, 0).is_err());
         assert!(remember_until("a b", 1, 0).is_err());
-        assert!(remember_until(&"x".repeat(MAX_JTI_BYTES + 1), 1, 0).is_err());
+        assert!(
+            remember_until(
+                &"x".repeat(auth_interceptor::revocation::MAX_REVOCATION_ID_BYTES + 1),
+                1,
+                0
+            )
+            .is_err()
+        );
         // Far-future or negative exp stays within the longest lifetime.
         assert!(remember_until("x", i64::MAX, 10).expect("clamped") <= 10 + 3600 + 60);
         assert_eq!(remember_until("x", -5, 10).expect("clamped"), 10 + 60);

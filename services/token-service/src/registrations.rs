@@ -47,12 +47,10 @@ pub fn from_wire(workload: Workload) -> Result<ClientConfig, IssueError> {
         }
     }
     let secret_hash = Some(workload.secret_hash).filter(|s| !s.is_empty());
-    if let Some(hash) = &secret_hash {
-        let argon2id = argon2::PasswordHash::new(hash)
-            .is_ok_and(|h| h.algorithm == argon2::Algorithm::Argon2id.ident());
-        if !argon2id {
-            return invalid("secret_hash must be an argon2id PHC string (authmesh hash-secret)");
-        }
+    if let Some(hash) = &secret_hash
+        && crate::credentials::check_secret_hash(hash).is_err()
+    {
+        return invalid("secret_hash must be an argon2id PHC string (authmesh hash-secret)");
     }
     if spiffe_id.is_none() && secret_hash.is_none() {
         return invalid("give a spiffe_id (certificate), a secret_hash, or both");

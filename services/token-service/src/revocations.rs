@@ -501,11 +501,15 @@ fn covers(old: &Revocation, new: &Revocation) -> bool {
     cutoff(old) >= cutoff(new) && old.expires_at >= new.expires_at
 }
 
-fn check_id(value: &str, what: &'static str) -> Result<(), IssueError> {
-    let ok = !value.is_empty()
+/// Whether `value` can name a token (`jti`) or a subject: 1 to 1024 visible ASCII characters.
+pub(crate) fn is_printable_id(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= auth_interceptor::revocation::MAX_REVOCATION_ID_BYTES
-        && value.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
+        && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_id(value: &str, what: &'static str) -> Result<(), IssueError> {
+    if is_printable_id(value) {
         Ok(())
     } else {
         Err(IssueError::InvalidRevocation(match what {

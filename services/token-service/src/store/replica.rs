@@ -145,7 +145,7 @@ impl EtcdStore {
     pub async fn catch_up(&self, state: &dyn ReplicaState) -> Result<i64, StoreError> {
         let revision = self.read_all(state).await?;
         self.publish_keys(state.keys()).await?;
-        self.open_session(state.keys()).await?;
+        self.open_session().await?;
         tracing::info!(
             replica = %self.replica,
             revision,
@@ -264,7 +264,7 @@ impl EtcdStore {
     }
 
     /// A new session lease, and this replica's record under it.
-    async fn open_session(&self, keys: &KeyStore) -> Result<(), StoreError> {
+    async fn open_session(&self) -> Result<(), StoreError> {
         let lease = self.etcd.grant(self.session_ttl).await?;
         let own = self.own_keys().keys().cloned().collect::<Vec<_>>();
         let record = ReplicaRecord {
@@ -277,7 +277,7 @@ impl EtcdStore {
         self.session_lease.store(lease, Ordering::Release);
         self.freshness
             .confirm(Duration::from_secs(self.session_ttl));
-        tracing::debug!(replica = %self.replica, keys = keys.local_published().len(), "etcd session opened");
+        tracing::debug!(replica = %self.replica, "etcd session opened");
         Ok(())
     }
 
@@ -291,7 +291,7 @@ impl EtcdStore {
                 .confirm(Duration::from_secs(self.session_ttl)),
             Err(StoreError::NotFound) => {
                 tracing::warn!(replica = %self.replica, "etcd session had expired; opening a new one");
-                self.open_session(keys).await?;
+                self.open_session().await?;
             }
             Err(err) => return Err(err),
         }
