@@ -53,6 +53,14 @@ pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
 pub const COMPOSE_TOKEN_SERVICE_URL: &str = "https://token-service:50051";
 /// How orders reaches inventory in the compose cluster.
 pub const COMPOSE_INVENTORY_URL: &str = "https://inventory.mesh:50053";
+/// The compose cluster's etcd members, by service name (docker-compose.yml).
+pub const COMPOSE_ETCD_MEMBERS: [&str; 3] = ["etcd-1", "etcd-2", "etcd-3"];
+/// Where each token service replica of the compose cluster keeps its own
+/// signing key: a volume of its own, never the shared state.
+pub const COMPOSE_KEY_DIR: &str = "/var/lib/token-service/keys";
+/// The etcd cluster's workload: one certificate for its members (serving
+/// clients and peers), with every member's name.
+pub const ETCD_WORKLOAD: (&str, &[&str]) = ("etcd", &["localhost", "etcd-1", "etcd-2", "etcd-3"]);
 
 /// How the generated configurations place the servers: where each listens,
 /// how the others reach it, and what the demo inventory holds.
@@ -74,6 +82,12 @@ pub struct MeshLayout {
     pub key_dir: PathBuf,
     /// The token service's revocations file, relative to the state directory.
     pub revocations_file: PathBuf,
+    /// Where the token service replicas share their state: files beside
+    /// the configuration, or etcd.
+    pub store: token_service::StoreConfig,
+    /// Whether inventory consumes one-time tokens through the token
+    /// service (as it must when it runs as several replicas behind one name).
+    pub one_time_via_token_service: bool,
 }
 
 impl MeshLayout {
@@ -89,14 +103,19 @@ impl MeshLayout {
             stock: BTreeMap::from([("sku-1".into(), 100), ("sku-2".into(), 5)]),
             key_dir: "keys".into(),
             revocations_file: "revocations.json".into(),
+            store: token_service::StoreConfig::Files,
+            one_time_via_token_service: false,
         }
     }
 
     /// The compose cluster: each server in its own container, listening on
     /// all interfaces at its default port and reached by service name. The
     /// issuer stays `https://localhost:50051`, the published port, so the
-    /// discovery URLs work from the host. Stock is deep enough for the
-    /// steady traffic of the fault drills.
+    /// discovery URLs work from the host. The token service replicas share
+    /// their state through the three etcd members over mTLS, each keeping
+    /// its signing key in a volume of its own; inventory's replicas consume
+    /// one-time tokens through the token service. Stock is deep enough for
+    /// the steady traffic of the fault drills.
     pub fn compose() -> Self {
         let any =
             |port| SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
@@ -111,11 +130,32 @@ impl MeshLayout {
             inventory_url: COMPOSE_INVENTORY_URL.into(),
             metrics_listen: Some("0.0.0.0:9464".into()),
             stock: BTreeMap::from([("sku-1".into(), 100_000_000), ("sku-2".into(), 5)]),
-            // The token service's writable state in a directory of its own,
+            key_dir: COMPOSE_KEY_DIR.into(),
+            // Unused with etcd, but in a directory of its own all the same,
             // so it can be handed to the token service's user alone.
-            key_dir: "issuer/keys".into(),
             revocations_file: "issuer/revocations.json".into(),
+            store: token_service::StoreConfig::Etcd(token_service::store::EtcdConfig {
+                endpoints: COMPOSE_ETCD_MEMBERS
+                    .iter()
+                    .map(|member| format!("https://{member}:2379"))
+                    .collect(),
+                prefix: "/authmesh/".into(),
+                tls: Some(token_service::store::EtcdTls {
+                    ca: "tls/ca.pem".into(),
+                    cert: "tls/token-service.pem".into(),
+                    key: "tls/token-service-key.pem".into(),
+                }),
+                // Each replica is named by its AUTHMESH_STORE__REPLICA_ID.
+                replica_id: None,
+                session_ttl_seconds: 10,
+                publish_lead_seconds: 65,
+            }),
+            one_time_via_token_service: true,
         }
+    }
+
+    fn uses_etcd(&self) -> bool {
+        !self.store.is_files()
     }
 }
 
@@ -188,7 +228,11 @@ impl DevState {
         // was deleted, and regenerating it must not go unnoticed.
         let existing = dir.join("tls").join("ca.pem").exists();
         let state = Self { dir };
-        state.renew_due_certificates()?;
+        state.renew_due(
+            WORKLOADS
+                .iter()
+                .chain(layout.uses_etcd().then_some(&ETCD_WORKLOAD)),
+        )?;
         let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
         let issuer = &layout.issuer;
         // Every hop is mutual TLS: each service presents its own workload certificate.
@@ -269,7 +313,7 @@ impl DevState {
                     ("orders".into(), "orders.policy.toml".into()),
                 ]),
                 require_audience_policies: true,
-                store: token_service::StoreConfig::Files,
+                store: layout.store.clone(),
                 // The operator registers workloads at run time (`authmesh workload`).
                 admin_ids: vec![spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)],
                 // Beside the revocations: where the token service may write.
@@ -293,6 +337,7 @@ impl DevState {
                 token_service: upstream(layout.token_service_url.clone(), "inventory"),
                 auth: AuthConfig {
                     policy_file: Some("inventory.policy.toml".into()),
+                    one_time_via_token_service: layout.one_time_via_token_service,
                     ..AuthConfig::new(issuer, "inventory")
                 },
                 stock: layout.stock.clone(),
@@ -319,27 +364,39 @@ impl DevState {
             };
             Ok(toml::to_string(&config)?)
         })?;
-        // The key the token service would create on first start, created
-        // here so that replicas starting together share one.
-        let token_service = state.load_token_service()?;
-        token_service::KeyStore::load_or_create(
-            &token_service.path(&token_service.config.key_dir),
-            token_service.config.algorithm,
-            auth_interceptor::clock::system_clock(),
-        )?;
+        // With files, the key the token service would create on first
+        // start, created here so that replicas starting together share one.
+        // On etcd each replica creates its own, on its own disk.
+        if !layout.uses_etcd() {
+            let token_service = state.load_token_service()?;
+            token_service::KeyStore::load_or_create(
+                &token_service.path(&token_service.config.key_dir),
+                token_service.config.algorithm,
+                auth_interceptor::clock::system_clock(),
+            )?;
+        }
         Ok(state)
     }
 
     /// Issues the workload certificates that are missing or past half their
-    /// lifetime; servers and clients watching the files pick them up without
-    /// a restart. Returns how many were issued.
+    /// lifetime (etcd's too, where the state has one); servers and clients
+    /// watching the files pick them up without a restart. Returns how many
+    /// were issued.
     ///
     /// # Errors
     /// [`RuntimeError`] when the CA or the files are unusable.
     pub fn renew_due_certificates(&self) -> Result<usize, RuntimeError> {
+        let etcd = self.workload_files(ETCD_WORKLOAD.0).0.exists();
+        self.renew_due(WORKLOADS.iter().chain(etcd.then_some(&ETCD_WORKLOAD)))
+    }
+
+    fn renew_due<'w>(
+        &self,
+        workloads: impl Iterator<Item = &'w (&'w str, &'w [&'w str])>,
+    ) -> Result<usize, RuntimeError> {
         let pki = DevPki::ensure(&self.dir.join("tls"), &[])?;
         let mut issued = 0;
-        for (name, dns_names) in WORKLOADS {
+        for &(name, dns_names) in workloads {
             let cert = self.dir.join("tls").join(format!("{name}.pem"));
             let age = std::fs::metadata(&cert)
                 .and_then(|m| m.modified())
@@ -370,9 +427,10 @@ impl DevState {
     }
 
     /// Gives each server's private files to the user it runs as, and
-    /// nothing else: `tls/<workload>-key.pem` to each workload, and to the
-    /// token service also its key directory and the directory of its
-    /// revocations file, which it writes. The CA key, the demo clients' keys
+    /// nothing else: `tls/<workload>-key.pem` to each workload (`etcd`
+    /// included), and to a token service on files also its key directory
+    /// and the directory of its revocations file, which it writes (on etcd
+    /// it writes nothing here: its key is on a volume of its own). The CA key, the demo clients' keys
     /// and secrets and every public file keep their owner (root, in the
     /// compose cluster), so no server can read another's key, mint with
     /// the issuer's key or issue certificates.
@@ -391,6 +449,9 @@ impl DevState {
                 continue;
             }
             let config = self.load_token_service()?;
+            if !config.config.store.is_files() {
+                continue;
+            }
             let key_dir = config.path(&config.config.key_dir);
             let revocations = config.path(&config.config.revocations_file);
             let writable = revocations
@@ -562,13 +623,19 @@ fn write_if_missing(
     Ok(())
 }
 
-/// The workloads of [`WORKLOADS`] that run a server (the rest are clients).
-const SERVERS: [&str; 3] = [WORKLOADS[0].0, WORKLOADS[1].0, WORKLOADS[2].0];
+/// The workloads that run a server: the first three of [`WORKLOADS`] (the
+/// rest are clients) and etcd.
+const SERVERS: [&str; 4] = [
+    WORKLOADS[0].0,
+    WORKLOADS[1].0,
+    WORKLOADS[2].0,
+    ETCD_WORKLOAD.0,
+];
 
 /// The user a workload's server runs as, for [`DevState::hand_over`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadOwner {
-    /// `token-service`, `orders` or `inventory`.
+    /// `token-service`, `orders`, `inventory` or `etcd`.
     pub workload: String,
     /// User id.
     pub uid: u32,
@@ -584,7 +651,7 @@ impl WorkloadOwner {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let usage = || {
             format!(
-                "{spec:?}: expected WORKLOAD=UID[:GID], WORKLOAD one of token-service, orders, inventory"
+                "{spec:?}: expected WORKLOAD=UID[:GID], WORKLOAD one of token-service, orders, inventory, etcd"
             )
         };
         let (workload, ids) = spec.split_once('=').ok_or_else(usage)?;

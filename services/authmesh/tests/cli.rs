@@ -628,9 +628,11 @@ fn metrics_of_up(log: &Path, walked: bool) {
 
 /// `authmesh init --layout compose`: what the compose cluster's init
 /// service runs. Servers listen on all interfaces and reach each other by
-/// service name, the issuer's key exists before any replica starts, the
-/// client kit holds exactly the client files, and a second run keeps
-/// everything (the secret, the key) as it was.
+/// service name, the token service keeps its state in the three etcd
+/// members over mTLS and its signing keys outside the shared state (each
+/// replica creates its own), etcd has its certificate, the client kit
+/// holds exactly the client files, and a second run keeps everything (the
+/// secret, the certificates) as it was.
 #[test]
 fn init_prepares_compose_state_and_client_kit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -642,7 +644,7 @@ fn init_prepares_compose_state_and_client_kit() {
         let meta = std::fs::metadata(dir.path()).expect("metadata");
         format!("{}:{}", meta.uid(), meta.gid())
     };
-    let owners: Vec<String> = ["token-service", "orders", "inventory"]
+    let owners: Vec<String> = ["token-service", "orders", "inventory", "etcd"]
         .iter()
         .map(|workload| format!("{workload}={ids}"))
         .collect();
@@ -661,6 +663,8 @@ fn init_prepares_compose_state_and_client_kit() {
                 &owners[1],
                 "--owner",
                 &owners[2],
+                "--owner",
+                &owners[3],
             ],
         );
         assert!(
@@ -696,8 +700,28 @@ fn init_prepares_compose_state_and_client_kit() {
         token_service.config.revocations_file,
         Path::new("issuer/revocations.json")
     );
-    let key = state.join("issuer/keys/eddsa.pem");
-    let key_before = std::fs::read(&key).expect("the issuer's key exists before any replica");
+    let token_service::StoreConfig::Etcd(etcd) = &token_service.config.store else {
+        panic!("compose runs on etcd: {:?}", token_service.config.store);
+    };
+    assert_eq!(
+        etcd.endpoints,
+        [
+            "https://etcd-1:2379",
+            "https://etcd-2:2379",
+            "https://etcd-3:2379"
+        ]
+    );
+    let etcd_tls = etcd.tls.as_ref().expect("mTLS to etcd");
+    assert_eq!(etcd_tls.cert, Path::new("tls/token-service.pem"));
+    // Each replica's signing key lives on its own volume, not in the state.
+    assert_eq!(
+        token_service.config.key_dir,
+        Path::new("/var/lib/token-service/keys")
+    );
+    assert!(!state.join("issuer/keys").exists(), "a shared signing key");
+    assert!(inventory.config.auth.one_time_via_token_service);
+    let etcd_cert = state.join("tls/etcd.pem");
+    let etcd_cert_before = std::fs::read(&etcd_cert).expect("etcd's certificate");
 
     // Everything in the kit, at any depth: nothing else may leak into it.
     let mut kit_files = Vec::new();
@@ -736,7 +760,11 @@ fn init_prepares_compose_state_and_client_kit() {
     }
 
     init();
-    assert_eq!(std::fs::read(&key).expect("key"), key_before, "key kept");
+    assert_eq!(
+        std::fs::read(&etcd_cert).expect("etcd's certificate"),
+        etcd_cert_before,
+        "certificate kept"
+    );
     assert_eq!(
         std::fs::read(kit.join("clients/demo-cli.secret")).expect("secret"),
         secret,

@@ -9,8 +9,9 @@ use crate::dev_state::{DEFAULT_PORTS, DevState, MeshLayout, WorkloadOwner};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// `local`: what `up` uses (127.0.0.1, localhost). `compose`: each
-    /// server on all interfaces, reached by its docker-compose.yml name.
+    /// `local`: what `up` uses (127.0.0.1, localhost, the files store).
+    /// `compose`: each server on all interfaces, reached by its
+    /// docker-compose.yml name, the token service on the etcd members.
     #[arg(long, value_enum, default_value_t = Layout::Local)]
     layout: Layout,
     /// Also copy what a client on the host needs (the CA certificate, the
@@ -19,9 +20,10 @@ pub(super) struct Args {
     /// the directory's owner.
     #[arg(long)]
     client_kit: Option<PathBuf>,
-    /// `WORKLOAD=UID[:GID]`: the user a server runs as, given its own
-    /// private files (and, for token-service, its keys and revocations)
-    /// and nothing else. Repeat for each server.
+    /// `WORKLOAD=UID[:GID]`: the user a server (token-service, orders,
+    /// inventory, etcd) runs as, given its own private files (and, for a
+    /// token service on files, its keys and revocations) and nothing else.
+    /// Repeat for each server.
     #[arg(long = "owner", value_parser = WorkloadOwner::parse)]
     owners: Vec<WorkloadOwner>,
 }
