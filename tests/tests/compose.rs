@@ -1,9 +1,10 @@
 //! The compose cluster end to end, on the machine's real Docker engine:
-//! builds the image with the documented command (`compose/build-images.sh`),
-//! starts `docker-compose.yml` under a project of its own, runs the grpcurl
-//! walkthrough against the published ports, then each fault drill under
-//! steady orders -> inventory traffic, asserting the stated outcome and no
-//! unexpected failure. Containers, networks and volumes are removed even
+//! builds the images with the documented command (`compose/build-images.sh`),
+//! starts `docker-compose.yml` (three etcd members, three token service
+//! replicas, orders, two inventory replicas) under a project of its own,
+//! runs the grpcurl walkthrough against the published ports, then each
+//! fault drill under steady orders -> inventory traffic, asserting the
+//! stated outcome and no unexpected failure. Containers, networks and volumes are removed even
 //! when a step fails.
 //!
 //! Skipped, with the reason printed, only where no Docker engine or Compose
@@ -21,6 +22,11 @@ use std::{
 
 use authmesh::token_cli::{self, TokenServiceEndpoint};
 use authmesh_client::ClientCredentials;
+use authmesh_proto::authmesh::v1::{
+    AddWorkloadRequest, RemoveWorkloadRequest, ScopeList, Workload,
+    workload_admin_client::WorkloadAdminClient,
+};
+use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
 use authmesh_proto::demo::orders::v1::{PlaceOrderRequest, orders_client::OrdersClient};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use service_runtime::UpstreamConfig;
@@ -29,8 +35,20 @@ use tonic::{Code, transport::Channel};
 /// Lifetime of orders' own tokens in the drills: short, so "until they
 /// expire" fits in a test; orders refreshes at 80% of it.
 const ORDERS_TOKEN_TTL: u64 = 30;
-/// How often verifiers refresh keys in the drills (60 s by default).
+/// How often verifiers refresh keys in the drills (15 s by default).
 const KEY_REFRESH_SECONDS: u64 = 2;
+/// How long a replica's new key is published before it signs (20 s by
+/// default): longer than [`KEY_REFRESH_SECONDS`].
+const PUBLISH_LEAD_SECONDS: u64 = 4;
+/// Where each token service replica is published on the host.
+const TOKEN_SERVICE_URLS: [&str; 3] = [
+    "https://localhost:50051",
+    "https://localhost:50054",
+    "https://localhost:50056",
+];
+const TOKEN_SERVICES: [&str; 3] = ["token-service-1", "token-service-2", "token-service-3"];
+const INVENTORIES: [&str; 2] = ["inventory-1", "inventory-2"];
+const ETCD_MEMBERS: [&str; 3] = ["etcd-1", "etcd-2", "etcd-3"];
 /// Pause between two calls of the steady traffic (about 20 calls a second).
 const CALL_INTERVAL: Duration = Duration::from_millis(50);
 /// The most one call may take before it counts as failed.
@@ -116,6 +134,10 @@ impl Cluster {
             .env(
                 "AUTHMESH_COMPOSE_KEY_REFRESH_SECONDS",
                 KEY_REFRESH_SECONDS.to_string(),
+            )
+            .env(
+                "AUTHMESH_COMPOSE_PUBLISH_LEAD_SECONDS",
+                PUBLISH_LEAD_SECONDS.to_string(),
             );
         command
     }
@@ -397,6 +419,21 @@ struct Host {
     orders: OrdersClient<Channel>,
 }
 
+/// A channel from the host to a published port, as `client` of the kit.
+fn channel_as(cluster: &Cluster, url: &str, client: &str) -> Channel {
+    service_runtime::upstream_channel(
+        &UpstreamConfig {
+            url: url.into(),
+            ca: Some(cluster.kit("tls/ca.pem")),
+            cert: Some(cluster.kit(&format!("tls/{client}.pem"))),
+            key: Some(cluster.kit(&format!("tls/{client}-key.pem"))),
+            failover_urls: Vec::new(),
+        },
+        cluster.kit.path(),
+    )
+    .expect("channel")
+}
+
 impl Host {
     fn new(cluster: &Cluster) -> Self {
         let identity = (
@@ -405,17 +442,7 @@ impl Host {
         );
         let secret = std::fs::read_to_string(cluster.kit("clients/demo-cli.secret"))
             .expect("the client kit holds demo-cli's secret");
-        let orders = service_runtime::upstream_channel(
-            &UpstreamConfig {
-                url: "https://localhost:50052".into(),
-                ca: Some(cluster.kit("tls/ca.pem")),
-                cert: Some(identity.0.clone()),
-                key: Some(identity.1.clone()),
-                failover_urls: Vec::new(),
-            },
-            cluster.kit.path(),
-        )
-        .expect("orders channel");
+        let orders = channel_as(cluster, "https://localhost:50052", "demo-cli");
         Self {
             endpoint: TokenServiceEndpoint {
                 url: "https://localhost:50051".into(),
@@ -494,21 +521,29 @@ async fn compose_cluster_serves_and_survives_faults() {
         .compose(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
         .await;
     cluster.compose(&["up", "-d"]).await;
-    cluster
-        .wait_healthy(&["token-service-1", "token-service-2", "orders", "inventory"])
-        .await;
+    let every_server: Vec<&str> = ETCD_MEMBERS
+        .iter()
+        .chain(&TOKEN_SERVICES)
+        .chain(&["orders"])
+        .chain(&INVENTORIES)
+        .copied()
+        .collect();
+    cluster.wait_healthy(&every_server).await;
 
     walkthrough(&grpcurl_bin, &cluster);
     servers_cannot_read_each_others_keys(&cluster).await;
     let host = Host::new(&cluster);
+    registration_and_one_time_across_replicas(&cluster, &host).await;
     // The caller's own token outlives every drill; orders' tokens (30 s) do not.
-    let token = host.mint("https://localhost:50051", 3600).await;
+    let token = host.mint(TOKEN_SERVICE_URLS[0], 3600).await;
 
     rotation_under_traffic(&cluster, &host, &token).await;
     one_replica_down(&cluster, &host, &token).await;
+    etcd_member_killed(&cluster, &host, &token).await;
     inventory_cut_off_from_issuer(&cluster, &host, &token).await;
+    one_inventory_killed(&cluster, &host, &token).await;
     inventory_killed(&cluster, &host, &token).await;
-    both_replicas_down(&cluster, &host, &token).await;
+    all_replicas_down(&cluster, &host, &token).await;
 }
 
 /// The README's grpcurl walkthrough against the published ports.
@@ -583,19 +618,148 @@ fn walkthrough(bin: &Path, cluster: &Cluster) {
         );
     }
 
-    // Both replicas publish the one key they share.
+    // Every replica serves the same key set: the union of the three
+    // replicas' own keys, published through etcd.
     let jwks = |port| {
         let out = grpcurl(bin, cluster, port, &["authmesh.v1.TokenService/GetJwks"]);
         assert!(out.success, "{}", out.stderr);
-        out.stdout
+        let jwks: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        let mut keys: Vec<String> = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|key| key.to_string())
+            .collect();
+        keys.sort();
+        keys
     };
-    assert_eq!(jwks(50051), jwks(50054));
+    let first = jwks(50051);
+    assert_eq!(first.len(), 3, "one key per replica: {first:?}");
+    assert_eq!(jwks(50054), first);
+    assert_eq!(jwks(50056), first);
+}
+
+/// A workload registered through one replica mints at another within a
+/// second and, removed through a third, mints nowhere; a one-time token
+/// presented to both inventory replicas at once is accepted exactly once.
+async fn registration_and_one_time_across_replicas(cluster: &Cluster, host: &Host) {
+    let admin = |url: &str| WorkloadAdminClient::new(channel_as(cluster, url, "operator"));
+    let secret = token_service::credentials::generate_secret();
+    let billing = ClientCredentials::new("billing", secret.clone());
+    let mint_as_billing = |url: &str| {
+        let endpoint = TokenServiceEndpoint {
+            url: url.into(),
+            identity: None,
+            ..host.endpoint.clone()
+        };
+        let billing = &billing;
+        async move {
+            token_cli::mint(
+                &endpoint,
+                Some(billing),
+                "inventory",
+                vec!["inventory.read".into()],
+                Some(60),
+                false,
+            )
+            .await
+        }
+    };
+    admin(TOKEN_SERVICE_URLS[0])
+        .add_workload(AddWorkloadRequest {
+            workload: Some(Workload {
+                id: "billing".into(),
+                spiffe_id: "spiffe://authmesh.local/billing".into(),
+                secret_hash: token_service::credentials::hash_secret(&secret).expect("hash"),
+                audiences: [(
+                    "inventory".to_owned(),
+                    ScopeList {
+                        scopes: vec!["inventory.read".into()],
+                    },
+                )]
+                .into(),
+                ..Workload::default()
+            }),
+        })
+        .await
+        .expect("registered through replica 1");
+    let registered = Instant::now();
+    while mint_as_billing(TOKEN_SERVICE_URLS[2]).await.is_err() {
+        assert!(
+            registered.elapsed() < Duration::from_secs(5),
+            "never in force at replica 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = registered.elapsed();
+    eprintln!("workload registered through replica 1 minted at replica 3 after {took:?}");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    admin(TOKEN_SERVICE_URLS[1])
+        .remove_workload(RemoveWorkloadRequest {
+            id: "billing".into(),
+        })
+        .await
+        .expect("removed through replica 2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for url in TOKEN_SERVICE_URLS {
+        assert!(
+            mint_as_billing(url).await.is_err(),
+            "{url} mints for a removed workload"
+        );
+    }
+
+    // One one-time token, presented to both inventory replicas at once.
+    let one_time = token_cli::mint(
+        &host.endpoint,
+        Some(&host.credentials),
+        "inventory",
+        vec!["inventory.read".into()],
+        Some(60),
+        true,
+    )
+    .await
+    .expect("one-time token")
+    .token;
+    let bearer: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {one_time}").parse().expect("metadata");
+    let present = |url: &'static str| {
+        let mut inventory = InventoryClient::new(channel_as(cluster, url, "demo-cli"));
+        let bearer = bearer.clone();
+        async move {
+            let mut request = tonic::Request::new(authmesh_tests::get_stock());
+            request.metadata_mut().insert("authorization", bearer);
+            inventory.get_stock(request).await.map(|_| ())
+        }
+    };
+    let mut presentations = tokio::task::JoinSet::new();
+    for url in ["https://localhost:50053", "https://localhost:50055"]
+        .into_iter()
+        .cycle()
+        .take(6)
+    {
+        presentations.spawn(present(url));
+    }
+    let outcomes = presentations.join_all().await;
+    let accepted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let refused: Vec<Code> = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err().map(tonic::Status::code))
+        .collect();
+    assert_eq!(
+        accepted, 1,
+        "one-time token accepted {accepted} times: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|code| *code == Code::Unauthenticated),
+        "{refused:?}"
+    );
 }
 
 /// Orders and inventory run as users that cannot read the CA key (so
-/// cannot issue certificates) nor the issuer's signing key.
+/// cannot issue certificates), the token service's key or etcd's; the
+/// token service's signing keys are not in the shared state at all.
 async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
-    for service in ["orders", "inventory"] {
+    for service in ["orders", "inventory-1"] {
         let issue =
             run_blocking(cluster.authmesh_in(service, &["certs", "issue", "--name", "intruder"]))
                 .await;
@@ -605,42 +769,65 @@ async fn servers_cannot_read_each_others_keys(cluster: &Cluster) {
             "{service}: {}",
             issue.stderr
         );
-        // The image has no `cat`: `policy check` reads the file it is given.
-        let mut read_key = cluster.authmesh_in(
-            service,
-            &[
-                "policy",
-                "check",
-                "/state/issuer/keys/eddsa.pem",
-                "--service",
-                "demo.inventory.v1.Inventory",
-            ],
-        );
-        read_key.env_remove("RUST_LOG");
-        let read_key = run_blocking(read_key).await;
-        assert!(
-            read_key.stderr.contains("ermission denied"),
-            "{service} read the issuer's key: {}",
-            read_key.stderr
-        );
+        for key in ["token-service-key.pem", "etcd-key.pem"] {
+            // The image has no `cat`: `policy check` reads the file it is given.
+            let path = format!("/state/tls/{key}");
+            let mut read_key = cluster.authmesh_in(
+                service,
+                &[
+                    "policy",
+                    "check",
+                    &path,
+                    "--service",
+                    "demo.inventory.v1.Inventory",
+                ],
+            );
+            read_key.env_remove("RUST_LOG");
+            let read_key = run_blocking(read_key).await;
+            assert!(
+                read_key.stderr.contains("ermission denied"),
+                "{service} read {key}: {}",
+                read_key.stderr
+            );
+        }
     }
+    // Each replica's signing key is on its own volume, never in the state.
+    let listing = run_blocking(cluster.authmesh_in(
+        "token-service-1",
+        &["policy", "check", "/state/issuer/keys", "--service", "x"],
+    ))
+    .await;
+    assert!(
+        listing.stderr.contains("o such file"),
+        "a signing key directory in the shared state: {}",
+        listing.stderr
+    );
 }
 
-/// `authmesh keys rotate` in the shared key directory, under traffic: both
-/// replicas sign with the new key after the overlap, and no call fails.
+/// `authmesh keys rotate` in each replica's own key directory, under
+/// traffic: each replica publishes its next key through etcd, signs with
+/// it after the overlap, and no call fails.
 async fn rotation_under_traffic(cluster: &Cluster, host: &Host, token: &str) {
     let traffic = Traffic::start(&host.orders, token);
     let overlap = KEY_REFRESH_SECONDS * 3;
-    let report = run_blocking(cluster.authmesh_in(
-        "token-service-1",
-        &["keys", "rotate", "--overlap-seconds", &overlap.to_string()],
-    ))
-    .await;
-    assert!(report.success, "keys rotate: {}", report.stderr);
-    let report: serde_json::Value = serde_json::from_str(&report.stdout).expect("rotation report");
-    let next_kid = report["next_kid"].as_str().expect("next_kid").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(overlap + 15);
-    for url in ["https://localhost:50051", "https://localhost:50054"] {
+    let mut next_kids = Vec::new();
+    for replica in TOKEN_SERVICES {
+        let report = run_blocking(cluster.authmesh_in(
+            replica,
+            &["keys", "rotate", "--overlap-seconds", &overlap.to_string()],
+        ))
+        .await;
+        assert!(
+            report.success,
+            "keys rotate in {replica}: {}",
+            report.stderr
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&report.stdout).expect("rotation report");
+        next_kids.push(report["next_kid"].as_str().expect("next_kid").to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(overlap + PUBLISH_LEAD_SECONDS + 15);
+    for (url, next_kid) in TOKEN_SERVICE_URLS.iter().zip(&next_kids) {
         // Each replica switches once the overlap is over (it polls the ring every second).
         let minted = loop {
             let minted = host.mint(url, 60).await;
@@ -663,29 +850,77 @@ async fn rotation_under_traffic(cluster: &Cluster, host: &Host, token: &str) {
 }
 
 /// One replica stopped for longer than orders' token lifetime, then
-/// started again: orders mints from the other, verifiers follow it, and no
+/// started again: orders mints from another, verifiers follow it, and no
 /// call fails.
 async fn one_replica_down(cluster: &Cluster, host: &Host, token: &str) {
     let traffic = Traffic::start(&host.orders, token);
     cluster.compose(&["stop", "token-service-1"]).await;
     tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL + 5)).await;
-    // The other replica still mints for clients.
-    host.mint("https://localhost:50054", 60).await;
+    // The other replicas still mint for clients.
+    for url in &TOKEN_SERVICE_URLS[1..] {
+        host.mint(url, 60).await;
+    }
     cluster.compose(&["start", "token-service-1"]).await;
     cluster.wait_healthy(&["token-service-1"]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_no_failures("one replica down", &traffic.finish().await);
 }
 
+/// One etcd member killed and started again under steady traffic and
+/// steady minting at every replica: the replicas' etcd client moves to
+/// another member, the member rejoins with its data, and no call and no
+/// mint fails.
+async fn etcd_member_killed(cluster: &Cluster, host: &Host, token: &str) {
+    let traffic = Traffic::start(&host.orders, token);
+    traffic.wait_for_successes(10).await;
+    let done = AtomicBool::new(false);
+    let minting = async {
+        let (mut made, mut failed) = (0usize, Vec::new());
+        while !done.load(Ordering::Relaxed) {
+            let url = TOKEN_SERVICE_URLS[made % TOKEN_SERVICE_URLS.len()];
+            made += 1;
+            if let Err(err) = host.try_mint(url).await {
+                failed.push(format!("{url}: {err}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (made, failed)
+    };
+    let drill = async {
+        cluster.compose(&["kill", "etcd-2"]).await;
+        // Longer than a replica's etcd session (10 s): the replicas renew
+        // through the members left, or they would stop serving.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        cluster.compose(&["start", "etcd-2"]).await;
+        cluster.wait_healthy(&ETCD_MEMBERS).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        done.store(true, Ordering::Relaxed);
+    };
+    let ((made, failed), ()) = tokio::join!(minting, drill);
+    let calls = traffic.finish().await;
+    eprintln!(
+        "etcd member killed: {made} mints, {} failed; {} calls, {} failed",
+        failed.len(),
+        calls.len(),
+        failures(&calls).len()
+    );
+    assert!(failed.is_empty(), "mints failed: {failed:?}");
+    assert!(made > 20, "only {made} mints made");
+    assert_no_failures("etcd member killed", &calls);
+}
+
 /// Inventory disconnected from the issuer's network for longer than
 /// orders' token lifetime: it verifies orders' next token with its cached keys.
 async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &str) {
-    let inventory = cluster.container("inventory").await;
+    let mut inventories = Vec::new();
+    for service in INVENTORIES {
+        inventories.push(cluster.container(service).await);
+    }
     let issuer = cluster.network("issuer");
     // Inventory asking the token service for its health, from inside.
     let probe = || {
         cluster.authmesh_in(
-            "inventory",
+            "inventory-1",
             &[
                 "health",
                 "--url",
@@ -701,22 +936,58 @@ async fn inventory_cut_off_from_issuer(cluster: &Cluster, host: &Host, token: &s
     let reachable = run_blocking(probe()).await;
     assert!(reachable.success, "{}", reachable.stderr);
     let traffic = Traffic::start(&host.orders, token);
-    cluster
-        .docker(&["network", "disconnect", &issuer, &inventory])
-        .await;
+    for inventory in &inventories {
+        cluster
+            .docker(&["network", "disconnect", &issuer, inventory])
+            .await;
+    }
     // Really cut off: the token service cannot be reached from inventory.
     let probe = run_blocking(probe()).await;
     assert!(!probe.success, "inventory still reaches the token service");
     tokio::time::sleep(Duration::from_secs(ORDERS_TOKEN_TTL + 5)).await;
-    cluster
-        .docker(&["network", "connect", &issuer, &inventory])
-        .await;
+    for inventory in &inventories {
+        cluster
+            .docker(&["network", "connect", &issuer, inventory])
+            .await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_no_failures("inventory cut off from the issuer", &traffic.finish().await);
 }
 
-/// Inventory killed and started again: orders' calls fail with UNAVAILABLE
-/// while it is down and succeed again after, with orders never restarted.
+/// One inventory replica killed and started again: orders' calls go on
+/// through the other replica behind `inventory.mesh` (a call in flight
+/// on the killed replica's connection may fail with UNAVAILABLE, nothing
+/// else).
+async fn one_inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
+    let traffic = Traffic::start(&host.orders, token);
+    traffic.wait_for_successes(10).await;
+    let killed = Instant::now();
+    cluster.compose(&["kill", INVENTORIES[0]]).await;
+    traffic
+        .wait_until(
+            "calls succeeding through the other replica",
+            Duration::from_secs(20),
+            |calls| {
+                calls
+                    .iter()
+                    .filter(|c| c.at > killed && c.code == Code::Ok)
+                    .count()
+                    >= 20
+            },
+        )
+        .await;
+    let (_, calls) = start_and_recover(cluster, traffic, &INVENTORIES[..1]).await;
+    assert_only_unavailable("one inventory replica killed", &calls);
+    eprintln!(
+        "one inventory replica killed: {} calls, {} failed",
+        calls.len(),
+        failures(&calls).len()
+    );
+}
+
+/// Both inventory replicas killed and started again: orders' calls fail
+/// with UNAVAILABLE while they are down and succeed again after, with
+/// orders never restarted.
 async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
     let orders_started = cluster.inspect("orders", "{{.State.StartedAt}}").await;
     let traffic = Traffic::start(&host.orders, token);
@@ -724,7 +995,9 @@ async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
     // Calls are logged when they end: one ending after this may have met
     // the kill, whenever `kill` itself returns.
     let killed = Instant::now();
-    cluster.compose(&["kill", "inventory"]).await;
+    cluster
+        .compose(&["kill", INVENTORIES[0], INVENTORIES[1]])
+        .await;
     traffic
         .wait_until(
             "orders failing while inventory is down",
@@ -738,7 +1011,7 @@ async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
             },
         )
         .await;
-    let (started, calls) = start_and_recover(cluster, traffic, &["inventory"]).await;
+    let (started, calls) = start_and_recover(cluster, traffic, &INVENTORIES).await;
 
     let before: Vec<Call> = calls.iter().filter(|c| c.at < killed).copied().collect();
     assert_no_failures("before the kill", &before);
@@ -760,23 +1033,23 @@ async fn inventory_killed(cluster: &Cluster, host: &Host, token: &str) {
     );
 }
 
-/// Both replicas stopped: calls go on with orders' cached token and the
-/// verifiers' cached keys until that token expires, then fail with
-/// UNAVAILABLE; with the replicas back, calls recover without restarting
-/// orders or inventory.
-async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
+/// Every token service replica stopped: calls go on with orders' cached
+/// token and the verifiers' cached keys until that token expires, then
+/// fail with UNAVAILABLE; with the replicas back, calls recover without
+/// restarting orders or inventory.
+async fn all_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
     let started_at = |service: &'static str| cluster.inspect(service, "{{.State.StartedAt}}");
     let (orders_started, inventory_started) =
-        (started_at("orders").await, started_at("inventory").await);
+        (started_at("orders").await, started_at(INVENTORIES[0]).await);
     let traffic = Traffic::start(&host.orders, token);
     traffic.wait_for_successes(25).await;
     let stopped = Instant::now();
-    cluster
-        .compose(&["stop", "token-service-1", "token-service-2"])
-        .await;
+    let mut stop = vec!["stop"];
+    stop.extend_from_slice(&TOKEN_SERVICES);
+    cluster.compose(&stop).await;
     let gone = Instant::now();
     // Really gone: no replica mints.
-    for url in ["https://localhost:50051", "https://localhost:50054"] {
+    for url in TOKEN_SERVICE_URLS {
         assert!(host.try_mint(url).await.is_err(), "{url} still mints");
     }
     // Orders refreshes its token at 80% of its life, so the one it holds is
@@ -796,8 +1069,7 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
             },
         )
         .await;
-    let (restarted, calls) =
-        start_and_recover(cluster, traffic, &["token-service-1", "token-service-2"]).await;
+    let (restarted, calls) = start_and_recover(cluster, traffic, &TOKEN_SERVICES).await;
 
     let cached: Vec<Call> = calls
         .iter()
@@ -805,21 +1077,21 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
         .copied()
         .collect();
     assert_no_failures("on the cached token", &cached);
-    // Some of those calls ran with both replicas gone (unless stopping
+    // Some of those calls ran with every replica gone (unless stopping
     // took so long that the window closed, which fails here, loudly).
     assert!(
         cached.iter().filter(|c| c.at > gone).count() >= 5,
-        "too few calls on the cached token with both replicas gone (stopping took {:?})",
+        "too few calls on the cached token with every replica gone (stopping took {:?})",
         gone - stopped
     );
-    assert_only_unavailable("both replicas down", &calls);
-    let recovery = assert_recovered("both replicas down", &calls, restarted);
+    assert_only_unavailable("all replicas down", &calls);
+    let recovery = assert_recovered("all replicas down", &calls, restarted);
     let first_failure = calls
         .iter()
         .find(|c| c.code != Code::Ok)
         .map(|c| c.at - stopped);
     eprintln!(
-        "both replicas down: first UNAVAILABLE {first_failure:?} after the stop (cached token), {} calls failed, first success {recovery:?} after the replicas were healthy",
+        "all replicas down: first UNAVAILABLE {first_failure:?} after the stop (cached token), {} calls failed, first success {recovery:?} after the replicas were healthy",
         failures(&calls).len(),
     );
     assert_eq!(
@@ -828,7 +1100,7 @@ async fn both_replicas_down(cluster: &Cluster, host: &Host, token: &str) {
         "orders was restarted"
     );
     assert_eq!(
-        started_at("inventory").await,
+        started_at(INVENTORIES[0]).await,
         inventory_started,
         "inventory was restarted"
     );
