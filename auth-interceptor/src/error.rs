@@ -39,6 +39,10 @@ pub enum AuthError {
     /// `iss` is not the configured issuer.
     #[error("issuer mismatch")]
     IssuerMismatch,
+    /// `iss` names no issuer this verifier trusts (it trusts several, and
+    /// chooses whose keys to try by `iss`).
+    #[error("issuer not trusted")]
+    UntrustedIssuer,
     /// `aud` is not this service.
     #[error("audience mismatch")]
     AudienceMismatch,
@@ -111,7 +115,7 @@ pub enum AuthError {
 impl AuthError {
     /// Every [`AuthError::reason`], so decision metrics can be registered
     /// once per reason instead of looked up on each denial.
-    pub const REASONS: [&'static str; 30] = [
+    pub const REASONS: [&'static str; 31] = [
         "TOKEN_MISSING",
         "AUTHORIZATION_MALFORMED",
         "TOKEN_TOO_LARGE",
@@ -127,6 +131,7 @@ impl AuthError {
         "ALGORITHM_MISMATCH",
         "SIGNATURE_INVALID",
         "ISSUER_MISMATCH",
+        "ISSUER_UNTRUSTED",
         "AUDIENCE_MISMATCH",
         "TOKEN_EXPIRED",
         "TOKEN_NOT_YET_VALID",
@@ -154,6 +159,7 @@ impl AuthError {
             AuthError::AlgorithmMismatch => "ALGORITHM_MISMATCH",
             AuthError::BadSignature => "SIGNATURE_INVALID",
             AuthError::IssuerMismatch => "ISSUER_MISMATCH",
+            AuthError::UntrustedIssuer => "ISSUER_UNTRUSTED",
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::Expired => "TOKEN_EXPIRED",
             AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
@@ -302,6 +308,7 @@ mod tests {
             AuthError::AlgorithmMismatch,
             AuthError::BadSignature,
             AuthError::IssuerMismatch,
+            AuthError::UntrustedIssuer,
             AuthError::AudienceMismatch,
             AuthError::Expired,
             AuthError::NotYetValid,

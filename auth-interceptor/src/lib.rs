@@ -1,8 +1,9 @@
 //! Authentication and authorization for every gRPC call of a tonic server.
 //!
-//! A [`Verifier`] holds one issuer's public keys, kept current in the
-//! background from a [`KeySource`] (a static JWK Set, a file, the AuthMesh
-//! token service, an HTTPS JWKS URL or OIDC discovery). An [`AuthLayer`]
+//! A [`Verifier`] holds the public keys of the mesh's issuer (and of any
+//! external issuer it also trusts, see [`IssuerProfile`]), kept current in
+//! the background from a [`KeySource`] (a static JWK Set, a file, the
+//! AuthMesh token service, an HTTPS JWKS URL or OIDC discovery). An [`AuthLayer`]
 //! checks each call's bearer token and the [`MethodPolicy`] before the
 //! router sees it, then puts the [`VerifiedClaims`] into the request
 //! extensions, where handlers read them through [`CallerExt`]:
@@ -62,8 +63,8 @@ pub mod verifier;
 pub use authmesh_token::{self as token_profile, clock, jwk, profile as token};
 
 pub use authmesh_token::{
-    Claims, Clock, Confirmation, Jwk, JwkSet, KeyError, OffsetClock, SharedClock, SigningAlgorithm,
-    SystemClock, TokenHeader,
+    Claims, Clock, Confirmation, Jwk, JwkSet, JwsAlgorithm, KeyError, OffsetClock, ScopeClaim,
+    SharedClock, SigningAlgorithm, SystemClock, TokenHeader,
 };
 pub use bearer::bearer_token;
 pub use call_context::{CallContext, CallerExt};
@@ -95,4 +96,4 @@ pub use revocation_watch::{
 };
 pub use service::AuthService;
 pub use stream_bound::TokenBoundBody;
-pub use verifier::{VerifiedClaims, Verifier, VerifierConfig};
+pub use verifier::{IssuerProfile, VerifiedClaims, Verifier, VerifierConfig};

@@ -1,9 +1,16 @@
-//! The Verifier: checks a token against one issuer's keys and the token
+//! The Verifier: checks a token against its issuer's keys and token
 //! profile, without ever touching the network on the call path.
 //!
-//! Keys live in an in-memory map swapped atomically by the background key
-//! refresh; a bounded cache keyed by the token's SHA-256 digest means a token
-//! is verified once, then only its expiry is checked on later calls.
+//! A verifier trusts the mesh's own issuer (the strict AuthMesh profile)
+//! and, optionally, external issuers, each with a profile of its own
+//! ([`IssuerProfile`]) and a key set of its own: the issuer is chosen from
+//! the token's `iss` before any key is tried, and a key verifies only
+//! tokens of the issuer whose key set it came from.
+//!
+//! Keys live in an in-memory map per issuer, swapped atomically by the
+//! background key refresh; a bounded cache keyed by the token's SHA-256
+//! digest means a token is verified once, then only its expiry is checked
+//! on later calls.
 
 use std::{
     collections::HashMap,
@@ -22,14 +29,20 @@ use tokio::sync::{Notify, watch};
 use crate::{
     clock::{SharedClock, system_clock},
     error::AuthError,
-    jwk::{JwkSet, KeyError, VerificationKey},
+    jwk::{JwkSet, KeyError, MESH_ALGORITHMS, VerificationKey},
     observe::VerifierMetrics,
     peer::PeerIdentity,
     replay::ReplayCache,
     revocation::{Revocation, Revocations, RevokedTarget},
-    token::{Claims, MAX_TOKEN_BYTES, SigningAlgorithm, parse_claims, parse_header, split_token},
+    token::{
+        Claims, JwsAlgorithm, MAX_TOKEN_BYTES, TokenParts, parse_claims, parse_external_claims,
+        parse_external_header, parse_header, peek_issuer, split_token,
+    },
     token_profile::TokenError,
 };
+
+mod issuers;
+pub use issuers::IssuerProfile;
 
 /// Longest leeway the verifier accepts for `exp`/`nbf`/`iat`.
 pub const MAX_LEEWAY_SECONDS: u64 = 60;
@@ -55,6 +68,9 @@ pub struct VerifierConfig {
     /// Record metrics (labelled `service` = `audience`); off for throwaway
     /// verifiers such as the start-up self-test.
     pub record_metrics: bool,
+    /// External issuers trusted besides `issuer`, each with its own profile
+    /// and keys (installed through [`Verifier::for_issuer`]).
+    pub trusted_issuers: Vec<IssuerProfile>,
 }
 
 impl VerifierConfig {
@@ -70,7 +86,14 @@ impl VerifierConfig {
             require_bound_tokens: false,
             replay_cache_capacity: 100_000,
             record_metrics: true,
+            trusted_issuers: Vec::new(),
         }
+    }
+
+    /// The same settings, also trusting `issuer`'s tokens.
+    pub fn trust(mut self, issuer: IssuerProfile) -> Self {
+        self.trusted_issuers.push(issuer);
+        self
     }
 }
 
@@ -87,24 +110,47 @@ pub enum ConfigError {
     /// Zero maximum lifetime or cache capacity.
     #[error("max lifetime and cache capacities must be positive")]
     ZeroLimit,
+    /// A trusted issuer's profile is unusable (named, with the reason).
+    #[error("trusted issuer {issuer:?}: {reason}")]
+    TrustedIssuer {
+        /// The issuer as configured.
+        issuer: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// The claims of a token that verified, as handlers find them in request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedClaims(Arc<Claims>);
+pub struct VerifiedClaims(Arc<Verified>);
 
-#[cfg(test)]
+/// Verified claims and the issuer (its index in the verifier) whose key verified them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
+    claims: Claims,
+    issuer: usize,
+}
+
 impl VerifiedClaims {
+    fn new(claims: Claims, issuer: usize) -> Self {
+        Self(Arc::new(Verified { claims, issuer }))
+    }
+
     /// Claims taken as verified, for tests of what happens after verification.
+    #[cfg(test)]
     pub(crate) fn assume_verified(claims: Claims) -> Self {
-        Self(Arc::new(claims))
+        Self::new(claims, 0)
+    }
+
+    fn issuer(&self) -> usize {
+        self.0.issuer
     }
 }
 
 impl Deref for VerifiedClaims {
     type Target = Claims;
     fn deref(&self) -> &Claims {
-        &self.0
+        &self.0.claims
     }
 }
 
@@ -150,18 +196,39 @@ struct CachedToken {
     key_serial: u64,
 }
 
+/// One trusted issuer: how its tokens are read, and its keys.
+struct IssuerState {
+    profile: IssuerProfile,
+    /// The mesh's own issuer: the strict AuthMesh token profile.
+    mesh: bool,
+    keys: ArcSwap<KeySet>,
+    refresh_wanted: Notify,
+    keys_loaded: watch::Sender<bool>,
+}
+
+impl IssuerState {
+    fn new(profile: IssuerProfile, mesh: bool) -> Self {
+        Self {
+            profile,
+            mesh,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            refresh_wanted: Notify::new(),
+            keys_loaded: watch::Sender::new(false),
+        }
+    }
+}
+
 struct Inner {
     config: VerifierConfig,
     /// Names this verifier's entries in each thread's [`recent`] tokens.
     id: u64,
-    keys: ArcSwap<KeySet>,
-    /// Bumped whenever a key leaves the set: tokens a thread remembers as
+    /// The mesh's issuer first, then the trusted external issuers.
+    issuers: Box<[IssuerState]>,
+    /// Bumped whenever a key leaves a set: tokens a thread remembers as
     /// verified under an older generation are checked again.
     key_generation: AtomicU64,
     cache: Cache<[u8; 32], CachedToken>,
     clock: SharedClock,
-    refresh_wanted: Notify,
-    keys_loaded: watch::Sender<bool>,
     revocations: Revocations,
     revocations_synced: watch::Sender<bool>,
     /// Set while a revocation watch runs but has not delivered the full list:
@@ -171,10 +238,15 @@ struct Inner {
     metrics: VerifierMetrics,
 }
 
-/// Verifies tokens of one issuer for one audience. Cheap to clone.
+/// Verifies tokens of its trusted issuers for one audience. Cheap to
+/// clone. Each handle also names one of those issuers (the mesh's own,
+/// unless obtained from [`Verifier::for_issuer`]): the one whose keys
+/// [`Verifier::install_keys`] and the key refresh methods act on. Every
+/// handle verifies tokens of every trusted issuer the same way.
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
+    issuer: usize,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -212,11 +284,36 @@ impl Verifier {
         {
             return Err(ConfigError::ZeroLimit);
         }
+        let mesh = IssuerProfile {
+            issuer: config.issuer.clone(),
+            algorithms: MESH_ALGORITHMS.to_vec(),
+            token_types: vec![crate::token::ACCESS_TOKEN_TYPE.to_owned()],
+            require_jti: true,
+            leeway_seconds: config.leeway_seconds,
+            max_lifetime_seconds: config.max_lifetime_seconds,
+            scope_claim: Default::default(),
+        };
+        let mut issuers = vec![IssuerState::new(mesh, true)];
+        for profile in &config.trusted_issuers {
+            profile.validate()?;
+            if issuers
+                .iter()
+                .any(|known| known.profile.issuer == profile.issuer)
+            {
+                return Err(ConfigError::TrustedIssuer {
+                    issuer: profile.issuer.clone(),
+                    reason: "trusted twice (or the mesh's own issuer)",
+                });
+            }
+            issuers.push(IssuerState::new(profile.clone(), false));
+        }
         // Never reused, so an id names one verifier for the process's life.
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
+            issuer: 0,
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                issuers: issuers.into_boxed_slice(),
                 key_generation: AtomicU64::new(0),
                 cache: Cache::new(config.cache_capacity),
                 replay: ReplayCache::new(config.replay_cache_capacity),
@@ -226,10 +323,7 @@ impl Verifier {
                     VerifierMetrics::disabled()
                 },
                 config,
-                keys: ArcSwap::from_pointee(KeySet::default()),
                 clock,
-                refresh_wanted: Notify::new(),
-                keys_loaded: watch::Sender::new(false),
                 revocations: Revocations::default(),
                 revocations_synced: watch::Sender::new(false),
                 revocations_pending: AtomicBool::new(false),
@@ -242,28 +336,86 @@ impl Verifier {
         &self.inner.config
     }
 
+    /// A handle on this verifier naming `issuer` (exactly as configured),
+    /// whose keys its key methods then act on; `None` for an issuer this
+    /// verifier does not trust.
+    pub fn for_issuer(&self, issuer: &str) -> Option<Verifier> {
+        let index = self
+            .inner
+            .issuers
+            .iter()
+            .position(|state| state.profile.issuer == issuer)?;
+        Some(Verifier {
+            inner: self.inner.clone(),
+            issuer: index,
+        })
+    }
+
+    /// The issuer this handle names.
+    pub fn issuer(&self) -> &str {
+        &self.state().profile.issuer
+    }
+
+    /// Every trusted issuer, the mesh's own first.
+    pub fn trusted_issuers(&self) -> impl Iterator<Item = &IssuerProfile> {
+        self.inner.issuers.iter().map(|state| &state.profile)
+    }
+
+    fn state(&self) -> &IssuerState {
+        &self.inner.issuers[self.issuer]
+    }
+
     /// How many verified tokens are cached now (at most the configured capacity).
     pub fn cached_tokens(&self) -> usize {
         self.inner.cache.len()
     }
 
-    /// The `kid`s currently trusted, sorted.
+    /// The `kid`s of this handle's issuer currently trusted, sorted.
     pub fn key_ids(&self) -> Vec<String> {
-        let mut kids: Vec<String> = self.inner.keys.load().keys.keys().cloned().collect();
+        let mut kids: Vec<String> = self.state().keys.load().keys.keys().cloned().collect();
         kids.sort();
         kids
     }
 
-    /// Validates and installs a new key set, replacing the old one whole.
-    /// Tokens cached under a key that left the set are forgotten.
+    /// Validates and installs a new key set for this handle's issuer,
+    /// replacing its old one whole. Tokens cached under a key that left
+    /// the set are forgotten. The mesh's own issuer accepts only a set
+    /// whose every key is an AuthMesh key; an external issuer's set may
+    /// hold keys it has no use for (encryption keys, other algorithms),
+    /// which are left out.
     ///
     /// # Errors
-    /// [`KeyError`] when the set or any key in it is refused; the previous
-    /// keys then stay in force.
+    /// [`KeyError`] when the set or a key in it is refused (or, for an
+    /// external issuer, no key is usable); the previous keys then stay in force.
     pub fn install_keys(&self, set: &JwkSet) -> Result<(), KeyError> {
-        let previous = self.inner.keys.load_full();
-        let keys = set
-            .to_verification_keys()?
+        let state = self.state();
+        let keys = set.to_verification_keys_for(&state.profile.algorithms, !state.mesh)?;
+        self.install(keys);
+        Ok(())
+    }
+
+    /// Installs an HS256 shared secret as the only key of this handle's
+    /// issuer, which must accept HS256 alone.
+    ///
+    /// # Errors
+    /// [`KeyError::Refused`] for a short secret or an issuer that does not
+    /// accept HS256.
+    pub fn install_shared_secret(&self, secret: &[u8]) -> Result<(), KeyError> {
+        if self.state().profile.algorithms != [JwsAlgorithm::HS256] {
+            return Err(KeyError::Refused {
+                kid: String::new(),
+                reason: "this issuer does not accept HS256 alone",
+            });
+        }
+        let key = VerificationKey::hmac_secret("", secret)?;
+        self.install(HashMap::from([(String::new(), key)]));
+        Ok(())
+    }
+
+    fn install(&self, keys: HashMap<String, VerificationKey>) {
+        let state = self.state();
+        let previous = state.keys.load_full();
+        let keys = keys
             .into_iter()
             .map(|(kid, key)| {
                 // An unchanged key keeps its serial, so cached tokens stay valid across refreshes.
@@ -274,8 +426,8 @@ impl Verifier {
                 (kid, key)
             })
             .collect();
-        self.inner.keys.store(Arc::new(KeySet { keys }));
-        let current = self.inner.keys.load();
+        state.keys.store(Arc::new(KeySet { keys }));
+        let current = state.keys.load();
         let key_left = previous
             .keys
             .values()
@@ -288,31 +440,38 @@ impl Verifier {
             // it just frees entries that can no longer be used.
             self.inner.cache.clear();
         }
-        self.inner.keys_loaded.send_replace(true);
+        state.keys_loaded.send_replace(true);
+        let trusted: usize = self
+            .inner
+            .issuers
+            .iter()
+            .map(|state| state.keys.load().keys.len())
+            .sum();
         self.inner
             .metrics
-            .keys_installed(current.keys.len(), self.inner.clock.now());
+            .keys_installed(trusted, self.inner.clock.now());
         // A refresh that changed nothing is not news (it runs every interval).
         let changed = key_left || current.keys.len() != previous.keys.len();
         if changed {
-            tracing::info!(keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
+            tracing::info!(issuer = %state.profile.issuer, keys = current.keys.len(), kids = ?self.key_ids(), "verification keys installed");
         } else {
-            tracing::debug!(keys = current.keys.len(), "verification keys unchanged");
+            tracing::debug!(issuer = %state.profile.issuer, keys = current.keys.len(), "verification keys unchanged");
         }
-        Ok(())
     }
 
-    /// Resolves once a key set has been installed (at once if one already is).
+    /// Resolves once a key set has been installed for this handle's issuer
+    /// (at once if one already is).
     pub async fn keys_loaded(&self) {
-        let mut loaded = self.inner.keys_loaded.subscribe();
+        let mut loaded = self.state().keys_loaded.subscribe();
         // Err only if the sender is gone, which cannot happen while `self` lives.
         let _ = loaded.wait_for(|loaded| *loaded).await;
     }
 
-    /// Resolves when some call met an unknown `kid` and asked for a refresh.
-    /// Requests made while nobody waits are kept, so none is lost.
+    /// Resolves when some call met an unknown `kid` of this handle's issuer
+    /// and asked for a refresh. Requests made while nobody waits are kept,
+    /// so none is lost.
     pub async fn refresh_requested(&self) {
-        self.inner.refresh_wanted.notified().await;
+        self.state().refresh_wanted.notified().await;
     }
 
     /// Verifies `token` and returns its claims. Never waits on the network:
@@ -406,14 +565,19 @@ impl Verifier {
             }
         };
         let claims = match self.inner.cache.get(&digest) {
-            Some(hit) if self.inner.keys.load().trusts(hit.key_serial) => {
+            Some(hit)
+                if self.inner.issuers[hit.claims.issuer()]
+                    .keys
+                    .load()
+                    .trusts(hit.key_serial) =>
+            {
                 *cache_hit = true;
                 self.check_times(&hit.claims, now)?;
                 hit.claims
             }
             _ => {
-                let (claims, key_serial) = self.verify_uncached(token, now)?;
-                let claims = VerifiedClaims(Arc::new(claims));
+                let (claims, issuer, key_serial) = self.verify_uncached(token, now)?;
+                let claims = VerifiedClaims::new(claims, issuer);
                 // Cached whether or not it is revoked: a revoked token stays
                 // revoked on every later call anyway, and revocation is
                 // checked on each.
@@ -534,8 +698,22 @@ impl Verifier {
     /// [`AuthError::Expired`], [`AuthError::Revoked`] or
     /// [`AuthError::RevocationsUnavailable`].
     pub fn still_valid(&self, claims: &Claims) -> Result<(), AuthError> {
-        self.check_times(claims, self.inner.clock.now())?;
+        let issuer = self.issuer_of(claims);
+        self.check_expiry(issuer, claims, self.inner.clock.now())?;
         self.check_revocations(claims)
+    }
+
+    /// The index of the issuer `claims` verified under (the mesh's own
+    /// when there is no other, or none matches).
+    fn issuer_of(&self, claims: &Claims) -> usize {
+        if self.inner.issuers.len() == 1 {
+            return 0;
+        }
+        self.inner
+            .issuers
+            .iter()
+            .position(|state| state.profile.issuer == claims.iss)
+            .unwrap_or(0)
     }
 
     /// Tokens that expired before this, leeway included, fail verification anyway.
@@ -548,7 +726,9 @@ impl Verifier {
 
     /// Checks a verified token's certificate binding against the connection:
     /// a bound token passes only where the client certificate has its
-    /// thumbprint. Runs on every call, since one token may arrive on many connections.
+    /// thumbprint. Runs on every call, since one token may arrive on many
+    /// connections. `require_bound_tokens` applies to the mesh's own
+    /// tokens: an external issuer's user tokens are never bound.
     ///
     /// # Errors
     /// [`AuthError::BindingMismatch`] or [`AuthError::BindingRequired`].
@@ -560,34 +740,64 @@ impl Verifier {
         match (&claims.cnf, peer) {
             (Some(cnf), Some(peer)) if cnf.x5t_s256 == peer.thumbprint() => Ok(()),
             (Some(_), _) => Err(AuthError::BindingMismatch),
-            (None, _) if self.inner.config.require_bound_tokens => Err(AuthError::BindingRequired),
+            (None, _) if self.inner.config.require_bound_tokens && self.issuer_of(claims) == 0 => {
+                Err(AuthError::BindingRequired)
+            }
             (None, _) => Ok(()),
         }
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Claims, u64), AuthError> {
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Claims, usize, u64), AuthError> {
         let parts = split_token(token)?;
+        let issuer = self.choose_issuer(&parts)?;
+        let state = &self.inner.issuers[issuer];
+        let (claims, serial) = if state.mesh {
+            self.verify_mesh(state, &parts, now)?
+        } else {
+            self.verify_external(state, &parts, now)?
+        };
+        Ok((claims, issuer, serial))
+    }
+
+    /// Whose keys to try: the only issuer, or the one the token's `iss`
+    /// names exactly. Nothing else of the payload is read before the
+    /// signature verifies.
+    fn choose_issuer(&self, parts: &TokenParts<'_>) -> Result<usize, AuthError> {
+        if self.inner.issuers.len() == 1 {
+            return Ok(0);
+        }
+        let iss = peek_issuer(parts.payload)?;
+        self.inner
+            .issuers
+            .iter()
+            .position(|state| state.profile.issuer == iss)
+            .ok_or(AuthError::UntrustedIssuer)
+    }
+
+    /// The AuthMesh token profile: the strict header, the key its `kid`
+    /// names, the strict claims.
+    fn verify_mesh(
+        &self,
+        state: &IssuerState,
+        parts: &TokenParts<'_>,
+        now: u64,
+    ) -> Result<(Claims, u64), AuthError> {
         let header = parse_header(parts.header)?;
-        let keys = self.inner.keys.load();
+        let keys = state.keys.load();
         if keys.keys.is_empty() {
             return Err(AuthError::KeysUnavailable);
         }
         let Some(TrustedKey { key, serial }) = keys.keys.get(&header.kid) else {
-            self.inner.refresh_wanted.notify_one();
+            state.refresh_wanted.notify_one();
             return Err(AuthError::UnknownKey);
         };
-        if SigningAlgorithm::from_name(&header.alg) != Some(key.algorithm) {
+        if JwsAlgorithm::from_name(&header.alg) != Some(key.algorithm) {
             return Err(AuthError::AlgorithmMismatch);
         }
         if !key.verify_signature(parts.signing_input.as_bytes(), parts.signature) {
             return Err(AuthError::BadSignature);
         }
         let claims = parse_claims(parts.payload)?;
-        self.check_claims(&claims, now)?;
-        Ok((claims, *serial))
-    }
-
-    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
         let config = &self.inner.config;
         if claims.iss.as_bytes() != config.issuer.as_bytes() {
             return Err(AuthError::IssuerMismatch);
@@ -601,33 +811,108 @@ impl Verifier {
         if claims.jti.is_empty() {
             return Err(TokenError::InvalidClaim("jti").into());
         }
-        // Issued after it expires: the issue time is what cannot be right.
-        let lifetime = claims
-            .exp
-            .checked_sub(claims.iat)
-            .ok_or(TokenError::InvalidClaim("iat"))?;
-        if lifetime > config.max_lifetime_seconds {
-            return Err(AuthError::LifetimeTooLong);
+        check_lifetime(&state.profile, &claims, now)?;
+        Ok((claims, *serial))
+    }
+
+    /// An external issuer's tokens, read per its profile: an accepted
+    /// `typ` and algorithm, the key its `kid` names (or its one shared
+    /// secret), this service among the audiences, scopes from the
+    /// configured claim.
+    fn verify_external(
+        &self,
+        state: &IssuerState,
+        parts: &TokenParts<'_>,
+        now: u64,
+    ) -> Result<(Claims, u64), AuthError> {
+        let profile = &state.profile;
+        let header = parse_external_header(parts.header, &profile.token_types)?;
+        let algorithm = JwsAlgorithm::from_name(&header.alg)
+            .filter(|alg| profile.algorithms.contains(alg))
+            .ok_or(AuthError::AlgorithmMismatch)?;
+        let keys = state.keys.load();
+        if keys.keys.is_empty() {
+            return Err(AuthError::KeysUnavailable);
         }
-        if claims.iat > now.saturating_add(config.leeway_seconds) {
-            return Err(AuthError::IssuedInFuture);
+        let found = if profile.algorithms == [JwsAlgorithm::HS256] {
+            // A shared-secret issuer has one key, whatever the token's `kid`.
+            keys.keys.values().next()
+        } else {
+            let kid = header
+                .kid
+                .as_deref()
+                .ok_or(TokenError::MissingHeader("kid"))?;
+            keys.keys.get(kid)
+        };
+        let Some(TrustedKey { key, serial }) = found else {
+            state.refresh_wanted.notify_one();
+            return Err(AuthError::UnknownKey);
+        };
+        if key.algorithm != algorithm {
+            return Err(AuthError::AlgorithmMismatch);
         }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(config.leeway_seconds))
-        {
-            return Err(AuthError::NotYetValid);
+        if !key.verify_signature(parts.signing_input.as_bytes(), parts.signature) {
+            return Err(AuthError::BadSignature);
         }
-        self.check_times(claims, now)
+        let external = parse_external_claims(parts.payload, profile.scope_claim)?;
+        let mut claims = external.claims;
+        if claims.iss.as_bytes() != profile.issuer.as_bytes() {
+            return Err(AuthError::IssuerMismatch);
+        }
+        let audience = &self.inner.config.audience;
+        if !external.audiences.iter().any(|aud| aud == audience) {
+            return Err(AuthError::AudienceMismatch);
+        }
+        claims.aud.clone_from(audience);
+        if claims.sub.is_empty() {
+            return Err(TokenError::InvalidClaim("sub").into());
+        }
+        if profile.require_jti && claims.jti.is_empty() {
+            return Err(TokenError::MissingClaim("jti").into());
+        }
+        check_lifetime(profile, &claims, now)?;
+        Ok((claims, *serial))
     }
 
     /// The check that must run on every call, cached or not.
-    fn check_times(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
-        if now > claims.exp.saturating_add(self.inner.config.leeway_seconds) {
+    fn check_times(&self, claims: &VerifiedClaims, now: u64) -> Result<(), AuthError> {
+        self.check_expiry(claims.issuer(), claims, now)
+    }
+
+    fn check_expiry(&self, issuer: usize, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        let leeway = self.inner.issuers[issuer].profile.leeway_seconds;
+        if now > claims.exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
         Ok(())
     }
+}
+
+/// `iat`, `nbf`, `exp` and the lifetime against an issuer's leeway and
+/// maximum lifetime.
+fn check_lifetime(profile: &IssuerProfile, claims: &Claims, now: u64) -> Result<(), AuthError> {
+    // Issued after it expires: the issue time is what cannot be right.
+    let lifetime = claims
+        .exp
+        .checked_sub(claims.iat)
+        .ok_or(TokenError::InvalidClaim("iat"))?;
+    if lifetime > profile.max_lifetime_seconds {
+        return Err(AuthError::LifetimeTooLong);
+    }
+    let leeway = profile.leeway_seconds;
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+    {
+        return Err(AuthError::NotYetValid);
+    }
+    if now > claims.exp.saturating_add(leeway) {
+        return Err(AuthError::Expired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //!
 //! A key is bound to exactly one algorithm when it is loaded; the token's
 //! `alg` must then equal it. Private parameters, symmetric keys, encryption
-//! keys, wrong lengths and duplicate `kid`s are refused.
+//! keys, wrong lengths, RSA keys under 2048 bits and duplicate `kid`s are
+//! refused. An external identity provider's key set may also hold keys a
+//! verifier has no use for (Keycloak publishes its encryption key beside
+//! its signing keys): [`JwkSet::to_verification_keys_for`] can skip those.
 
 use std::collections::HashMap;
 
@@ -12,7 +15,7 @@ use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::profile::SigningAlgorithm;
+use crate::profile::{JwsAlgorithm, SigningAlgorithm};
 
 /// At most this many keys in one key set.
 pub const MAX_KEYS: usize = 32;
@@ -20,10 +23,21 @@ pub const MAX_KEYS: usize = 32;
 /// Longest accepted `kid`.
 const MAX_KID_LEN: usize = 128;
 
+/// Smallest RSA modulus accepted, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted, in bits (what the RSA backend verifies).
+const MAX_RSA_BITS: usize = 4096;
+
+/// Shortest HS256 secret accepted, in bytes (RFC 7518 section 3.2).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// The algorithms AuthMesh itself signs with: what its tokens' keys may be bound to.
+pub const MESH_ALGORITHMS: [JwsAlgorithm; 2] = [JwsAlgorithm::EdDSA, JwsAlgorithm::ES256];
+
 /// One public key (RFC 7517), as published by the issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
-    /// Key type: `OKP` or `EC`.
+    /// Key type: `OKP`, `EC` or `RSA`.
     pub kty: String,
     /// Curve: `Ed25519` or `P-256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +48,12 @@ pub struct Jwk {
     /// y coordinate (EC), base64url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
+    /// Modulus (RSA), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// Public exponent (RSA), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     /// Key id.
     pub kid: String,
     /// The one algorithm this key verifies.
@@ -89,7 +109,7 @@ pub struct VerificationKey {
     /// Key id.
     pub kid: String,
     /// The algorithm bound to this key.
-    pub algorithm: SigningAlgorithm,
+    pub algorithm: JwsAlgorithm,
     /// The public key material (base64url coordinates), to tell a changed key
     /// under the same `kid` from the same key republished.
     material: String,
@@ -97,6 +117,28 @@ pub struct VerificationKey {
 }
 
 impl VerificationKey {
+    /// An HS256 key from a shared secret: never from a key set, only from
+    /// an issuer explicitly configured with one.
+    ///
+    /// # Errors
+    /// [`KeyError::Refused`] for a secret shorter than [`MIN_HMAC_SECRET_BYTES`].
+    pub fn hmac_secret(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(KeyError::Refused {
+                kid,
+                reason: "HS256 secret shorter than 32 bytes",
+            });
+        }
+        Ok(Self {
+            // Tells a changed secret from the same one re-read, without keeping a copy of it.
+            material: URL_SAFE_NO_PAD.encode(Sha256::digest(secret)),
+            kid,
+            algorithm: JwsAlgorithm::HS256,
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+
     /// Whether `other` is the same key (same id, algorithm and material).
     pub fn same_key(&self, other: &VerificationKey) -> bool {
         self.kid == other.kid
@@ -142,6 +184,8 @@ impl Jwk {
             kid: kid.into(),
             alg: Some(SigningAlgorithm::EdDSA.name().into()),
             key_use: Some("sig".into()),
+            n: None,
+            e: None,
             d: None,
             k: None,
         }
@@ -164,6 +208,8 @@ impl Jwk {
             kid: kid.into(),
             alg: Some(SigningAlgorithm::ES256.name().into()),
             key_use: Some("sig".into()),
+            n: None,
+            e: None,
             d: None,
             k: None,
         })
@@ -188,11 +234,25 @@ impl Jwk {
         URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
 
-    /// Validates this key and binds it to its one algorithm.
+    /// Validates this key as one of AuthMesh's own ([`MESH_ALGORITHMS`])
+    /// and binds it to its one algorithm.
     ///
     /// # Errors
     /// [`KeyError::Refused`] naming what was wrong.
     pub fn to_verification_key(&self) -> Result<VerificationKey, KeyError> {
+        self.to_verification_key_for(&MESH_ALGORITHMS)
+    }
+
+    /// Validates this key and binds it to its one algorithm, which must be
+    /// one of `allowed`: its `alg` when it names one, else the algorithm of
+    /// its type (RS256 for an RSA key, unless only PS256 is allowed).
+    ///
+    /// # Errors
+    /// [`KeyError::Refused`] naming what was wrong.
+    pub fn to_verification_key_for(
+        &self,
+        allowed: &[JwsAlgorithm],
+    ) -> Result<VerificationKey, KeyError> {
         let refuse = |reason| KeyError::Refused {
             kid: self.kid.chars().take(MAX_KID_LEN).collect(),
             reason,
@@ -222,11 +282,7 @@ impl Jwk {
             ("OKP", Some("Ed25519")) => {
                 let x = coordinate(&self.x)?;
                 let material = self.x.clone().unwrap_or_default();
-                (
-                    SigningAlgorithm::EdDSA,
-                    DecodingKey::from_ed_der(&x),
-                    material,
-                )
+                (JwsAlgorithm::EdDSA, DecodingKey::from_ed_der(&x), material)
             }
             ("EC", Some("P-256")) => {
                 coordinate(&self.x)?;
@@ -236,7 +292,25 @@ impl Jwk {
                 };
                 let key = DecodingKey::from_ec_components(x, y)
                     .map_err(|_| refuse("invalid EC public key"))?;
-                (SigningAlgorithm::ES256, key, format!("{x}.{y}"))
+                (JwsAlgorithm::ES256, key, format!("{x}.{y}"))
+            }
+            ("RSA", _) => {
+                let algorithm = match self.alg.as_deref() {
+                    Some("RS256") => JwsAlgorithm::RS256,
+                    Some("PS256") => JwsAlgorithm::PS256,
+                    Some(_) => return Err(refuse("alg is not RS256 or PS256")),
+                    None if !allowed.contains(&JwsAlgorithm::RS256)
+                        && allowed.contains(&JwsAlgorithm::PS256) =>
+                    {
+                        JwsAlgorithm::PS256
+                    }
+                    None => JwsAlgorithm::RS256,
+                };
+                let (n, e) =
+                    rsa_components(self.n.as_deref(), self.e.as_deref()).map_err(refuse)?;
+                let key = DecodingKey::from_rsa_components(n, e)
+                    .map_err(|_| refuse("invalid RSA public key"))?;
+                (algorithm, key, format!("{n}.{e}"))
             }
             ("oct", _) => return Err(refuse("symmetric keys are not accepted")),
             _ => return Err(refuse("unsupported kty/crv")),
@@ -245,6 +319,9 @@ impl Jwk {
             && alg != algorithm.name()
         {
             return Err(refuse("alg does not match the key type"));
+        }
+        if !allowed.contains(&algorithm) {
+            return Err(refuse("algorithm not accepted for this issuer"));
         }
         // The backend parses the point only when it verifies: probe once now
         // so a point off the curve refuses the key instead of every token.
@@ -264,6 +341,46 @@ impl Jwk {
     }
 }
 
+/// Checks an RSA key's modulus (2048 to 4096 bits, no leading zero byte)
+/// and exponent (odd, 3 to 2^31), and returns both as given.
+fn rsa_components<'k>(
+    n: Option<&'k str>,
+    e: Option<&'k str>,
+) -> Result<(&'k str, &'k str), &'static str> {
+    let (Some(n), Some(e)) = (n, e) else {
+        return Err("missing modulus or exponent");
+    };
+    let modulus = URL_SAFE_NO_PAD
+        .decode(n)
+        .map_err(|_| "modulus is not base64url")?;
+    let exponent = URL_SAFE_NO_PAD
+        .decode(e)
+        .map_err(|_| "exponent is not base64url")?;
+    let Some(&first) = modulus.first() else {
+        return Err("empty modulus");
+    };
+    if first == 0 {
+        return Err("modulus has a leading zero byte");
+    }
+    let bits = modulus.len() * 8 - first.leading_zeros() as usize;
+    if bits < MIN_RSA_BITS {
+        return Err("RSA key shorter than 2048 bits");
+    }
+    if bits > MAX_RSA_BITS {
+        return Err("RSA key longer than 4096 bits");
+    }
+    if exponent.is_empty() || exponent.len() > 4 || exponent[0] == 0 {
+        return Err("unusable RSA exponent");
+    }
+    let value = exponent
+        .iter()
+        .fold(0u64, |value, byte| (value << 8) | u64::from(*byte));
+    if value < 3 || value % 2 == 0 || value > (1 << 31) {
+        return Err("unusable RSA exponent");
+    }
+    Ok((n, e))
+}
+
 impl JwkSet {
     /// Parses a JWK Set document (`{"keys": [...]}`). The keys themselves
     /// are validated when a verifier installs them.
@@ -280,6 +397,22 @@ impl JwkSet {
     /// # Errors
     /// [`KeyError`] naming the first problem.
     pub fn to_verification_keys(&self) -> Result<HashMap<String, VerificationKey>, KeyError> {
+        self.to_verification_keys_for(&MESH_ALGORITHMS, false)
+    }
+
+    /// Validates every key for an issuer whose tokens use `allowed`. With
+    /// `skip_unusable`, a key that is not for signing with one of those
+    /// algorithms (an encryption key, another algorithm, a malformed or
+    /// short key) is left out instead of refusing the document; at least
+    /// one usable key must remain. Duplicate `kid`s refuse it either way.
+    ///
+    /// # Errors
+    /// [`KeyError`] naming the first problem.
+    pub fn to_verification_keys_for(
+        &self,
+        allowed: &[JwsAlgorithm],
+        skip_unusable: bool,
+    ) -> Result<HashMap<String, VerificationKey>, KeyError> {
         if self.keys.is_empty() {
             return Err(KeyError::Empty);
         }
@@ -287,11 +420,21 @@ impl JwkSet {
             return Err(KeyError::TooManyKeys);
         }
         let mut keys = HashMap::with_capacity(self.keys.len());
+        let mut kids = std::collections::HashSet::with_capacity(self.keys.len());
         for jwk in &self.keys {
-            let key = jwk.to_verification_key()?;
-            if keys.insert(key.kid.clone(), key).is_some() {
+            if !kids.insert(jwk.kid.as_str()) {
                 return Err(KeyError::DuplicateKid);
             }
+            match jwk.to_verification_key_for(allowed) {
+                Ok(key) => {
+                    keys.insert(key.kid.clone(), key);
+                }
+                Err(KeyError::Refused { .. }) if skip_unusable => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
         }
         Ok(keys)
     }
@@ -309,6 +452,8 @@ impl From<authmesh_proto::authmesh::v1::JsonWebKey> for Jwk {
             kid: key.kid,
             alg: non_empty(key.alg),
             key_use: non_empty(key.r#use),
+            n: None,
+            e: None,
             d: None,
             k: None,
         }
@@ -348,7 +493,7 @@ mod tests {
             r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"a","alg":"EdDSA","use":"sig"}}]}}"#
         );
         let keys = parse(&doc).map_err(|e| e.to_string());
-        assert_eq!(keys.map(|k| k["a"].algorithm), Ok(SigningAlgorithm::EdDSA));
+        assert_eq!(keys.map(|k| k["a"].algorithm), Ok(JwsAlgorithm::EdDSA));
     }
 
     #[test]
@@ -357,6 +502,135 @@ mod tests {
         assert_eq!(
             jwk.thumbprint(),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    /// An RSA JWK with a modulus of `bits` bits (validation reads its
+    /// size, not its factors).
+    fn rsa(kid: &str, bits: usize, e: &str, alg: Option<&str>) -> Jwk {
+        let mut modulus = vec![0x5a_u8; bits.div_ceil(8)];
+        modulus[0] = 0x80 >> ((8 - bits % 8) % 8);
+        let alg = alg.map_or(String::new(), |alg| format!(r#","alg":"{alg}""#));
+        serde_json::from_str(&format!(
+            r#"{{"kty":"RSA","kid":"{kid}","use":"sig","n":"{}","e":"{e}"{alg}}}"#,
+            URL_SAFE_NO_PAD.encode(&modulus)
+        ))
+        .expect("jwk")
+    }
+
+    #[test]
+    fn rsa_keys_are_bound_to_rs256_or_ps256_and_at_least_2048_bits() {
+        let all = [
+            JwsAlgorithm::RS256,
+            JwsAlgorithm::PS256,
+            JwsAlgorithm::ES256,
+            JwsAlgorithm::EdDSA,
+        ];
+        let bound = |jwk: Jwk, allowed: &[JwsAlgorithm]| {
+            jwk.to_verification_key_for(allowed)
+                .map(|key| key.algorithm)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            bound(rsa("a", 2048, "AQAB", Some("RS256")), &all),
+            Ok(JwsAlgorithm::RS256)
+        );
+        assert_eq!(
+            bound(rsa("a", 4096, "AQAB", Some("PS256")), &all),
+            Ok(JwsAlgorithm::PS256)
+        );
+        assert_eq!(
+            bound(rsa("a", 2048, "AQAB", None), &all),
+            Ok(JwsAlgorithm::RS256)
+        );
+        assert_eq!(
+            bound(rsa("a", 3072, "AQAB", None), &[JwsAlgorithm::PS256]),
+            Ok(JwsAlgorithm::PS256)
+        );
+        for (jwk, allowed, why) in [
+            (rsa("a", 2047, "AQAB", None), &all[..], "shorter than 2048"),
+            (
+                rsa("a", 1024, "AQAB", Some("RS256")),
+                &all[..],
+                "shorter than 2048",
+            ),
+            (rsa("a", 8192, "AQAB", None), &all[..], "longer than 4096"),
+            (rsa("a", 2048, "Ag", None), &all[..], "exponent"),
+            (rsa("a", 2048, "AAEAAQ", None), &all[..], "exponent"),
+            (
+                rsa("a", 2048, "AQAB", Some("RS384")),
+                &all[..],
+                "not RS256 or PS256",
+            ),
+            (
+                rsa("a", 2048, "AQAB", Some("RS256")),
+                &MESH_ALGORITHMS[..],
+                "not accepted",
+            ),
+        ] {
+            let refused = bound(jwk, allowed).expect_err(why);
+            assert!(refused.contains(why), "{refused}");
+        }
+        // The mesh's own key sets take no RSA key at all.
+        assert!(
+            JwkSet {
+                keys: vec![rsa("a", 2048, "AQAB", None)]
+            }
+            .to_verification_keys()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn an_external_set_leaves_out_what_it_cannot_use_but_not_duplicates() {
+        let ed = |kid: &str| Jwk::ed25519(kid, &URL_SAFE_NO_PAD.decode(X).expect("b64"));
+        let mut encryption = rsa("enc", 2048, "AQAB", None);
+        encryption.key_use = Some("enc".into());
+        let set = JwkSet {
+            keys: vec![
+                ed("a"),
+                encryption,
+                rsa("weak", 1024, "AQAB", None),
+                rsa("b", 2048, "AQAB", None),
+            ],
+        };
+        let allowed = [JwsAlgorithm::RS256, JwsAlgorithm::EdDSA];
+        let mut kids: Vec<String> = set
+            .to_verification_keys_for(&allowed, true)
+            .expect("usable keys")
+            .into_keys()
+            .collect();
+        kids.sort();
+        assert_eq!(kids, ["a", "b"]);
+        assert!(set.to_verification_keys_for(&allowed, false).is_err());
+        let duplicate = JwkSet {
+            keys: vec![ed("a"), rsa("a", 2048, "AQAB", None)],
+        };
+        assert_eq!(
+            duplicate
+                .to_verification_keys_for(&allowed, true)
+                .map(|_| ()),
+            Err(KeyError::DuplicateKid)
+        );
+        let nothing_usable = JwkSet {
+            keys: vec![rsa("weak", 1024, "AQAB", None)],
+        };
+        assert_eq!(
+            nothing_usable
+                .to_verification_keys_for(&allowed, true)
+                .map(|_| ()),
+            Err(KeyError::Empty)
+        );
+    }
+
+    #[test]
+    fn a_shared_secret_has_at_least_32_bytes() {
+        assert!(VerificationKey::hmac_secret("", &[7; 31]).is_err());
+        let key = VerificationKey::hmac_secret("", &[7; 32]).expect("32 bytes");
+        assert_eq!(key.algorithm, JwsAlgorithm::HS256);
+        assert!(
+            !format!("{key:?}").contains("7, 7"),
+            "the secret stays out of Debug"
         );
     }
 

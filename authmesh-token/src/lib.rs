@@ -13,8 +13,12 @@ pub mod profile;
 
 pub use clock::{Clock, OffsetClock, SharedClock, SystemClock, system_clock};
 pub use error::{ERROR_DOMAIN, TokenError};
-pub use jwk::{Jwk, JwkSet, KeyError, MAX_KEYS, VerificationKey};
+pub use jwk::{
+    Jwk, JwkSet, KeyError, MAX_KEYS, MESH_ALGORITHMS, MIN_HMAC_SECRET_BYTES, MIN_RSA_BITS,
+    VerificationKey,
+};
 pub use profile::{
-    ACCESS_TOKEN_TYPE, Claims, Confirmation, MAX_TOKEN_BYTES, SigningAlgorithm, TokenHeader,
-    TokenParts, parse_claims, parse_header, split_token,
+    ACCESS_TOKEN_TYPE, Claims, Confirmation, ExternalClaims, ExternalHeader, JwsAlgorithm,
+    MAX_TOKEN_BYTES, ScopeClaim, SigningAlgorithm, TokenHeader, TokenParts, parse_claims,
+    parse_external_claims, parse_external_header, parse_header, peek_issuer, split_token,
 };

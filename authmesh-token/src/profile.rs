@@ -64,6 +64,77 @@ impl fmt::Display for SigningAlgorithm {
     }
 }
 
+/// Every algorithm a verifier may accept: AuthMesh's own two, RSA for
+/// external identity providers (RS256 is the default of Auth0, Okta,
+/// Keycloak and Entra ID), and HS256 for a shared-secret issuer, only
+/// where one is explicitly configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum JwsAlgorithm {
+    /// Ed25519.
+    EdDSA,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (keys of at least 2048 bits).
+    RS256,
+    /// RSASSA-PSS with SHA-256 (keys of at least 2048 bits).
+    PS256,
+    /// HMAC with SHA-256 over a shared secret of at least 32 bytes.
+    HS256,
+}
+
+impl JwsAlgorithm {
+    /// The JOSE name, as it appears in `alg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwsAlgorithm::EdDSA => "EdDSA",
+            JwsAlgorithm::ES256 => "ES256",
+            JwsAlgorithm::RS256 => "RS256",
+            JwsAlgorithm::PS256 => "PS256",
+            JwsAlgorithm::HS256 => "HS256",
+        }
+    }
+
+    /// The JOSE name parsed back; `None` for anything no verifier accepts.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            JwsAlgorithm::EdDSA,
+            JwsAlgorithm::ES256,
+            JwsAlgorithm::RS256,
+            JwsAlgorithm::PS256,
+            JwsAlgorithm::HS256,
+        ]
+        .into_iter()
+        .find(|alg| alg.name() == name)
+    }
+
+    /// The matching jsonwebtoken algorithm.
+    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            JwsAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            JwsAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            JwsAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            JwsAlgorithm::PS256 => jsonwebtoken::Algorithm::PS256,
+            JwsAlgorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+impl From<SigningAlgorithm> for JwsAlgorithm {
+    fn from(algorithm: SigningAlgorithm) -> Self {
+        match algorithm {
+            SigningAlgorithm::EdDSA => JwsAlgorithm::EdDSA,
+            SigningAlgorithm::ES256 => JwsAlgorithm::ES256,
+        }
+    }
+}
+
+impl fmt::Display for JwsAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The JOSE header of an AuthMesh token: exactly these three members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +328,203 @@ pub fn parse_header(segment: &str) -> Result<TokenHeader, TokenError> {
         return Err(TokenError::WrongType);
     }
     Ok(header)
+}
+
+/// The header of a token from an external issuer: `alg` and `typ` as
+/// strings, `kid` when present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalHeader {
+    /// Signature algorithm.
+    pub alg: String,
+    /// Key id; absent in some shared-secret (HS256) tokens.
+    pub kid: Option<String>,
+    /// Token type, checked against the issuer's accepted types.
+    pub typ: String,
+}
+
+/// Header members that change how a token must be read or where its key
+/// comes from. A verifier that does not act on them must not accept them:
+/// it never fetches `jku`/`x5u`, never trusts an embedded `jwk`/`x5c`, and
+/// understands no `crit` extension, unencoded payload or nested token.
+const REFUSED_EXTERNAL_HEADERS: [&str; 10] = [
+    "jku", "jwk", "x5u", "x5c", "crit", "b64", "zip", "enc", "cty", "epk",
+];
+
+/// Decodes the header of a token from an external identity provider,
+/// which may carry informational members (`x5t`, `nonce`, ...): those are
+/// ignored, while the members of [`REFUSED_EXTERNAL_HEADERS`] refuse it.
+/// `typ` must be one of `types`.
+///
+/// # Errors
+/// As [`parse_header`], with [`TokenError::WrongType`] for a `typ` not in `types`.
+pub fn parse_external_header(
+    segment: &str,
+    types: &[String],
+) -> Result<ExternalHeader, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    let mut object = parse_object(&bytes).ok_or(TokenError::Malformed(
+        "header is not a JSON object with unique members",
+    ))?;
+    if let Some(refused) = REFUSED_EXTERNAL_HEADERS
+        .iter()
+        .find(|name| object.contains_key(**name))
+    {
+        return Err(TokenError::UnsupportedHeader(refused));
+    }
+    let mut member = |name: &'static str| match object.remove(name) {
+        None => Ok(None),
+        Some(serde_json::Value::String(value)) => Ok(Some(value)),
+        Some(_) => Err(TokenError::InvalidHeader(name)),
+    };
+    let header = ExternalHeader {
+        alg: member("alg")?.ok_or(TokenError::MissingHeader("alg"))?,
+        kid: member("kid")?,
+        typ: member("typ")?.ok_or(TokenError::MissingHeader("typ"))?,
+    };
+    if !types.contains(&header.typ) {
+        return Err(TokenError::WrongType);
+    }
+    Ok(header)
+}
+
+/// Where an external issuer puts the scopes it grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ScopeClaim {
+    /// `scope`: one space-separated string (RFC 9068; Auth0, Keycloak).
+    #[default]
+    Scope,
+    /// `scp`: an array of strings (Okta), or a space-separated string (Entra ID).
+    Scp,
+    /// `permissions`: an array of strings (Auth0 RBAC).
+    Permissions,
+}
+
+impl ScopeClaim {
+    fn name(self) -> &'static str {
+        match self {
+            ScopeClaim::Scope => "scope",
+            ScopeClaim::Scp => "scp",
+            ScopeClaim::Permissions => "permissions",
+        }
+    }
+}
+
+/// The claims of a token from an external issuer, read into the AuthMesh
+/// [`Claims`] shape so policies and handlers see one form, plus what that
+/// shape has no room for: `aud` as given (a string or an array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalClaims {
+    /// The claims; `aud` is empty until the verifier matches its audience
+    /// among [`ExternalClaims::audiences`], `jti` empty when absent, scopes
+    /// read from the configured claim.
+    pub claims: Claims,
+    /// Every audience the token names.
+    pub audiences: Vec<String>,
+}
+
+/// An `aud` claim: one string or an array of strings (RFC 7519).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Scopes as a space-separated string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeValue {
+    Spaced(String),
+    List(Vec<String>),
+}
+
+/// Decodes and parses the payload of a token from an external issuer.
+/// Call only after the signature verified. `iss`, `sub`, `aud`, `exp` and
+/// `iat` are required (`iat` bounds the lifetime); `jti` is read when
+/// present; the token's own `one_time` is ignored (only the mesh's tokens
+/// may ask for it), and a scope containing a space, which would become
+/// two scopes, refuses the token.
+///
+/// # Errors
+/// As [`parse_claims`].
+pub fn parse_external_claims(
+    segment: &str,
+    scope_claim: ScopeClaim,
+) -> Result<ExternalClaims, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
+    let mut object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
+        "payload is not a JSON object with unique members",
+    ))?;
+    let scope_name = scope_claim.name();
+    let scope = Claim {
+        name: scope_name,
+        value: object.remove(scope_name),
+    }
+    .optional::<ScopeValue>()?;
+    let scope = match scope {
+        None => String::new(),
+        Some(ScopeValue::Spaced(scope)) => scope,
+        Some(ScopeValue::List(scopes)) => {
+            if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                return Err(TokenError::InvalidClaim(scope_name));
+            }
+            scopes.join(" ")
+        }
+    };
+    let mut claim = |name: &'static str| Claim {
+        name,
+        value: object.remove(name),
+    };
+    let audiences = match claim("aud").required::<Audience>()? {
+        Audience::One(aud) => vec![aud],
+        Audience::Many(auds) => auds,
+    };
+    Ok(ExternalClaims {
+        claims: Claims {
+            iss: claim("iss").required()?,
+            sub: claim("sub").required()?,
+            aud: String::new(),
+            exp: claim("exp").required()?,
+            nbf: claim("nbf").optional()?,
+            iat: claim("iat").required()?,
+            jti: claim("jti").optional()?.unwrap_or_default(),
+            scope,
+            client_id: match claim("client_id").optional()? {
+                Some(id) => Some(id),
+                None => claim("azp").optional()?,
+            },
+            cnf: claim("cnf").optional()?,
+            one_time: false,
+        },
+        audiences,
+    })
+}
+
+/// The `iss` a token claims, read before anything is verified, only to
+/// choose whose keys to try: nothing else of the payload is trusted here.
+///
+/// # Errors
+/// [`TokenError::InvalidClaims`] for a payload that is not one JSON object
+/// with unique members, [`TokenError::MissingClaim`] or
+/// [`TokenError::InvalidClaim`] for `iss`.
+pub fn peek_issuer(segment: &str) -> Result<String, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
+    let mut object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
+        "payload is not a JSON object with unique members",
+    ))?;
+    Claim {
+        name: "iss",
+        value: object.remove("iss"),
+    }
+    .required()
 }
 
 /// Decodes and strictly parses the payload segment. Call only after the

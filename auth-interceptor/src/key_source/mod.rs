@@ -251,7 +251,7 @@ impl KeySource {
             }
             #[cfg(feature = "jwks-url")]
             KeySource::OidcDiscovery { tls } => {
-                let issuer = verifier.config().issuer.clone();
+                let issuer = verifier.issuer().to_owned();
                 let discovery = https::Discovery::new(&issuer, tls)?;
                 Ok(spawn_key_source(
                     verifier,
@@ -334,13 +334,13 @@ where
                 }
                 Err(err) => {
                     verifier.metrics().key_refresh_failed();
-                    tracing::error!(error = %err, "the key source published a key set that was refused; keeping the previous keys");
+                    tracing::error!(issuer = verifier.issuer(), error = %err, "the key source published a key set that was refused; keeping the previous keys");
                     next_backoff(&mut backoff, settings.max_backoff)
                 }
             },
             Err(err) => {
                 verifier.metrics().key_refresh_failed();
-                tracing::warn!(error = %ErrorChain(&err), keys = verifier.key_ids().len(), "key fetch failed; keeping the last good keys");
+                tracing::warn!(issuer = verifier.issuer(), error = %ErrorChain(&err), keys = verifier.key_ids().len(), "key fetch failed; keeping the last good keys");
                 next_backoff(&mut backoff, settings.max_backoff)
             }
         };

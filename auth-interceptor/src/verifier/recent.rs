@@ -117,7 +117,7 @@ pub(super) fn keep(
     claims: &VerifiedClaims,
     generation: u64,
 ) -> VerifiedClaims {
-    let own = VerifiedClaims(Arc::new((**claims).clone()));
+    let own = VerifiedClaims(Arc::new((*claims.0).clone()));
     let _ = RECENT_TOKENS.try_with(|recent| {
         let mut recent = recent.borrow_mut();
         if let Some(entry) = recent

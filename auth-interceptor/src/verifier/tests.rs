@@ -281,3 +281,5 @@ fn revocations_apply_to_cached_tokens_and_subject_cutoffs_outlive_their_tokens()
     clock.advance(3600);
     assert_eq!(verifier.prune_revocations(), 1);
 }
+
+mod trusted_issuers;

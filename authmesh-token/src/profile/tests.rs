@@ -171,3 +171,49 @@ fn scopes_match_whole_words_only() {
         ["inventory.read", "orders.write"]
     );
 }
+
+#[test]
+fn external_claims_read_scopes_where_each_provider_puts_them() {
+    let payload = |scopes: &str| {
+        b64(&format!(
+            r#"{{"iss":"https://idp/","sub":"u","aud":["a","b"],"exp":20,"iat":10{scopes}}}"#
+        ))
+    };
+    let scopes = |claim, scopes: &str| {
+        parse_external_claims(&payload(scopes), claim).map(|external| external.claims.scope)
+    };
+    // Okta: an array in `scp`; Entra ID: a space-separated string in `scp`.
+    assert_eq!(
+        scopes(ScopeClaim::Scp, r#","scp":["a.read","b"]"#),
+        Ok("a.read b".into())
+    );
+    assert_eq!(
+        scopes(ScopeClaim::Scp, r#","scp":"a.read b""#),
+        Ok("a.read b".into())
+    );
+    // Auth0: `scope` for OAuth scopes, `permissions` for RBAC; only the configured one counts.
+    assert_eq!(
+        scopes(
+            ScopeClaim::Permissions,
+            r#","scope":"openid","permissions":["p"]"#
+        ),
+        Ok("p".into())
+    );
+    assert_eq!(
+        scopes(ScopeClaim::Scope, r#","permissions":["p"]"#),
+        Ok(String::new())
+    );
+    assert_eq!(
+        scopes(ScopeClaim::Scp, r#","scp":[1]"#),
+        Err(TokenError::InvalidClaim("scp"))
+    );
+    let external = parse_external_claims(&payload(""), ScopeClaim::Scope).expect("claims");
+    assert_eq!(external.audiences, ["a", "b"]);
+    assert_eq!(peek_issuer(&payload("")), Ok("https://idp/".into()));
+    assert_eq!(
+        peek_issuer(&b64(r#"{"iss":"a","iss":"b"}"#)),
+        Err(TokenError::InvalidClaims(
+            "payload is not a JSON object with unique members"
+        ))
+    );
+}
