@@ -184,6 +184,138 @@ pub struct AuthConfig {
     /// rule nor public (otherwise each is logged and stays denied).
     #[serde(default = "default_true")]
     pub strict_policy: bool,
+    /// External issuers whose tokens this service also accepts
+    /// (`[[auth.trusted_issuers]]`), each with its own profile and keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+}
+
+/// One external issuer a service trusts besides the mesh's own: its token
+/// profile and exactly one key source (`discovery`, `jwks_url`,
+/// `jwks_file` or `hs256_secret_file`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    /// The exact `iss` (Auth0's ends with `/`, Keycloak's does not).
+    pub issuer: String,
+    /// Keys through OIDC discovery: `{issuer}/.well-known/openid-configuration`,
+    /// then its `jwks_uri`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discovery: bool,
+    /// Keys from this HTTPS JWK Set URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Keys from this JWK Set file, re-read on every refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// HS256 with the shared secret in this file (at least 32 bytes): for
+    /// migrations only; the issuer then accepts HS256 alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// CA bundle (PEM) for `discovery` and `jwks_url`; for a public
+    /// provider, the system's (`/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Accepted algorithms (default: RS256, PS256, ES256, EdDSA; HS256
+    /// with `hs256_secret_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<auth_interceptor::JwsAlgorithm>>,
+    /// Accepted `typ` values (default: `JWT`, `at+jwt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_types: Option<Vec<String>>,
+    /// Refuse tokens without a `jti`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_jti: bool,
+    /// Clock skew tolerated, at most 60 s.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Longest accepted token lifetime (default 24 h).
+    #[serde(default = "default_external_max_lifetime")]
+    pub max_lifetime_seconds: u64,
+    /// Where the scopes are: `scope` (a string), `scp` (an array or a
+    /// string) or `permissions` (an array).
+    #[serde(default)]
+    pub scope_claim: auth_interceptor::ScopeClaim,
+}
+
+/// Where a trusted issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedKeys<'c> {
+    /// OIDC discovery at the issuer.
+    Discovery,
+    /// An HTTPS JWK Set URL.
+    JwksUrl(&'c str),
+    /// A JWK Set file.
+    JwksFile(&'c Path),
+    /// An HS256 secret file.
+    SharedSecret(&'c Path),
+}
+
+impl TrustedIssuerConfig {
+    /// The verifier's profile for this issuer.
+    pub fn profile(&self) -> auth_interceptor::IssuerProfile {
+        let mut profile = if self.hs256_secret_file.is_some() {
+            auth_interceptor::IssuerProfile::shared_secret(&self.issuer)
+        } else {
+            auth_interceptor::IssuerProfile::external(&self.issuer)
+        };
+        if let Some(algorithms) = &self.algorithms {
+            profile.algorithms.clone_from(algorithms);
+        }
+        if let Some(types) = &self.token_types {
+            profile.token_types.clone_from(types);
+        }
+        profile.require_jti = self.require_jti;
+        profile.leeway_seconds = self.leeway_seconds;
+        profile.max_lifetime_seconds = self.max_lifetime_seconds;
+        profile.scope_claim = self.scope_claim;
+        profile
+    }
+
+    /// Its one key source.
+    ///
+    /// # Errors
+    /// [`auth_interceptor::verifier::ConfigError::TrustedIssuer`] for none
+    /// or several, or an HS256 secret beside other algorithms.
+    pub fn keys(&self) -> Result<TrustedKeys<'_>, auth_interceptor::verifier::ConfigError> {
+        let refuse = |reason| auth_interceptor::verifier::ConfigError::TrustedIssuer {
+            issuer: self.issuer.clone(),
+            reason,
+        };
+        let mut sources = Vec::new();
+        if self.discovery {
+            sources.push(TrustedKeys::Discovery);
+        }
+        if let Some(url) = &self.jwks_url {
+            sources.push(TrustedKeys::JwksUrl(url));
+        }
+        if let Some(file) = &self.jwks_file {
+            sources.push(TrustedKeys::JwksFile(file));
+        }
+        if let Some(file) = &self.hs256_secret_file {
+            sources.push(TrustedKeys::SharedSecret(file));
+        }
+        let [source] = <[TrustedKeys<'_>; 1]>::try_from(sources).map_err(|_| {
+            refuse("exactly one of discovery, jwks_url, jwks_file and hs256_secret_file")
+        })?;
+        let hs256 = self
+            .algorithms
+            .as_ref()
+            .is_some_and(|algorithms| algorithms.contains(&auth_interceptor::JwsAlgorithm::HS256));
+        match source {
+            TrustedKeys::SharedSecret(_)
+                if self.profile().algorithms != [auth_interceptor::JwsAlgorithm::HS256] =>
+            {
+                Err(refuse("an hs256_secret_file issuer accepts HS256 alone"))
+            }
+            TrustedKeys::Discovery | TrustedKeys::JwksUrl(_) | TrustedKeys::JwksFile(_)
+                if hs256 =>
+            {
+                Err(refuse("HS256 needs hs256_secret_file, never a key set"))
+            }
+            source => Ok(source),
+        }
+    }
 }
 
 fn default_leeway() -> u64 {
@@ -200,6 +332,9 @@ fn default_replay_cache_capacity() -> usize {
 }
 fn default_key_refresh() -> u64 {
     60
+}
+fn default_external_max_lifetime() -> u64 {
+    24 * 3600
 }
 fn default_true() -> bool {
     true
@@ -223,6 +358,7 @@ impl AuthConfig {
             require_bound_tokens: false,
             policy_file: None,
             strict_policy: true,
+            trusted_issuers: Vec::new(),
         }
     }
 
@@ -237,6 +373,11 @@ impl AuthConfig {
             require_bound_tokens: self.require_bound_tokens,
             replay_cache_capacity: self.replay_cache_capacity,
             record_metrics: true,
+            trusted_issuers: self
+                .trusted_issuers
+                .iter()
+                .map(TrustedIssuerConfig::profile)
+                .collect(),
         }
     }
 

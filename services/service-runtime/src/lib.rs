@@ -24,7 +24,9 @@ pub mod upstream;
 pub mod verification;
 
 pub use binary::{ServiceArgs, exit_code};
-pub use config::{AuthConfig, Loaded, UpstreamConfig, load_config};
+pub use config::{
+    AuthConfig, Loaded, TrustedIssuerConfig, TrustedKeys, UpstreamConfig, load_config,
+};
 pub use error::{ConfigProblem, RuntimeError, TlsError};
 pub use policy::{
     PolicyFile, PolicySource, check_coverage, load_policy, service_methods, watch_policy_file,

@@ -13,7 +13,7 @@ use auth_interceptor::{
 };
 
 use crate::{
-    config::{AuthConfig, UpstreamConfig},
+    config::{AuthConfig, TrustedIssuerConfig, TrustedKeys, UpstreamConfig},
     error::RuntimeError,
     files::read_to_string,
     tls::RELOAD_INTERVAL,
@@ -28,23 +28,26 @@ pub struct Verification {
     pub verifier: Verifier,
     /// With `one_time_via_token_service`: the token service as the one-time ledger.
     pub ledger: Option<auth_interceptor::SharedLedger>,
-    _refresh: KeyRefreshHandle,
+    _refresh: Vec<KeyRefreshHandle>,
     _revocations: RevocationWatchHandle,
-    /// Keeps the JWKS URL's client certificate reloading while keys are fetched.
-    _jwks_tls: Option<ClientTls>,
+    /// Keeps the TLS settings of HTTPS key sources (a client certificate,
+    /// a CA) reloading while keys are fetched.
+    _jwks_tls: Vec<ClientTls>,
 }
 
 impl Verification {
     /// Starts verifying per `auth`: revocations watched over a channel to the
     /// token service at `upstream`, keys from its `GetJwks`, or from
     /// `auth.jwks_url` over HTTPS when one is set (trusting `auth.jwks_ca`, or
-    /// else the upstream's TLS settings; paths relative to `dir`).
+    /// else the upstream's TLS settings; paths relative to `dir`); and each
+    /// of `auth.trusted_issuers` kept fed from its own key source.
     ///
     /// # Errors
     /// [`RuntimeError::Verifier`] for out-of-range settings,
     /// [`RuntimeError::SelfTest`] when the crypto backend fails its self-test,
     /// [`RuntimeError::Tls`] for an unusable CA, [`RuntimeError::KeySource`]
-    /// for a JWKS URL that is not https.
+    /// for a JWKS URL that is not https or a refused HS256 secret,
+    /// [`RuntimeError::Io`] for an unreadable secret file.
     pub fn start(
         auth: &AuthConfig,
         upstream: &UpstreamConfig,
@@ -69,7 +72,13 @@ impl Verification {
                 (source, Some(tls))
             }
         };
-        let refresh = source.spawn(&verifier, auth.key_refresh())?;
+        let mut refresh = vec![source.spawn(&verifier, auth.key_refresh())?];
+        let mut jwks_tls: Vec<ClientTls> = jwks_tls.into_iter().collect();
+        for trusted in &auth.trusted_issuers {
+            let (handle, tls) = spawn_trusted_keys(&verifier, trusted, auth, dir)?;
+            refresh.extend(handle);
+            jwks_tls.extend(tls);
+        }
         let ledger = auth.one_time_via_token_service.then(|| {
             Arc::new(auth_interceptor::TokenServiceLedger::new(
                 token_service.clone(),
@@ -85,6 +94,58 @@ impl Verification {
             _jwks_tls: jwks_tls,
         })
     }
+}
+
+/// Keeps one trusted issuer's keys current from its key source; an HS256
+/// secret is installed once (and warned about).
+fn spawn_trusted_keys(
+    verifier: &Verifier,
+    trusted: &TrustedIssuerConfig,
+    auth: &AuthConfig,
+    dir: &Path,
+) -> Result<(Option<KeyRefreshHandle>, Option<ClientTls>), RuntimeError> {
+    let refuse = |reason| auth_interceptor::verifier::ConfigError::TrustedIssuer {
+        issuer: trusted.issuer.clone(),
+        reason,
+    };
+    // The verifier was built from these same settings, so it trusts the issuer.
+    let handle = verifier
+        .for_issuer(&trusted.issuer)
+        .ok_or_else(|| refuse("not trusted by the verifier"))?;
+    let https = |url: Option<&str>| -> Result<(KeySource, ClientTls), RuntimeError> {
+        let ca = trusted
+            .ca
+            .as_ref()
+            .ok_or_else(|| refuse("discovery and jwks_url need `ca` (a PEM bundle)"))?;
+        let tls = ClientTls::new(&dir.join(ca), None, RELOAD_INTERVAL)?;
+        let source = match url {
+            Some(url) => KeySource::JwksUrl {
+                url: url.to_owned(),
+                tls: tls.client_config(),
+            },
+            None => KeySource::OidcDiscovery {
+                tls: tls.client_config(),
+            },
+        };
+        Ok((source, tls))
+    };
+    let (source, tls) = match trusted.keys()? {
+        TrustedKeys::Discovery => https(None).map(|(source, tls)| (source, Some(tls)))?,
+        TrustedKeys::JwksUrl(url) => https(Some(url)).map(|(source, tls)| (source, Some(tls)))?,
+        TrustedKeys::JwksFile(file) => (KeySource::file(dir.join(file)), None),
+        TrustedKeys::SharedSecret(file) => {
+            let path = dir.join(file);
+            let secret = std::fs::read(&path).map_err(|e| RuntimeError::io("reading", &path, e))?;
+            // A trailing newline from an editor is not part of the secret.
+            handle
+                .install_shared_secret(secret.trim_ascii())
+                .map_err(|e| RuntimeError::KeySource(e.into()))?;
+            tracing::warn!(issuer = %trusted.issuer, "trusting HS256 tokens signed with a shared secret: anyone holding it can mint this issuer's tokens; meant for migrations only");
+            return Ok((None, None));
+        }
+    };
+    tracing::info!(issuer = %trusted.issuer, "trusting an external issuer");
+    Ok((Some(source.spawn(&handle, auth.key_refresh())?), tls))
 }
 
 /// A client secret from `AUTHMESH_CLIENT_SECRET`, or else from `file`
