@@ -503,6 +503,26 @@ pub fn expect_status<T: std::fmt::Debug>(
     status
 }
 
+/// `python3` with PyJWT and cryptography (the independent JWT library), or
+/// `None` after printing why the test is skipped;
+/// `AUTHMESH_TEST_REQUIRE_TOOLS=1` (CI) makes that a failure.
+pub fn python_with_pyjwt() -> Option<&'static str> {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "python3 with PyJWT not found and AUTHMESH_TEST_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED: python3 with PyJWT not found (pip install 'pyjwt[crypto]')");
+        return None;
+    }
+    Some("python3")
+}
+
 /// Where the real `grpcurl` binary is, or `None` after printing why the
 /// test is skipped (see [`tool`]).
 pub fn grpcurl() -> Option<PathBuf> {

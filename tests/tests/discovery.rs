@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use authmesh_tests::{TestMesh, bearer, expect_status, get_stock};
+use authmesh_tests::{TestMesh, bearer, expect_status, get_stock, python_with_pyjwt};
 use tonic::Code;
 
 /// Fetches the discovery document, then the keys through PyJWKClient, and
@@ -35,25 +35,6 @@ with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10) as r:
     assert r.headers["Content-Type"].startswith("application/"), r.headers
     sys.stdout.write(r.read().decode())
 "#;
-
-/// `python3` with PyJWT and cryptography, or `None` after printing why the
-/// test is skipped; `AUTHMESH_TEST_REQUIRE_TOOLS=1` (CI) makes that a failure.
-fn python_with_pyjwt() -> Option<&'static str> {
-    let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let required = std::env::var("AUTHMESH_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "python3 with PyJWT not found and AUTHMESH_TEST_REQUIRE_TOOLS=1"
-        );
-        eprintln!("SKIPPED: python3 with PyJWT not found (pip install 'pyjwt[crypto]')");
-        return None;
-    }
-    Some("python3")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyjwt_verifies_an_authmesh_token_from_discovery_alone() {

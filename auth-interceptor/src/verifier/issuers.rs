@@ -9,6 +9,25 @@ use crate::{
 /// has the strict AuthMesh profile (`typ` `at+jwt`, `jti` required,
 /// EdDSA or ES256, `aud` exactly this service); an external identity
 /// provider gets the profile its tokens need.
+///
+/// ```no_run
+/// use auth_interceptor::{IssuerProfile, KeySource, ScopeClaim, Verifier, VerifierConfig};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let auth0 = "https://example.eu.auth0.com/";
+/// let verifier = Verifier::new(
+///     VerifierConfig::new("https://localhost:50051", "inventory")
+///         .trust(IssuerProfile::external(auth0).with_scope_claim(ScopeClaim::Permissions)),
+/// )?;
+/// // The mesh's keys go to `verifier` itself; the provider's to a handle
+/// // on it (with the `jwks-url` feature, `KeySource::OidcDiscovery`).
+/// let provider = verifier.for_issuer(auth0).expect("trusted above");
+/// let _refresh = KeySource::file("auth0-jwks.json").spawn(&provider, Default::default())?;
+/// provider.keys_loaded().await;
+/// // The same verifier (any handle) now checks mesh and Auth0 tokens alike.
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerProfile {
     /// The exact `iss`, byte for byte (a trailing slash or a case

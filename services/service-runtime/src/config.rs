@@ -401,6 +401,70 @@ mod tests {
         auth: AuthConfig,
     }
 
+    /// Every `[[auth.trusted_issuers]]` block of docs/external-issuers.md
+    /// parses, with the profile and key source it says; and bad
+    /// combinations are refused with the reason.
+    #[test]
+    fn the_documented_trusted_issuers_parse() {
+        let doc = include_str!("../../../docs/external-issuers.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert_eq!(blocks.len(), 3, "the page's TOML blocks");
+        let parse = |block: &str| {
+            let text = format!(
+                "listen = \"x\"\n[auth]\nissuer = \"https://i\"\naudience = \"inventory\"\n{block}"
+            );
+            let sample: Sample = toml::from_str(&text).expect("documented TOML parses");
+            let [trusted] = <[TrustedIssuerConfig; 1]>::try_from(sample.auth.trusted_issuers)
+                .expect("one issuer per block");
+            trusted
+        };
+        let auth0 = parse(blocks[0]);
+        assert_eq!(auth0.keys(), Ok(TrustedKeys::Discovery));
+        assert_eq!(
+            auth0.profile().scope_claim,
+            auth_interceptor::ScopeClaim::Permissions
+        );
+        let keycloak = parse(blocks[1]);
+        assert!(matches!(keycloak.keys(), Ok(TrustedKeys::JwksUrl(_))));
+        assert_eq!(
+            keycloak.profile().algorithms,
+            [auth_interceptor::JwsAlgorithm::RS256]
+        );
+        assert!(keycloak.profile().require_jti);
+        let legacy = parse(blocks[2]);
+        assert!(matches!(legacy.keys(), Ok(TrustedKeys::SharedSecret(_))));
+        assert_eq!(
+            legacy.profile().algorithms,
+            [auth_interceptor::JwsAlgorithm::HS256]
+        );
+
+        for (bad, why) in [
+            ("issuer = \"a\"", "exactly one"),
+            (
+                "issuer = \"a\"\ndiscovery = true\njwks_file = \"k.json\"",
+                "exactly one",
+            ),
+            (
+                "issuer = \"a\"\nhs256_secret_file = \"s\"\nalgorithms = [\"HS256\", \"RS256\"]",
+                "HS256 alone",
+            ),
+            (
+                "issuer = \"a\"\njwks_file = \"k.json\"\nalgorithms = [\"HS256\"]",
+                "needs hs256_secret_file",
+            ),
+        ] {
+            let refused = parse(&format!("[[auth.trusted_issuers]]\n{bad}"))
+                .keys()
+                .expect_err(why)
+                .to_string();
+            assert!(refused.contains(why), "{refused}");
+        }
+    }
+
     #[test]
     fn env_overrides_nested_keys_and_skips_non_config_variables() {
         let dir = tempfile::tempdir().expect("tempdir");
