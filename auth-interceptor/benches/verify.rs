@@ -43,6 +43,8 @@ fn claims() -> Claims {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     }
 }
 

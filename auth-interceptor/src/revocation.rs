@@ -207,6 +207,8 @@ mod tests {
             client_id: None,
             cnf: None,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         }
     }
 

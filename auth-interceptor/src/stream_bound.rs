@@ -184,6 +184,8 @@ mod tests {
             client_id: None,
             cnf: None,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         });
         let inner = tonic::body::Body::new(Frames(frames.into()));
         (TokenBoundBody::new(inner, verifier, claims), clock)

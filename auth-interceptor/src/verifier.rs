@@ -576,7 +576,8 @@ impl Verifier {
                 hit.claims
             }
             _ => {
-                let (claims, issuer, key_serial) = self.verify_uncached(token, now)?;
+                let audience = &self.inner.config.audience;
+                let (claims, issuer, key_serial) = self.verify_uncached(token, audience, now)?;
                 let claims = VerifiedClaims::new(claims, issuer);
                 // Cached whether or not it is revoked: a revoked token stays
                 // revoked on every later call anyway, and revocation is
@@ -747,14 +748,38 @@ impl Verifier {
         }
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Claims, usize, u64), AuthError> {
+    /// Verifies `token` as a token for `audience` rather than this
+    /// verifier's own, bypassing the cache: for a token service checking a
+    /// subject token that `audience` (the exchanging workload) presents.
+    /// Revocations apply as for any token.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_for_audience(&self, token: &str, audience: &str) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge {
+                max: MAX_TOKEN_BYTES,
+            }
+            .into());
+        }
+        let (claims, _, _) = self.verify_uncached(token, audience, self.inner.clock.now())?;
+        self.check_revocations(&claims)?;
+        Ok(claims)
+    }
+
+    fn verify_uncached(
+        &self,
+        token: &str,
+        audience: &str,
+        now: u64,
+    ) -> Result<(Claims, usize, u64), AuthError> {
         let parts = split_token(token)?;
         let issuer = self.choose_issuer(&parts)?;
         let state = &self.inner.issuers[issuer];
         let (claims, serial) = if state.mesh {
-            self.verify_mesh(state, &parts, now)?
+            self.verify_mesh(state, &parts, audience, now)?
         } else {
-            self.verify_external(state, &parts, now)?
+            self.verify_external(state, &parts, audience, now)?
         };
         Ok((claims, issuer, serial))
     }
@@ -780,6 +805,7 @@ impl Verifier {
         &self,
         state: &IssuerState,
         parts: &TokenParts<'_>,
+        audience: &str,
         now: u64,
     ) -> Result<(Claims, u64), AuthError> {
         let header = parse_header(parts.header)?;
@@ -798,11 +824,10 @@ impl Verifier {
             return Err(AuthError::BadSignature);
         }
         let claims = parse_claims(parts.payload)?;
-        let config = &self.inner.config;
-        if claims.iss.as_bytes() != config.issuer.as_bytes() {
+        if claims.iss.as_bytes() != self.inner.config.issuer.as_bytes() {
             return Err(AuthError::IssuerMismatch);
         }
-        if claims.aud.as_bytes() != config.audience.as_bytes() {
+        if claims.aud.as_bytes() != audience.as_bytes() {
             return Err(AuthError::AudienceMismatch);
         }
         if claims.sub.is_empty() {
@@ -823,6 +848,7 @@ impl Verifier {
         &self,
         state: &IssuerState,
         parts: &TokenParts<'_>,
+        audience: &str,
         now: u64,
     ) -> Result<(Claims, u64), AuthError> {
         let profile = &state.profile;
@@ -859,11 +885,10 @@ impl Verifier {
         if claims.iss.as_bytes() != profile.issuer.as_bytes() {
             return Err(AuthError::IssuerMismatch);
         }
-        let audience = &self.inner.config.audience;
         if !external.audiences.iter().any(|aud| aud == audience) {
             return Err(AuthError::AudienceMismatch);
         }
-        claims.aud.clone_from(audience);
+        audience.clone_into(&mut claims.aud);
         if claims.sub.is_empty() {
             return Err(TokenError::InvalidClaim("sub").into());
         }

@@ -48,6 +48,8 @@ fn token(key: &SigningKey) -> String {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     })
     .unwrap()
 }

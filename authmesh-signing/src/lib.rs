@@ -195,6 +195,8 @@ pub fn check_round_trip(key: &SigningKey) -> Result<(), SigningError> {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     };
     let token = key.sign(&claims).map_err(|e| failed(e.to_string()))?;
     let public = key
@@ -246,6 +248,8 @@ mod tests {
             client_id: Some("orders".into()),
             cnf: None,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         };
         let token = key.sign(&claims).expect("sign");
         let public = key.jwk().to_verification_key().expect("public key");

@@ -18,7 +18,8 @@ pub use jwk::{
     VerificationKey,
 };
 pub use profile::{
-    ACCESS_TOKEN_TYPE, Claims, Confirmation, ExternalClaims, ExternalHeader, JwsAlgorithm,
-    MAX_TOKEN_BYTES, ScopeClaim, SigningAlgorithm, TokenHeader, TokenParts, parse_claims,
-    parse_external_claims, parse_external_header, parse_header, peek_issuer, split_token,
+    ACCESS_TOKEN_TYPE, Actor, Claims, Confirmation, ExternalClaims, ExternalHeader, JwsAlgorithm,
+    MAX_ACTOR_CHAIN, MAX_TOKEN_BYTES, ScopeClaim, SigningAlgorithm, TokenHeader, TokenParts,
+    parse_claims, parse_external_claims, parse_external_header, parse_header, peek_issuer,
+    split_token,
 };

@@ -190,10 +190,58 @@ pub struct Claims {
     /// A one-time token: each verifier accepts its `jti` once.
     #[serde(default, skip_serializing_if = "is_false")]
     pub one_time: bool,
+    /// On a token minted by token exchange (RFC 8693): the workload acting
+    /// for `sub`, and whoever acted before it, innermost first in line.
+    /// Only the token service writes it: an external issuer's `act` refuses
+    /// its token.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub act: Option<Actor>,
+    /// On a token minted by token exchange: the issuer of the user the
+    /// token is for (`sub` is that issuer's subject).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub subject_issuer: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+/// Longest delegation chain a token may carry, whatever a policy allows.
+pub const MAX_ACTOR_CHAIN: usize = 8;
+
+/// The `act` claim (RFC 8693 section 4.1): who acts, and for whom it acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// The acting workload's identity (its SPIFFE ID, or its client id).
+    pub sub: String,
+    /// The actor before this one, when the token was exchanged again.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_non_null"
+    )]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The actors, the current one first.
+    pub fn chain(&self) -> impl Iterator<Item = &Actor> {
+        std::iter::successors(Some(self), |actor| actor.act.as_deref())
+    }
+
+    /// How many actors the chain holds.
+    pub fn depth(&self) -> usize {
+        self.chain().count()
+    }
 }
 
 /// The `cnf` claim of a certificate-bound token.
@@ -445,9 +493,9 @@ enum ScopeValue {
 /// Decodes and parses the payload of a token from an external issuer.
 /// Call only after the signature verified. `iss`, `sub`, `aud`, `exp` and
 /// `iat` are required (`iat` bounds the lifetime); `jti` is read when
-/// present; the token's own `one_time` is ignored (only the mesh's tokens
-/// may ask for it), and a scope containing a space, which would become
-/// two scopes, refuses the token.
+/// present; the token's own `one_time` and `subject_issuer` are ignored
+/// (only the mesh's tokens may carry them); an `act` claim, or a scope
+/// containing a space (which would become two scopes), refuses the token.
 ///
 /// # Errors
 /// As [`parse_claims`].
@@ -477,6 +525,11 @@ pub fn parse_external_claims(
             scopes.join(" ")
         }
     };
+    // Delegation is the token service's to record: an external issuer's
+    // `act` would let whoever controls that issuer forge a chain.
+    if object.contains_key("act") {
+        return Err(TokenError::InvalidClaim("act"));
+    }
     let mut claim = |name: &'static str| Claim {
         name,
         value: object.remove(name),
@@ -501,6 +554,8 @@ pub fn parse_external_claims(
             },
             cnf: claim("cnf").optional()?,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         },
         audiences,
     })
@@ -566,6 +621,15 @@ fn claims_from_object(
         client_id: claim("client_id").optional()?,
         cnf: claim("cnf").optional()?,
         one_time: claim("one_time").optional()?.unwrap_or(false),
+        act: match claim("act").optional::<Actor>()? {
+            Some(actor)
+                if actor.depth() > MAX_ACTOR_CHAIN || actor.chain().any(|a| a.sub.is_empty()) =>
+            {
+                return Err(TokenError::InvalidClaim("act"));
+            }
+            act => act,
+        },
+        subject_issuer: claim("subject_issuer").optional()?,
     })
 }
 

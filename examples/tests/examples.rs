@@ -113,6 +113,8 @@ fn claims(scope: &str) -> Claims {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     }
 }
 

@@ -39,6 +39,8 @@ fn some_token() -> String {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     })
     .expect("sign")
 }

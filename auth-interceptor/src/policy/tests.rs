@@ -13,6 +13,8 @@ fn claims(sub: &str, scope: &str) -> Claims {
         client_id: Some("orders".into()),
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     }
 }
 

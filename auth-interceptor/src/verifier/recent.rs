@@ -151,6 +151,8 @@ mod tests {
             client_id: None,
             cnf: None,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         })
     }
 

@@ -176,6 +176,8 @@ pub fn claims(jti: &str) -> Claims {
         client_id: None,
         cnf: None,
         one_time: false,
+        act: None,
+        subject_issuer: None,
     }
 }
 
