@@ -4,8 +4,9 @@ like Auth0 (issuer with a trailing slash, RS256 and PS256, `aud` a list,
 RBAC `permissions`, no `jti`) and one like Keycloak (no trailing slash,
 ES256 and EdDSA, an encryption key beside the signing keys, `jti`).
 
-Usage: idp.py BASE_URL LEGACY_SECRET_FILE
-Prints {"issuers": {...}, "jwks": {...}, "tokens": {name: token}}.
+Usage: idp.py BASE_URL LEGACY_SECRET_FILE AUDIENCE
+Prints {"issuers": {...}, "jwks": {...}, "tokens": {name: token}}; the
+users' tokens are for AUDIENCE.
 """
 import base64, hashlib, hmac, json, secrets, sys, time
 
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-base, secret_file = sys.argv[1], sys.argv[2]
+base, secret_file, audience = sys.argv[1], sys.argv[2], sys.argv[3]
 now = int(time.time())
 AUTH0 = base + "/auth0/"
 KEYCLOAK = base + "/realms/demo"
@@ -54,7 +55,7 @@ jwks = {
 
 
 def auth0_claims(**over):
-    claims = {"iss": AUTH0, "sub": "auth0|alice", "aud": ["inventory", AUTH0 + "userinfo"],
+    claims = {"iss": AUTH0, "sub": "auth0|alice", "aud": [audience, AUTH0 + "userinfo"],
               "iat": now, "exp": now + 600, "azp": "spa", "scope": "openid profile",
               "permissions": ["inventory.read"]}
     claims.update(over)
@@ -62,7 +63,7 @@ def auth0_claims(**over):
 
 
 def keycloak_claims(**over):
-    claims = {"iss": KEYCLOAK, "sub": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "aud": "inventory",
+    claims = {"iss": KEYCLOAK, "sub": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "aud": audience,
               "typ": "Bearer", "azp": "web", "scope": "openid inventory.read",
               "jti": secrets.token_hex(16), "iat": now, "exp": now + 300}
     claims.update(over)
@@ -97,7 +98,7 @@ def rs256_raw(claims, key, kid):
 legacy_secret = secrets.token_urlsafe(48).encode()
 with open(secret_file, "wb") as f:
     f.write(legacy_secret + b"\n")
-legacy = {"iss": LEGACY, "sub": "legacy-user", "aud": "inventory", "iat": now,
+legacy = {"iss": LEGACY, "sub": "legacy-user", "aud": audience, "iat": now,
           "exp": now + 600, "scope": "inventory.read"}
 kc_public_pem = kc_shared.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -106,6 +107,7 @@ tokens = {
     # Accepted.
     "auth0_rs256": sign(auth0_claims(), auth0_rs, "RS256", "auth0-rs"),
     "auth0_ps256": sign(auth0_claims(), auth0_ps, "PS256", "auth0-ps"),
+    "auth0_short_lived": sign(auth0_claims(exp=now + 90), auth0_rs, "RS256", "auth0-rs"),
     "keycloak_es256": sign(keycloak_claims(), kc_es, "ES256", "kc-es"),
     "keycloak_eddsa": sign(keycloak_claims(), kc_ed, "EdDSA", "kc-ed"),
     "legacy_hs256": jwt.encode(legacy, legacy_secret, algorithm="HS256"),
@@ -127,7 +129,9 @@ tokens = {
     "jku_header": sign(auth0_claims(), auth0_rs, "RS256", "auth0-rs",
                        jku=base + "/evil/jwks.json"),
     # Claims.
-    "wrong_audience": sign(auth0_claims(aud=["orders"]), auth0_rs, "RS256", "auth0-rs"),
+    "wrong_audience": sign(auth0_claims(aud=["billing"]), auth0_rs, "RS256", "auth0-rs"),
+    "forged_act": sign(auth0_claims(act={"sub": "spiffe://authmesh.local/orders"}), auth0_rs,
+                       "RS256", "auth0-rs"),
     "expired": sign(auth0_claims(iat=now - 900, exp=now - 300), auth0_rs, "RS256", "auth0-rs"),
     "too_long": sign(auth0_claims(exp=now + 2 * 86400), auth0_rs, "RS256", "auth0-rs"),
     "no_jti_at_keycloak": sign({k: v for k, v in keycloak_claims().items() if k != "jti"},

@@ -33,6 +33,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 pub use token_service::SigningKey;
 
 pub mod etcd;
+pub mod idp;
 
 /// How long a test waits for a server to become healthy before failing.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -350,6 +351,8 @@ impl TestMesh {
             client_id: None,
             cnf: None,
             one_time: false,
+            act: None,
+            subject_issuer: None,
         }
     }
 
@@ -555,6 +558,13 @@ pub fn decode_claims(token: &str) -> Claims {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     let payload = token.split('.').nth(1).expect("payload segment");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("claims")
+}
+
+/// The payload of any JWT (an external issuer's too), decoded without verification.
+pub fn decode_payload(token: &str) -> serde_json::Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).expect("payload segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("payload")
 }
 
 /// The header of a token, decoded without verification.

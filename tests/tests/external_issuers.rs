@@ -5,133 +5,24 @@
 //! HTTPS; inventory (one process) trusts all three besides the mesh, and a
 //! real tonic client calls it with each token.
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::time::Duration;
 
-use authmesh_tests::{TestMesh, bearer, expect_status, get_stock, python_with_pyjwt};
-use service_runtime::{
-    http_endpoint::{Bytes, Routes, serve_http},
-    tls::tls_incoming,
-};
+use authmesh_tests::{TestMesh, bearer, expect_status, get_stock, idp::Idp};
 use tonic::Code;
-
-/// What `external_issuers/idp.py` prints.
-#[derive(serde::Deserialize)]
-struct Idp {
-    issuers: BTreeMap<String, String>,
-    jwks: BTreeMap<String, serde_json::Value>,
-    tokens: BTreeMap<String, String>,
-}
-
-/// A discovery document shaped like the provider's (only `issuer` and
-/// `jwks_uri` matter to a verifier).
-fn discovery(issuer: &str, jwks_uri: &str) -> Bytes {
-    let base = issuer.trim_end_matches('/');
-    Bytes::from(
-        serde_json::json!({
-            "issuer": issuer,
-            "authorization_endpoint": format!("{base}/authorize"),
-            "token_endpoint": format!("{base}/oauth/token"),
-            "jwks_uri": jwks_uri,
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
-        })
-        .to_string(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_verifies_mesh_tokens_and_external_user_tokens_in_one_process() {
-    let Some(python) = python_with_pyjwt() else {
+    let mut mesh = TestMesh::start().await;
+    let Some(idp) = Idp::start(&mesh, "inventory").await else {
         return;
     };
-    let mut mesh = TestMesh::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!(
-        "https://localhost:{}",
-        listener.local_addr().expect("addr").port()
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret_file = dir.path().join("legacy.secret");
-    let idp = {
-        let (base, secret_file) = (base.clone(), secret_file.clone());
-        tokio::task::spawn_blocking(move || {
-            Command::new(python)
-                .args(["-c", include_str!("external_issuers/idp.py"), &base])
-                .arg(&secret_file)
-                .output()
-                .expect("python3 runs")
-        })
-        .await
-        .expect("join")
-    };
-    assert!(
-        idp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&idp.stderr)
-    );
-    let idp: Idp = serde_json::from_slice(&idp.stdout).expect("idp.py output");
-    let (auth0, keycloak) = (&idp.issuers["auth0"], &idp.issuers["keycloak"]);
-
-    let pages: BTreeMap<String, Bytes> = [
-        (
-            "/auth0/.well-known/openid-configuration".to_owned(),
-            discovery(auth0, &format!("{auth0}.well-known/jwks.json")),
-        ),
-        (
-            "/auth0/.well-known/jwks.json".to_owned(),
-            Bytes::from(idp.jwks["auth0"].to_string()),
-        ),
-        (
-            "/realms/demo/.well-known/openid-configuration".to_owned(),
-            discovery(
-                keycloak,
-                &format!("{keycloak}/protocol/openid-connect/certs"),
-            ),
-        ),
-        (
-            "/realms/demo/protocol/openid-connect/certs".to_owned(),
-            Bytes::from(idp.jwks["keycloak"].to_string()),
-        ),
-    ]
-    .into();
-    let routes: Routes = std::sync::Arc::new(move |path: &str| {
-        pages
-            .get(path)
-            .map(|page| ("application/json", page.clone()))
-    });
-    let server = tokio::spawn(serve_http(
-        Box::pin(tls_incoming(listener, mesh.https_server_config())),
-        routes,
-        std::future::pending(),
-    ));
-
-    // Inventory trusts both providers through discovery (Auth0's scopes
-    // in `permissions`, Keycloak's `jti` required) and the legacy issuer's secret.
-    let ca = mesh.ca_path();
+    // Inventory trusts both providers through discovery and the legacy
+    // issuer's secret.
     let trusted = format!(
-        r#"
-[[auth.trusted_issuers]]
-issuer = "{auth0}"
-discovery = true
-ca = "{ca}"
-scope_claim = "permissions"
-
-[[auth.trusted_issuers]]
-issuer = "{keycloak}"
-discovery = true
-ca = "{ca}"
-require_jti = true
-
-[[auth.trusted_issuers]]
-issuer = "{legacy}"
-hs256_secret_file = "{secret}"
-"#,
-        ca = ca.display(),
-        legacy = idp.issuers["legacy"],
-        secret = secret_file.display(),
+        "{}\n[[auth.trusted_issuers]]\nissuer = \"{}\"\nhs256_secret_file = \"{}\"\n",
+        idp.trusted_issuers_toml("auth.trusted_issuers", &mesh.ca_path()),
+        idp.legacy(),
+        idp.secret_file.display(),
     );
     let config = mesh.state.inventory_config();
     let mut text = std::fs::read_to_string(&config).expect("inventory.toml");
@@ -140,7 +31,7 @@ hs256_secret_file = "{secret}"
     mesh.restart_inventory().await;
 
     let mut inventory = mesh.inventory_client();
-    let token = |name: &str| idp.tokens[name].clone();
+    let token = |name: &str| idp.token(name);
     // The providers' keys arrive in the background; until then their
     // tokens are refused (UNAVAILABLE), never let through.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -225,6 +116,5 @@ hs256_secret_file = "{secret}"
             "{name}"
         );
     }
-    server.abort();
     mesh.stop().await;
 }

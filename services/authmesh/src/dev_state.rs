@@ -318,6 +318,8 @@ impl DevState {
                 admin_ids: vec![spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)],
                 // Beside the revocations: where the token service may write.
                 workloads_file: layout.revocations_file.with_file_name("workloads.json"),
+                trusted_issuers: Vec::new(),
+                exchange: Vec::new(),
             };
             Ok(toml::to_string(&config)?)
         })?;

@@ -38,4 +38,4 @@ pub use server::{
 pub use task::BackgroundTask;
 pub use tls::{ClientAuth, ReloadingIdentity, ServerTlsFiles, Transport, install_crypto_provider};
 pub use upstream::{ClientTls, upstream_channel, upstream_tls};
-pub use verification::{Verification, client_secret};
+pub use verification::{Verification, client_secret, spawn_trusted_keys};

@@ -8,7 +8,7 @@ use std::{
 };
 
 use auth_interceptor::{
-    KeyRefreshHandle, KeySource, RevocationWatchHandle, SharedClock, Verifier,
+    KeyRefreshHandle, KeyRefreshSettings, KeySource, RevocationWatchHandle, SharedClock, Verifier,
     spawn_revocation_watch,
 };
 
@@ -75,7 +75,7 @@ impl Verification {
         let mut refresh = vec![source.spawn(&verifier, auth.key_refresh())?];
         let mut jwks_tls: Vec<ClientTls> = jwks_tls.into_iter().collect();
         for trusted in &auth.trusted_issuers {
-            let (handle, tls) = spawn_trusted_keys(&verifier, trusted, auth, dir)?;
+            let (handle, tls) = spawn_trusted_keys(&verifier, trusted, auth.key_refresh(), dir)?;
             refresh.extend(handle);
             jwks_tls.extend(tls);
         }
@@ -96,42 +96,52 @@ impl Verification {
     }
 }
 
-/// Keeps one trusted issuer's keys current from its key source; an HS256
-/// secret is installed once (and warned about).
-fn spawn_trusted_keys(
+/// Keeps one trusted issuer's keys current in `verifier` from its key
+/// source (paths relative to `dir`); an HS256 secret is installed once and
+/// warned about. Returns the refresh task and the TLS settings it fetches
+/// with, both to be kept while keys are wanted.
+///
+/// # Errors
+/// [`RuntimeError::Verifier`] for an issuer the verifier does not trust or
+/// a key source that is not exactly one, [`RuntimeError::Tls`] for an
+/// unusable CA, [`RuntimeError::Io`] for an unreadable secret file,
+/// [`RuntimeError::KeySource`] for a refused secret or a URL that is not https.
+pub fn spawn_trusted_keys(
     verifier: &Verifier,
     trusted: &TrustedIssuerConfig,
-    auth: &AuthConfig,
+    settings: KeyRefreshSettings,
     dir: &Path,
 ) -> Result<(Option<KeyRefreshHandle>, Option<ClientTls>), RuntimeError> {
     let refuse = |reason| auth_interceptor::verifier::ConfigError::TrustedIssuer {
         issuer: trusted.issuer.clone(),
         reason,
     };
-    // The verifier was built from these same settings, so it trusts the issuer.
     let handle = verifier
         .for_issuer(&trusted.issuer)
         .ok_or_else(|| refuse("not trusted by the verifier"))?;
-    let https = |url: Option<&str>| -> Result<(KeySource, ClientTls), RuntimeError> {
+    let https_tls = || -> Result<ClientTls, RuntimeError> {
         let ca = trusted
             .ca
             .as_ref()
             .ok_or_else(|| refuse("discovery and jwks_url need `ca` (a PEM bundle)"))?;
-        let tls = ClientTls::new(&dir.join(ca), None, RELOAD_INTERVAL)?;
-        let source = match url {
-            Some(url) => KeySource::JwksUrl {
-                url: url.to_owned(),
-                tls: tls.client_config(),
-            },
-            None => KeySource::OidcDiscovery {
-                tls: tls.client_config(),
-            },
-        };
-        Ok((source, tls))
+        ClientTls::new(&dir.join(ca), None, RELOAD_INTERVAL)
     };
     let (source, tls) = match trusted.keys()? {
-        TrustedKeys::Discovery => https(None).map(|(source, tls)| (source, Some(tls)))?,
-        TrustedKeys::JwksUrl(url) => https(Some(url)).map(|(source, tls)| (source, Some(tls)))?,
+        TrustedKeys::Discovery => {
+            let tls = https_tls()?;
+            let source = KeySource::OidcDiscovery {
+                tls: tls.client_config(),
+            };
+            (source, Some(tls))
+        }
+        TrustedKeys::JwksUrl(url) => {
+            let tls = https_tls()?;
+            let source = KeySource::JwksUrl {
+                url: url.to_owned(),
+                tls: tls.client_config(),
+            };
+            (source, Some(tls))
+        }
         TrustedKeys::JwksFile(file) => (KeySource::file(dir.join(file)), None),
         TrustedKeys::SharedSecret(file) => {
             let path = dir.join(file);
@@ -145,7 +155,7 @@ fn spawn_trusted_keys(
         }
     };
     tracing::info!(issuer = %trusted.issuer, "trusting an external issuer");
-    Ok((Some(source.spawn(&handle, auth.key_refresh())?), tls))
+    Ok((Some(source.spawn(&handle, settings)?), tls))
 }
 
 /// A client secret from `AUTHMESH_CLIENT_SECRET`, or else from `file`

@@ -77,6 +77,45 @@ pub struct Config {
     /// `kind = "files"` or `"etcd"`); files by default.
     #[serde(default, skip_serializing_if = "StoreConfig::is_files")]
     pub store: StoreConfig,
+    /// External identity providers whose users' tokens may be exchanged
+    /// (`[[trusted_issuers]]`, as a service's `[[auth.trusted_issuers]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<service_runtime::TrustedIssuerConfig>,
+    /// Who may exchange whose tokens for what (`[[exchange]]`); none by
+    /// default, so `ExchangeToken` refuses every caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchange: Vec<ExchangeRule>,
+}
+
+/// One token-exchange rule: these workloads, presenting a token of a user
+/// of these issuers (with these scopes), may get a token for this audience
+/// with at most these scopes, on a delegation chain at most this deep.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRule {
+    /// Names the rule in logs and refusals.
+    pub name: String,
+    /// Client ids of the workloads that may exchange under this rule.
+    pub actors: Vec<String>,
+    /// Issuers of the subject tokens: trusted external issuers, or this
+    /// token service's own issuer for a token exchanged before (a chain).
+    pub subject_issuers: Vec<String>,
+    /// Scopes the subject token must carry, all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_scopes: Vec<String>,
+    /// The service the new token is for.
+    pub audience: String,
+    /// The most the new token may hold.
+    pub scopes: Vec<String>,
+    /// Longest delegation chain the new token may carry, counting its own
+    /// actor: 1 lets a workload act for a user; 2 lets a workload that
+    /// received such a token exchange it again.
+    #[serde(default = "default_chain_depth")]
+    pub max_chain_depth: usize,
+}
+
+fn default_chain_depth() -> usize {
+    1
 }
 
 /// One registered client.

@@ -125,6 +125,29 @@ pub enum IssueError {
         "this replica's signing key is not yet published for long enough to sign (publish before sign); retry shortly"
     )]
     KeyNotYetPublished,
+    /// The subject token of an exchange does not verify, is revoked, or
+    /// carries no user; `cause` is the verifier's reason.
+    #[error("subject token refused: {detail} ({cause})")]
+    SubjectTokenRefused {
+        /// The reason, as a verifier reports it (`TOKEN_EXPIRED`, ...).
+        cause: &'static str,
+        /// What was wrong, in words (never token text).
+        detail: String,
+    },
+    /// No exchange rule lets this caller exchange this token for this audience.
+    #[error("token exchange not allowed: {0}")]
+    ExchangeNotAllowed(String),
+    /// The new token's delegation chain would be longer than the rules allow.
+    #[error("delegation chain of {depth} actors is longer than the {max} the exchange rules allow")]
+    DelegationTooDeep {
+        /// Actors the new token would carry.
+        depth: usize,
+        /// The most the matching rules allow.
+        max: usize,
+    },
+    /// A malformed exchange request.
+    #[error("invalid token exchange: {0}")]
+    InvalidExchange(&'static str),
 }
 
 impl IssueError {
@@ -159,6 +182,10 @@ impl IssueError {
             IssueError::WorkloadNotFound(_) => "WORKLOAD_NOT_FOUND",
             IssueError::NotAdmin => "NOT_ADMIN",
             IssueError::InvalidOneTime(_) => "ONE_TIME_INVALID",
+            IssueError::SubjectTokenRefused { .. } => "SUBJECT_TOKEN_INVALID",
+            IssueError::ExchangeNotAllowed(_) => "EXCHANGE_NOT_ALLOWED",
+            IssueError::DelegationTooDeep { .. } => "DELEGATION_TOO_DEEP",
+            IssueError::InvalidExchange(_) => "EXCHANGE_INVALID",
         }
     }
 
@@ -186,7 +213,12 @@ impl IssueError {
             IssueError::InvalidWorkload(_) | IssueError::InvalidOneTime(_) => Code::InvalidArgument,
             IssueError::WorkloadConflict(_) => Code::FailedPrecondition,
             IssueError::WorkloadNotFound(_) => Code::NotFound,
-            IssueError::NotAdmin => Code::PermissionDenied,
+            IssueError::NotAdmin
+            | IssueError::ExchangeNotAllowed(_)
+            | IssueError::DelegationTooDeep { .. } => Code::PermissionDenied,
+            IssueError::SubjectTokenRefused { .. } | IssueError::InvalidExchange(_) => {
+                Code::InvalidArgument
+            }
             IssueError::StoreUnavailable(_)
             | IssueError::CutOff { .. }
             | IssueError::KeyNotYetPublished => Code::Unavailable,

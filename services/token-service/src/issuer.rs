@@ -9,6 +9,7 @@ use std::{
 use arc_swap::ArcSwap;
 use auth_interceptor::{
     Claims, Confirmation, JwkSet, PeerIdentity, SharedClock, SharedPolicy, policy::MintRefusal,
+    token::Actor,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
@@ -16,6 +17,7 @@ use crate::{
     config::{ClientConfig, Config, MAX_TTL_CEILING_SECONDS},
     credentials::{ClientRegistry, RegisteredClient, parse_basic},
     error::{IssueError, StartError},
+    exchange::{ACCESS_TOKEN_TYPE, Exchange, JWT_TOKEN_TYPE},
     keys::KeyStore,
     limiter::AttemptLimiter,
     revocations::RevocationStore,
@@ -36,6 +38,21 @@ pub struct MintRequest {
     pub ttl_seconds: Option<i64>,
     /// A one-time token: verifiers accept it on one call only.
     pub one_time: bool,
+}
+
+/// What an exchanging workload asks for (`ExchangeToken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeRequest {
+    /// The user's token.
+    pub subject_token: String,
+    /// Its RFC 8693 type; empty means an access token.
+    pub subject_token_type: String,
+    /// Target service.
+    pub audience: String,
+    /// Requested scopes; empty means all the rules allow.
+    pub scopes: Vec<String>,
+    /// Requested lifetime; `None` means the default.
+    pub ttl_seconds: Option<i64>,
 }
 
 /// A caller that proved who it is, and how.
@@ -78,6 +95,8 @@ pub struct Issuer {
     revocations: Arc<RevocationStore>,
     /// With a shared store: whether this replica's state is known to be current.
     store_gate: Option<Arc<Freshness>>,
+    /// Token exchange rules, when any are configured.
+    exchange: Option<Arc<Exchange>>,
 }
 
 impl Issuer {
@@ -145,7 +164,20 @@ impl Issuer {
             keys,
             clock,
             store_gate: None,
+            exchange: None,
         })
+    }
+
+    /// Exchanges tokens under `exchange`'s rules.
+    #[must_use]
+    pub fn with_exchange(mut self, exchange: Exchange) -> Self {
+        self.exchange = Some(Arc::new(exchange));
+        self
+    }
+
+    /// The exchange rules, when any are configured.
+    pub fn exchange(&self) -> Option<&Arc<Exchange>> {
+        self.exchange.as_ref()
     }
 
     /// Replaces the workloads registered at run time (the configuration's
@@ -229,6 +261,8 @@ impl Issuer {
                 client_id: Some(workload.id.clone()),
                 cnf: None,
                 one_time: false,
+                act: None,
+                subject_issuer: None,
             };
             match policy.admits(&claims) {
                 Ok(_) => {}
@@ -366,34 +400,9 @@ impl Issuer {
     ) -> Result<Minted, IssueError> {
         self.check_current()?;
         let client = &caller.client;
-        let max_ttl = client.max_ttl_seconds.min(self.max_ttl);
-        let ttl = match request.ttl_seconds {
-            None => self.default_ttl.min(max_ttl),
-            Some(ttl) => u64::try_from(ttl)
-                .ok()
-                .filter(|ttl| (1..=max_ttl).contains(ttl))
-                .ok_or(IssueError::TtlOutOfRange { max: max_ttl })?,
-        };
+        let ttl = self.ttl_for(caller, request.ttl_seconds)?;
         let audience = request.audience.as_str();
-        if audience == SELF_AUDIENCE || audience == self.issuer {
-            return Err(IssueError::SelfAudience);
-        }
-        if !self.audiences.contains(audience) {
-            let mut allowed: Vec<&str> = client.audiences.keys().map(String::as_str).collect();
-            allowed.sort_unstable();
-            return Err(IssueError::UnknownAudience {
-                audience: audience
-                    .chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(64)
-                    .collect(),
-                allowed: if allowed.is_empty() {
-                    "none".to_owned()
-                } else {
-                    allowed.join(", ")
-                },
-            });
-        }
+        self.check_audience(caller, audience)?;
         let allowed =
             client
                 .audiences
@@ -401,34 +410,13 @@ impl Issuer {
                 .ok_or_else(|| IssueError::AudienceNotAllowed {
                     audience: audience.to_owned(),
                 })?;
-        let mut granted: BTreeSet<&str> = if request.scopes.is_empty() {
-            allowed.iter().map(String::as_str).collect()
-        } else {
-            let mut granted = BTreeSet::new();
-            for scope in &request.scopes {
-                if scope.is_empty() || scope.contains(char::is_whitespace) {
-                    return Err(IssueError::InvalidScope);
-                }
-                if !allowed.contains(scope) {
-                    return Err(IssueError::ScopeNotAllowed {
-                        audience: audience.to_owned(),
-                        scope: scope.clone(),
-                    });
-                }
-                granted.insert(scope.as_str());
-            }
-            granted
-        };
-        let mut now = self.clock.now();
-        // The cutoff is inclusive and in whole seconds: a token minted in the
-        // second of a subject revocation, after it, starts one second later
-        // so that it is not revoked with the tokens it replaces.
-        if let Some(cutoff) = self.revocations.subject_cutoff(&caller.subject)
-            && cutoff >= now
-        {
-            now = cutoff + 1;
-        }
-        let mut claims = Claims {
+        let granted = grant(
+            allowed.iter().map(String::as_str),
+            &request.scopes,
+            audience,
+        )?;
+        let now = self.issue_time(&caller.subject);
+        let claims = Claims {
             iss: self.issuer.clone(),
             sub: caller.subject.clone(),
             aud: audience.to_owned(),
@@ -443,10 +431,194 @@ impl Issuer {
                 .clone()
                 .map(|x5t_s256| Confirmation { x5t_s256 }),
             one_time: request.one_time,
+            act: None,
+            subject_issuer: None,
         };
-        let policy = self.policies.get(audience).map(SharedPolicy::current);
+        self.sign(claims, granted, request.scopes.is_empty())
+    }
+
+    /// Exchanges a user's token presented by an authenticated workload for
+    /// a token for one audience on that user's behalf, under the exchange
+    /// rules: `sub` is the user, `act` the caller (and whoever acted
+    /// before), scopes at most what the matching rules allow, `exp` no
+    /// later than the subject token's, bound to the caller's certificate.
+    ///
+    /// # Errors
+    /// [`IssueError::SubjectTokenRefused`], [`IssueError::ExchangeNotAllowed`],
+    /// [`IssueError::DelegationTooDeep`], or a refusal minting makes too.
+    pub fn exchange_token(
+        &self,
+        caller: &Authenticated,
+        request: &ExchangeRequest,
+    ) -> Result<Minted, IssueError> {
+        self.check_current()?;
+        let actor = caller.client.id.as_str();
+        let exchange = self.exchange.as_ref().ok_or_else(|| {
+            IssueError::ExchangeNotAllowed("this token service has no exchange rules".into())
+        })?;
+        if ![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, ""].contains(&request.subject_token_type.as_str()) {
+            return Err(IssueError::InvalidExchange(
+                "subject_token_type must be an access token or a JWT (RFC 8693)",
+            ));
+        }
+        let ttl = self.ttl_for(caller, request.ttl_seconds)?;
+        let audience = request.audience.as_str();
+        self.check_audience(caller, audience)?;
+        if audience == actor {
+            return Err(IssueError::ExchangeNotAllowed(
+                "a workload cannot exchange a token for itself".into(),
+            ));
+        }
+        if exchange.rules_for(actor).next().is_none() {
+            return Err(IssueError::ExchangeNotAllowed(format!(
+                "workload {actor} may not exchange tokens"
+            )));
+        }
+        let subject = exchange.verify_subject(
+            &request.subject_token,
+            actor,
+            self.jwks(),
+            &self.revocations,
+        )?;
+        // The user's issuer: the subject token's own, or, for a token this
+        // service minted by an earlier exchange, the one it carries.
+        let subject_issuer = if subject.iss == self.issuer {
+            match (&subject.act, &subject.subject_issuer) {
+                (Some(_), Some(issuer)) => issuer.clone(),
+                _ => {
+                    return Err(IssueError::SubjectTokenRefused {
+                        cause: "SUBJECT_NOT_A_USER",
+                        detail: "a token of this token service that carries no user".into(),
+                    });
+                }
+            }
+        } else {
+            subject.iss.clone()
+        };
+        let rules: Vec<_> = exchange
+            .rules_for(actor)
+            .filter(|rule| {
+                rule.audience == audience
+                    && rule.subject_issuers.contains(&subject.iss)
+                    && rule.subject_scopes.iter().all(|s| subject.has_scope(s))
+            })
+            .collect();
+        if rules.is_empty() {
+            return Err(IssueError::ExchangeNotAllowed(format!(
+                "no exchange rule lets {actor} exchange this token (issuer {}) for audience {audience}",
+                subject.iss
+            )));
+        }
+        let actor_chain = Actor {
+            sub: caller.subject.clone(),
+            act: subject.act.clone().map(Box::new),
+        };
+        let depth = actor_chain.depth();
+        let max = rules
+            .iter()
+            .map(|rule| rule.max_chain_depth)
+            .max()
+            .unwrap_or(1);
+        if depth > max {
+            return Err(IssueError::DelegationTooDeep { depth, max });
+        }
+        let granted = grant(
+            rules
+                .iter()
+                .flat_map(|rule| rule.scopes.iter().map(String::as_str)),
+            &request.scopes,
+            audience,
+        )?;
+        let now = self.issue_time(&subject.sub);
+        if subject.exp <= now {
+            return Err(IssueError::SubjectTokenRefused {
+                cause: "TOKEN_EXPIRED",
+                detail: "the subject token expires now".into(),
+            });
+        }
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: subject.sub.clone(),
+            aud: audience.to_owned(),
+            exp: (now + ttl).min(subject.exp),
+            nbf: Some(now),
+            iat: now,
+            jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+            scope: String::new(),
+            client_id: Some(actor.to_owned()),
+            cnf: caller
+                .binding
+                .clone()
+                .map(|x5t_s256| Confirmation { x5t_s256 }),
+            one_time: false,
+            act: Some(actor_chain),
+            subject_issuer: Some(subject_issuer),
+        };
+        self.sign(claims, granted, request.scopes.is_empty())
+    }
+
+    /// The lifetime a caller gets: the one asked for, or the default, within its cap.
+    fn ttl_for(&self, caller: &Authenticated, requested: Option<i64>) -> Result<u64, IssueError> {
+        let max_ttl = caller.client.max_ttl_seconds.min(self.max_ttl);
+        match requested {
+            None => Ok(self.default_ttl.min(max_ttl)),
+            Some(ttl) => u64::try_from(ttl)
+                .ok()
+                .filter(|ttl| (1..=max_ttl).contains(ttl))
+                .ok_or(IssueError::TtlOutOfRange { max: max_ttl }),
+        }
+    }
+
+    /// Refuses the token service itself and audiences it does not mint for.
+    fn check_audience(&self, caller: &Authenticated, audience: &str) -> Result<(), IssueError> {
+        if audience == SELF_AUDIENCE || audience == self.issuer {
+            return Err(IssueError::SelfAudience);
+        }
+        if !self.audiences.contains(audience) {
+            let mut allowed: Vec<&str> =
+                caller.client.audiences.keys().map(String::as_str).collect();
+            allowed.sort_unstable();
+            return Err(IssueError::UnknownAudience {
+                audience: audience
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect(),
+                allowed: if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Now, or just after a subject cutoff of `subject` made in this very
+    /// second. The cutoff is inclusive and in whole seconds: a token minted
+    /// in the second of a subject revocation, after it, starts one second
+    /// later so that it is not revoked with the tokens it replaces.
+    fn issue_time(&self, subject: &str) -> u64 {
+        let now = self.clock.now();
+        match self.revocations.subject_cutoff(subject) {
+            Some(cutoff) if cutoff >= now => cutoff + 1,
+            _ => now,
+        }
+    }
+
+    /// Settles the scopes of `claims` (all of `granted`, or, when the caller
+    /// named none, those the audience's policy would use), checks the
+    /// audience's policy accepts the token, and signs it.
+    fn sign(
+        &self,
+        mut claims: Claims,
+        mut granted: BTreeSet<&str>,
+        all_allowed: bool,
+    ) -> Result<Minted, IssueError> {
+        let audience = claims.aud.clone();
+        let policy = self.policies.get(&audience).map(SharedPolicy::current);
         if let Some(policy) = &policy
-            && request.scopes.is_empty()
+            && all_allowed
         {
             // "Everything I may have" narrows to what the target would use.
             let used = policy.scopes_used_for(&claims);
@@ -456,11 +628,11 @@ impl Issuer {
         if let Some(policy) = &policy {
             policy.admits(&claims).map_err(|refusal| match refusal {
                 MintRefusal::UnusedScopes(scopes) => IssueError::ScopeNotAccepted {
-                    audience: audience.to_owned(),
+                    audience: audience.clone(),
                     scopes: scopes.join(" "),
                 },
                 MintRefusal::NoRule => IssueError::PolicyRefused {
-                    audience: audience.to_owned(),
+                    audience: audience.clone(),
                 },
             })?;
         }
@@ -491,4 +663,30 @@ impl Issuer {
             .ok_or_else(|| StartError::Key("no key can sign now: nothing to self-test".into()))?;
         authmesh_signing::check_round_trip(&key).map_err(StartError::SelfTest)
     }
+}
+
+/// The scopes granted: every one of `allowed` when `requested` is empty,
+/// else `requested`, each of which must be a word in `allowed`.
+fn grant<'a>(
+    allowed: impl Iterator<Item = &'a str> + Clone,
+    requested: &'a [String],
+    audience: &str,
+) -> Result<BTreeSet<&'a str>, IssueError> {
+    if requested.is_empty() {
+        return Ok(allowed.collect());
+    }
+    let mut granted = BTreeSet::new();
+    for scope in requested {
+        if scope.is_empty() || scope.contains(char::is_whitespace) {
+            return Err(IssueError::InvalidScope);
+        }
+        if !allowed.clone().any(|allowed| allowed == scope) {
+            return Err(IssueError::ScopeNotAllowed {
+                audience: audience.to_owned(),
+                scope: scope.clone(),
+            });
+        }
+        granted.insert(scope.as_str());
+    }
+    Ok(granted)
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod discovery;
 pub mod error;
+pub mod exchange;
 pub mod issuer;
 pub mod keys;
 pub mod limiter;
@@ -106,7 +107,11 @@ pub fn prepare(config: &Loaded<Config>, clock: SharedClock) -> Result<Prepared, 
             (revocations, Some(Arc::new(store)))
         }
     };
+    let exchange = exchange::Exchange::new(&config.config, &config.dir, clock.clone())?;
     let mut issuer = Issuer::new(&config.config, keys, clock, policies, revocations.clone())?;
+    if let Some(exchange) = exchange {
+        issuer = issuer.with_exchange(exchange);
+    }
     let registrations = match &store {
         Some(store) => {
             issuer = issuer.with_store_gate(store.freshness().clone());
@@ -191,6 +196,9 @@ pub async fn run(
             }
         }
     };
+    if let Some(exchange) = issuer.exchange() {
+        exchange.start_key_refresh(Default::default())?;
+    }
     // `authmesh keys rotate` rewrites the ring on disk; pick it up within a second.
     let keys_watch = {
         let issuer = issuer.clone();

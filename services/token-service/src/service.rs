@@ -9,9 +9,10 @@ use std::{
 
 use auth_interceptor::{PeerCache, PeerIdentity, Revocation};
 use authmesh_proto::authmesh::v1::{
-    ConsumeOneTimeRequest, ConsumeOneTimeResponse, GetJwksRequest, GetJwksResponse,
-    IssueTokenRequest, IssueTokenResponse, RevocationBatch, RevokeRequest, RevokeResponse,
-    WatchRevocationsRequest, revoke_request, token_service_server::TokenService,
+    ConsumeOneTimeRequest, ConsumeOneTimeResponse, ExchangeTokenRequest, ExchangeTokenResponse,
+    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, RevocationBatch,
+    RevokeRequest, RevokeResponse, WatchRevocationsRequest, revoke_request,
+    token_service_server::TokenService,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::IssueError,
-    issuer::{Authenticated, Issuer, MintRequest},
+    issuer::{Authenticated, ExchangeRequest, Issuer, MintRequest},
     revocations::{PendingRevocation, RevocationStore},
     store::EtcdStore,
 };
@@ -209,6 +210,48 @@ impl TokenService for TokenServiceHandler {
             expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX),
             scope: claims.scope.clone(),
             token_type: "Bearer".into(),
+        }))
+    }
+
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeTokenRequest>,
+    ) -> Result<Response<ExchangeTokenResponse>, Status> {
+        let minted = self
+            .authenticated(request, |issuer, caller, body| {
+                let exchange = ExchangeRequest {
+                    subject_token: body.subject_token,
+                    subject_token_type: body.subject_token_type,
+                    audience: body.audience,
+                    scopes: body.scopes,
+                    ttl_seconds: body.ttl_seconds,
+                };
+                issuer.exchange_token(caller, &exchange).inspect_err(|err| {
+                    metrics::counter!("authmesh_tokens_refused_total", "service" => "token-service", "reason" => err.reason()).increment(1);
+                    tracing::info!(client = %caller.client.id, aud = %exchange.audience, reason = err.reason(), detail = %err, "token exchange refused");
+                })
+            })
+            .await?;
+        let claims = &minted.claims;
+        metrics::counter!(
+            "authmesh_tokens_exchanged_total",
+            "service" => "token-service",
+            "client" => claims.client_id.clone().unwrap_or_default(),
+            "aud" => claims.aud.clone()
+        )
+        .increment(1);
+        let actors: Vec<&str> = claims
+            .act
+            .iter()
+            .flat_map(|act| act.chain().map(|actor| actor.sub.as_str()))
+            .collect();
+        tracing::info!(sub = %claims.sub, subject_issuer = claims.subject_issuer.as_deref().unwrap_or_default(), aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, act = ?actors, "token exchanged");
+        Ok(Response::new(ExchangeTokenResponse {
+            token: minted.token,
+            expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX),
+            scope: claims.scope.clone(),
+            token_type: "Bearer".into(),
+            issued_token_type: crate::exchange::ACCESS_TOKEN_TYPE.into(),
         }))
     }
 
