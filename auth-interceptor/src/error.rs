@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use authmesh_token::{Actor, Claims};
 pub use authmesh_token::{ERROR_DOMAIN, TokenError};
 
 /// Why a call was not let through.
@@ -258,12 +259,53 @@ impl AuthError {
     /// (reason; for policy denials the method and rule; and the decision id
     /// that also appears in the server's log line).
     pub fn into_status(self, decision_id: Option<&str>) -> Status {
+        self.into_status_for(decision_id, None)
+    }
+
+    /// [`AuthError::into_status`] for a call whose token verified as
+    /// `claims`: a token minted by token exchange also has its delegation
+    /// named ([`delegation_metadata`]), so the caller sees who acted for whom.
+    pub fn into_status_for(self, decision_id: Option<&str>, claims: Option<&Claims>) -> Status {
         let mut metadata = self.metadata();
+        if let Some(claims) = claims {
+            metadata.extend(delegation_metadata(claims));
+        }
         if let Some(id) = decision_id {
             metadata.insert("decision_id".to_owned(), id.to_owned());
         }
         let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         Status::with_error_details(self.code(), self.caller_message(), details)
+    }
+}
+
+/// The `google.rpc.ErrorInfo` metadata naming a token's delegation: `act`,
+/// its actor chain (the acting workload first, comma-separated), and
+/// `subject_issuer`, the user's issuer; nothing for a token without an actor.
+pub fn delegation_metadata(claims: &Claims) -> HashMap<String, String> {
+    let mut metadata = HashMap::new();
+    if let Some(act) = &claims.act {
+        metadata.insert("act".to_owned(), ActorChain(Some(act)).to_string());
+        if let Some(issuer) = &claims.subject_issuer {
+            metadata.insert("subject_issuer".to_owned(), issuer.clone());
+        }
+    }
+    metadata
+}
+
+/// A token's actor chain, the acting workload first, comma-separated (empty
+/// without an actor): for logs and denials, formatted without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct ActorChain<'a>(pub Option<&'a Actor>);
+
+impl std::fmt::Display for ActorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, actor) in self.0.into_iter().flat_map(Actor::chain).enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&actor.sub)?;
+        }
+        Ok(())
     }
 }
 

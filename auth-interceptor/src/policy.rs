@@ -4,6 +4,11 @@
 //! - Rules match exact methods (`/pkg.Service/Method`) or a whole service
 //!   (`/pkg.Service/*`), callers by exact `sub` (SPIFFE ID or client id) or a
 //!   prefix (`spiffe://authmesh.local/*`), required scopes, and claim conditions.
+//! - Delegation: a rule can require or forbid an actor (a token minted by
+//!   token exchange, whose `sub` is a user and whose `act` names the
+//!   workload acting for them), match the acting workload (`actors`),
+//!   require the user to come from given issuers (`subject_issuers`), and
+//!   cap the chain (`max_chain_depth`).
 //! - Deny rules are evaluated before allow rules; a method no rule allows is
 //!   denied. Only listed `public` methods (health, reflection) skip
 //!   authentication altogether.
@@ -24,6 +29,14 @@
 //! name = "reserve"
 //! methods = ["/demo.inventory.v1.Inventory/Reserve"]
 //! callers = ["spiffe://authmesh.local/*"]
+//! actor = "forbidden"
+//! scopes = ["inventory.reserve"]
+//!
+//! [[rule]]
+//! name = "users-reserve-through-orders"
+//! methods = ["/demo.inventory.v1.Inventory/Reserve"]
+//! actors = ["spiffe://authmesh.local/orders"]
+//! max_chain_depth = 1
 //! scopes = ["inventory.reserve"]
 //! ```
 
@@ -34,7 +47,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{error::AuthError, token::Claims};
+use crate::{
+    error::AuthError,
+    token::{Actor, Claims},
+};
 
 /// The gRPC health paths.
 pub const HEALTH_PATHS: [&str; 2] = [
@@ -76,6 +92,19 @@ pub enum Effect {
     Deny,
 }
 
+/// Whether a rule applies to tokens minted by token exchange (with an actor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorCondition {
+    /// Tokens with or without an actor (the default).
+    #[default]
+    Any,
+    /// Only tokens of a workload acting for a user.
+    Required,
+    /// Only tokens of a workload for itself.
+    Forbidden,
+}
+
 /// One rule as written in a policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +119,14 @@ struct RuleFile {
     scopes: Vec<String>,
     #[serde(default)]
     claims: BTreeMap<String, String>,
+    #[serde(default)]
+    actor: ActorCondition,
+    #[serde(default)]
+    actors: Vec<String>,
+    #[serde(default)]
+    subject_issuers: Vec<String>,
+    #[serde(default)]
+    max_chain_depth: Option<usize>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -138,7 +175,45 @@ struct Rule {
     callers: Vec<Pattern>,
     scopes: Vec<String>,
     claims: BTreeMap<String, String>,
+    delegation: Delegation,
     dry_run: bool,
+}
+
+/// A rule's conditions on delegation; the default holds for every token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Delegation {
+    actor: ActorCondition,
+    /// The acting workload (the outermost `act`), when given.
+    actors: Vec<Pattern>,
+    /// The user's issuer: `subject_issuer`, or `iss` for a token an
+    /// external issuer gave the caller directly.
+    subject_issuers: Vec<String>,
+    max_chain_depth: Option<usize>,
+}
+
+impl Delegation {
+    fn holds(&self, claims: &Claims) -> bool {
+        // The common case, a policy without delegation conditions: nothing to walk.
+        if *self == Self::default() {
+            return true;
+        }
+        let depth = claims.act.as_ref().map_or(0, Actor::depth);
+        let actor_ok = match self.actor {
+            ActorCondition::Any => true,
+            ActorCondition::Required => depth > 0,
+            ActorCondition::Forbidden => depth == 0,
+        };
+        let actors_ok = self.actors.is_empty()
+            || claims
+                .act
+                .as_ref()
+                .is_some_and(|act| self.actors.iter().any(|p| p.matches(&act.sub)));
+        let user_issuer = claims.subject_issuer.as_deref().unwrap_or(&claims.iss);
+        let issuer_ok = self.subject_issuers.is_empty()
+            || self.subject_issuers.iter().any(|i| i == user_issuer);
+        let depth_ok = self.max_chain_depth.is_none_or(|max| depth <= max);
+        actor_ok && actors_ok && issuer_ok && depth_ok
+    }
 }
 
 impl Rule {
@@ -156,6 +231,7 @@ impl Rule {
                 .claims
                 .iter()
                 .all(|(name, value)| claim_equals(claims, name, value))
+            && self.delegation.holds(claims)
     }
 
     /// Whether the token holds every scope the rule requires (no allocation:
@@ -414,7 +490,32 @@ impl MethodPolicy {
                     "claim condition on {unknown:?}; allowed: {CLAIM_CONDITIONS:?}"
                 )));
             }
+            let forbidden = rule.actor == ActorCondition::Forbidden;
+            if forbidden && (!rule.actors.is_empty() || rule.max_chain_depth.is_some()) {
+                return Err(invalid(
+                    "actor = \"forbidden\" leaves nothing for actors or max_chain_depth to match",
+                ));
+            }
+            if rule.max_chain_depth == Some(0) {
+                return Err(invalid(
+                    "max_chain_depth must be at least 1 (forbid actors with actor = \"forbidden\")",
+                ));
+            }
+            if rule.subject_issuers.iter().any(String::is_empty) {
+                return Err(invalid("empty subject issuer"));
+            }
+            let delegation = Delegation {
+                actor: rule.actor,
+                actors: rule
+                    .actors
+                    .iter()
+                    .map(|a| caller_pattern(&name, a))
+                    .collect::<Result<_, _>>()?,
+                subject_issuers: rule.subject_issuers,
+                max_chain_depth: rule.max_chain_depth,
+            };
             policy.rules.push(Rule {
+                delegation,
                 methods: rule
                     .methods
                     .iter()
@@ -451,6 +552,7 @@ impl MethodPolicy {
             callers: Vec::new(),
             scopes: scopes.into_iter().map(Into::into).collect(),
             claims: BTreeMap::new(),
+            delegation: Delegation::default(),
             dry_run: false,
         });
         self.index = RuleIndex::new(&self.rules);

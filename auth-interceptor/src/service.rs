@@ -17,7 +17,7 @@ use crate::peer::PeerCache;
 use crate::{
     call_context::CallContext,
     call_path::{self, Admitted, Denial},
-    error::AuthError,
+    error::{ActorChain, AuthError},
     future::ResponseFuture,
     method_kinds::MethodKinds,
     observe::VerifierMetrics,
@@ -141,7 +141,7 @@ where
         };
         // One span per call: whatever the handler logs carries the caller.
         // Its fields are only formatted when INFO is on.
-        let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, request_id = %request_id);
+        let span = tracing::info_span!("rpc", method = %path, caller = %claims.sub, aud = %claims.aud, jti = %claims.jti, act = %ActorChain(claims.act.as_ref()), request_id = %request_id);
         // Only a streamed response can outlive its token: bind just those.
         let bound = (!kinds.is_single_response(path)).then(|| (verifier.clone(), claims.clone()));
         let echo = Some(request_id.header_value());
@@ -209,9 +209,13 @@ fn deny<F: std::future::Future>(
     if error.code() == tonic::Code::Unavailable {
         tracing::warn!(rpc = %path, decision = "deny", reason = error.reason(), detail = %error, %decision_id, %request_id, latency_us, "request refused: the verifier cannot decide now");
     } else {
-        tracing::info!(rpc = %path, caller, aud, jti, decision = "deny", reason = error.reason(), detail = %error, %decision_id, %request_id, latency_us, "request denied");
+        let act = ActorChain(claims.and_then(|c| c.act.as_ref()));
+        tracing::info!(rpc = %path, caller, aud, jti, %act, decision = "deny", reason = error.reason(), detail = %error, %decision_id, %request_id, latency_us, "request denied");
     }
-    let mut response = AuthError::into_status(error, Some(&decision_id)).into_http();
+    let claims: Option<&crate::token::Claims> = claims.map(|c| &**c);
+    let mut response = error
+        .into_status_for(Some(&decision_id), claims)
+        .into_http();
     response
         .headers_mut()
         .insert(REQUEST_ID_NAME, request_id.header_value());

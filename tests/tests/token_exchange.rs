@@ -150,6 +150,47 @@ async fn workloads_act_for_users_within_the_exchange_rules() {
         .await
         .expect("inventory accepts orders acting for the user");
 
+    // Inventory's policy lets users reserve only through orders: a token
+    // for the user that may only read is refused, the denial naming who
+    // acted for whom.
+    let read_only = exchange(
+        &orders,
+        request(&user_token, "inventory", &["inventory.read"]),
+    )
+    .await
+    .expect("a read-only exchange");
+    let denied = expect_status(
+        inventory
+            .reserve(bearer(reserve_one(), &read_only.token))
+            .await,
+        Code::PermissionDenied,
+        Some("POLICY_DENIED"),
+    );
+    let info = tonic_types::StatusExt::get_details_error_info(&denied).expect("ErrorInfo");
+    assert_eq!(info.metadata["rule"], "users-reserve-through-orders");
+    assert_eq!(info.metadata["act"], TestMesh::spiffe_id("orders"));
+    assert_eq!(info.metadata["subject_issuer"], idp.auth0());
+    // `authmesh explain` shows the same chain, offline.
+    let orders_cert = mesh.state.workload_files("orders").0;
+    let explained = authmesh::explain::explain(
+        &mesh.state,
+        &authmesh::explain::ExplainRequest {
+            token: &read_only.token,
+            service: "inventory",
+            method: "/demo.inventory.v1.Inventory/Reserve",
+            cert: Some(&orders_cert),
+        },
+    )
+    .await
+    .expect("explain");
+    assert_eq!(explained["decision"], "deny", "{explained}");
+    assert_eq!(explained["metadata"]["act"], info.metadata["act"].as_str());
+    assert_eq!(explained["caller"]["sub"], "auth0|alice");
+    assert_eq!(
+        explained["caller"]["act"],
+        serde_json::json!([TestMesh::spiffe_id("orders")])
+    );
+
     // Inventory acts again, at orders, for the same user: a chain of two.
     let inventory_ts = mesh.token_client_as("inventory");
     let chained = exchange(&inventory_ts, request(&exchanged.token, "orders", &[]))

@@ -418,3 +418,110 @@ fn the_rule_index_finds_exactly_the_rules_a_full_scan_finds_in_order() {
     let policy = policy.require("/p.S/M", ["x"]);
     assert!(policy.authorize("/p.S/M", &claims("s", "x")).is_ok());
 }
+
+/// A token of `actors` (outermost first) acting for user `sub` of `issuer`.
+fn delegated(sub: &str, issuer: &str, actors: &[&str], scope: &str) -> Claims {
+    let act = actors.iter().rev().fold(None, |inner, actor| {
+        Some(Actor {
+            sub: (*actor).to_owned(),
+            act: inner.map(Box::new),
+        })
+    });
+    Claims {
+        act,
+        subject_issuer: Some(issuer.to_owned()),
+        ..claims(sub, scope)
+    }
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn delegation_conditions_decide_who_may_act_for_whom() {
+    let policy = MethodPolicy::from_toml(&format!(
+        r#"
+[[rule]]
+name = "workloads-reserve"
+methods = ["{RESERVE}"]
+actor = "forbidden"
+scopes = ["inventory.reserve"]
+
+[[rule]]
+name = "users-reserve-through-orders"
+methods = ["{RESERVE}"]
+actors = ["{ORDERS}"]
+subject_issuers = ["https://idp/"]
+max_chain_depth = 1
+scopes = ["inventory.reserve"]
+
+[[rule]]
+name = "users-read-through-anyone"
+methods = ["{GET}"]
+actor = "required"
+max_chain_depth = 2
+scopes = ["inventory.read"]
+"#
+    ))
+    .expect("policy");
+    let allowed = |path: &str, claims: &Claims| {
+        policy
+            .authorize(path, claims)
+            .map(|allowed| allowed.rule.to_owned())
+            .map_err(|e| e.reason())
+    };
+    // A workload for itself; a user through orders, of the right issuer, directly.
+    assert_eq!(
+        allowed(RESERVE, &claims(ORDERS, "inventory.reserve")),
+        Ok("workloads-reserve".into())
+    );
+    assert_eq!(
+        allowed(
+            RESERVE,
+            &delegated("alice", "https://idp/", &[ORDERS], "inventory.reserve")
+        ),
+        Ok("users-reserve-through-orders".into())
+    );
+    // Through another workload, of another issuer, or one hop too many: no rule.
+    for refused in [
+        delegated(
+            "alice",
+            "https://idp/",
+            &["spiffe://authmesh.local/billing"],
+            "inventory.reserve",
+        ),
+        delegated("alice", "https://other/", &[ORDERS], "inventory.reserve"),
+        delegated(
+            "alice",
+            "https://idp/",
+            &[ORDERS, "spiffe://authmesh.local/web"],
+            "inventory.reserve",
+        ),
+    ] {
+        assert_eq!(
+            allowed(RESERVE, &refused),
+            Err("POLICY_DENIED"),
+            "{refused:?}"
+        );
+    }
+    // An actor required: a workload's own token is not enough; two hops are.
+    assert_eq!(
+        allowed(GET, &claims(ORDERS, "inventory.read")),
+        Err("POLICY_DENIED")
+    );
+    assert_eq!(
+        allowed(
+            GET,
+            &delegated("alice", "https://idp/", &["a", "b"], "inventory.read")
+        ),
+        Ok("users-read-through-anyone".into())
+    );
+    for bad in [
+        "actor = \"forbidden\"\nactors = [\"x\"]",
+        "actor = \"forbidden\"\nmax_chain_depth = 1",
+        "max_chain_depth = 0",
+        "actor = \"sometimes\"",
+        "subject_issuers = [\"\"]",
+    ] {
+        let text = format!("[[rule]]\nname = \"r\"\nmethods = [\"{RESERVE}\"]\n{bad}\n");
+        assert!(MethodPolicy::from_toml(&text).is_err(), "{bad}");
+    }
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use auth_interceptor::{
     AuthError, Denial, DryRunOutcome, PeerIdentity, VerifiedClaims, Verifier, call_path, decide,
+    error::delegation_metadata,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde_json::{Value, json};
@@ -173,14 +174,17 @@ pub async fn explain(
             })
         }
         Err(Denial { error, claims, .. }) => {
-            let status = error.clone().into_status(None);
+            let verified: Option<&auth_interceptor::Claims> = claims.as_deref();
+            let status = error.clone().into_status_for(None, verified);
+            let mut metadata = error.metadata();
+            metadata.extend(verified.map(delegation_metadata).unwrap_or_default());
             json!({
                 "decision": "deny",
                 "method": request.method,
                 "code": format!("{:?}", error.code()),
                 "reason": error.reason(),
                 "message": status.message(),
-                "metadata": error.metadata(),
+                "metadata": metadata,
                 "detail": error.to_string(),
                 "caller": claims.as_ref().map(caller),
             })
@@ -205,11 +209,17 @@ fn dry_run_report(outcomes: &[DryRunOutcome]) -> Vec<Value> {
 }
 
 fn caller(claims: &VerifiedClaims) -> Value {
-    json!({
+    let mut caller = json!({
         "sub": claims.sub,
         "aud": claims.aud,
         "jti": claims.jti,
         "scope": claims.scope,
         "exp": claims.exp,
-    })
+    });
+    // A workload acting for a user: who acts (first), and for whom it acted before.
+    if let Some(act) = &claims.act {
+        caller["act"] = json!(act.chain().map(|a| a.sub.as_str()).collect::<Vec<_>>());
+        caller["subject_issuer"] = json!(claims.subject_issuer);
+    }
+    caller
 }
