@@ -199,3 +199,61 @@ fn refused(error: &AuthError) -> IssueError {
         detail: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration docs/token-exchange.md shows parses into rules and
+    /// issuers the token service accepts.
+    #[test]
+    fn the_documented_exchange_configuration_starts() {
+        let doc = include_str!("../../../docs/token-exchange.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the page's TOML block");
+        let text = format!(
+            "issuer = \"https://localhost:50051\"\nkey_dir = \"keys\"\n\
+             audiences = [\"inventory\", \"billing\"]\n{block}"
+        );
+        let config: Config = toml::from_str(&text).expect("documented TOML parses");
+        assert_eq!(config.exchange.len(), 2);
+        assert_eq!(config.exchange[1].max_chain_depth, 2);
+        let exchange = Exchange::new(
+            &config,
+            Path::new("."),
+            auth_interceptor::clock::system_clock(),
+        )
+        .expect("a configuration the token service starts with")
+        .expect("rules");
+        assert_eq!(exchange.rules_for("orders").count(), 1);
+        assert_eq!(exchange.rules_for("demo-cli").count(), 0);
+
+        // Inconsistent rules stop the token service at start, naming the rule.
+        for (bad, why) in [
+            (("audience", "\"inventory\""), ("audience", "\"orders\"")),
+            (("actors", "[\"orders\"]"), ("actors", "[\"inventory\"]")),
+            (("max_chain_depth", "1"), ("max_chain_depth", "9")),
+        ]
+        .map(|((key, old), (_, new))| {
+            (
+                text.replacen(&format!("{key} = {old}"), &format!("{key} = {new}"), 1),
+                key,
+            )
+        }) {
+            let config: Config = toml::from_str(&bad).expect("parses");
+            let refused = Exchange::new(
+                &config,
+                Path::new("."),
+                auth_interceptor::clock::system_clock(),
+            )
+            .expect_err(why);
+            assert!(
+                refused.to_string().contains("orders-for-users"),
+                "{why}: {refused}"
+            );
+        }
+    }
+}
