@@ -51,6 +51,7 @@ impl CallContext {
 /// use auth_interceptor::CallerExt;
 ///
 /// let claims = request.verified_claims(); // the token: sub, aud, scope, jti
+/// let acting = request.actor().map(|actor| &actor.sub); // who acts for the user `sub`, if anyone
 /// let workload = request.peer_identity().and_then(|p| p.spiffe_id()); // the client certificate (mtls)
 /// let request_id = request.request_id(); // pass it on to the calls you make
 /// # let _ = (claims, workload, request_id);
@@ -63,6 +64,14 @@ pub trait CallerExt {
     /// The claims of the verified bearer token.
     fn verified_claims(&self) -> Option<&VerifiedClaims> {
         self.call_context().map(CallContext::claims)
+    }
+
+    /// On a call made on a user's behalf (a token minted by token
+    /// exchange): the workload acting for the user, who is then the
+    /// claims' `sub`. `None` for a workload calling for itself.
+    fn actor(&self) -> Option<&crate::token::Actor> {
+        self.verified_claims()
+            .and_then(|claims| claims.act.as_ref())
     }
 
     /// The verified client certificate's identity, on mTLS connections.

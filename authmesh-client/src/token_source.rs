@@ -6,10 +6,12 @@
 //! cached token while it is still valid, so an issuer outage is invisible
 //! until the cached token actually expires.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
-use authmesh_proto::authmesh::v1::{IssueTokenRequest, token_service_client::TokenServiceClient};
+use authmesh_proto::authmesh::v1::{
+    ExchangeTokenRequest, IssueTokenRequest, token_service_client::TokenServiceClient,
+};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
@@ -310,54 +312,99 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<CachedToken, TokenSourceError> {
-        let audience = self.inner.request.audience.clone();
-        let mut request = Request::new(IssueTokenRequest {
-            audience: audience.clone(),
+        let request = self.with_credentials(IssueTokenRequest {
+            audience: self.inner.request.audience.clone(),
             scopes: self.inner.request.scopes.clone(),
             ttl_seconds: self.inner.request.ttl_seconds,
             // A token source reuses its token on many calls.
             one_time: false,
-        });
-        if let Some(credentials) = &self.inner.credentials {
-            let basic = credentials
-                .basic_authorization()
-                .map_err(|status| refused(&audience, &status))?;
-            request.metadata_mut().insert("authorization", basic);
-        }
-        request.set_timeout(self.inner.settings.timeout);
+        })?;
         let issued_at = self.inner.clock.now();
         let mut client = self.inner.client.clone();
-        let response =
-            match tokio::time::timeout(self.inner.settings.timeout, client.issue_token(request))
-                .await
-            {
-                Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) if is_transient(status.code()) => {
-                    return Err(TokenSourceError::Unavailable {
-                        audience,
-                        detail: format!("{:?}: {}", status.code(), status.message()),
-                    });
-                }
-                Ok(Err(status)) => return Err(refused(&audience, &status)),
-                Err(_) => {
-                    return Err(TokenSourceError::Unavailable {
-                        audience,
-                        detail: "IssueToken timed out".into(),
-                    });
-                }
-            };
-        let header =
-            MetadataValue::try_from(format!("Bearer {}", response.token)).map_err(|_| {
-                TokenSourceError::Unavailable {
-                    audience: audience.clone(),
-                    detail: "token service returned a token that cannot be sent as metadata".into(),
-                }
-            })?;
-        tracing::debug!(audience = %audience, expires_at = response.expires_at, "token refreshed");
+        let response = self
+            .answer(client.issue_token(request), "IssueToken")
+            .await?;
+        let header = self.bearer(&response.token)?;
+        tracing::debug!(audience = %self.inner.request.audience, expires_at = response.expires_at, "token refreshed");
         Ok(CachedToken {
             header,
             expires_at: u64::try_from(response.expires_at).unwrap_or(0),
             issued_at,
+        })
+    }
+
+    /// A token for this source's audience and scopes on behalf of the user
+    /// whose token `subject_token` is (token exchange at the token service,
+    /// with this source's credentials): `sub` is that user, `act` this
+    /// workload. Made on each call, never cached: it is one user's.
+    ///
+    /// # Errors
+    /// [`TokenSourceError::Unavailable`] while the token service cannot be
+    /// reached, [`TokenSourceError::Refused`] when it refuses the exchange
+    /// (the message says why: the user's token, or the exchange rules).
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+    ) -> Result<AsciiMetadataValue, TokenSourceError> {
+        let request = self.with_credentials(ExchangeTokenRequest {
+            subject_token: subject_token.to_owned(),
+            subject_token_type: String::new(),
+            audience: self.inner.request.audience.clone(),
+            scopes: self.inner.request.scopes.clone(),
+            ttl_seconds: None,
+        })?;
+        let mut client = self.inner.client.clone();
+        let response = self
+            .answer(client.exchange_token(request), "ExchangeToken")
+            .await?;
+        tracing::debug!(audience = %self.inner.request.audience, expires_at = response.expires_at, "token exchanged for a user");
+        self.bearer(&response.token)
+    }
+
+    /// `body` as a request to the token service, with this source's
+    /// credentials and timeout.
+    fn with_credentials<T>(&self, body: T) -> Result<Request<T>, TokenSourceError> {
+        let mut request = Request::new(body);
+        if let Some(credentials) = &self.inner.credentials {
+            let basic = credentials
+                .basic_authorization()
+                .map_err(|status| refused(&self.inner.request.audience, &status))?;
+            request.metadata_mut().insert("authorization", basic);
+        }
+        request.set_timeout(self.inner.settings.timeout);
+        Ok(request)
+    }
+
+    /// The token service's answer to `call` (named `what`), within the
+    /// timeout: transient failures are [`TokenSourceError::Unavailable`],
+    /// the rest [`TokenSourceError::Refused`].
+    async fn answer<R>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<R>, Status>>,
+        what: &str,
+    ) -> Result<R, TokenSourceError> {
+        let audience = &self.inner.request.audience;
+        match tokio::time::timeout(self.inner.settings.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) if is_transient(status.code()) => Err(TokenSourceError::Unavailable {
+                audience: audience.clone(),
+                detail: format!("{:?}: {}", status.code(), status.message()),
+            }),
+            Ok(Err(status)) => Err(refused(audience, &status)),
+            Err(_) => Err(TokenSourceError::Unavailable {
+                audience: audience.clone(),
+                detail: format!("{what} timed out"),
+            }),
+        }
+    }
+
+    /// `Bearer <token>` as metadata.
+    fn bearer(&self, token: &str) -> Result<AsciiMetadataValue, TokenSourceError> {
+        MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            TokenSourceError::Unavailable {
+                audience: self.inner.request.audience.clone(),
+                detail: "token service returned a token that cannot be sent as metadata".into(),
+            }
         })
     }
 }

@@ -108,8 +108,12 @@ tokens = {
     "auth0_rs256": sign(auth0_claims(), auth0_rs, "RS256", "auth0-rs"),
     "auth0_ps256": sign(auth0_claims(), auth0_ps, "PS256", "auth0-ps"),
     "auth0_short_lived": sign(auth0_claims(exp=now + 90), auth0_rs, "RS256", "auth0-rs"),
+    "auth0_orders_writer": sign(auth0_claims(permissions=["orders.write"]), auth0_rs, "RS256",
+                                "auth0-rs"),
     "keycloak_es256": sign(keycloak_claims(), kc_es, "ES256", "kc-es"),
     "keycloak_eddsa": sign(keycloak_claims(), kc_ed, "EdDSA", "kc-ed"),
+    "keycloak_orders_writer": sign(keycloak_claims(scope="openid orders.write"), kc_es, "ES256",
+                                   "kc-es"),
     "legacy_hs256": jwt.encode(legacy, legacy_secret, algorithm="HS256"),
     # Issuer mix-ups.
     "same_kid_other_issuer": sign(auth0_claims(), kc_shared, "RS256", "shared"),

@@ -381,6 +381,22 @@ impl TestMesh {
         self.wait_serving(self.addrs.token_service).await;
     }
 
+    /// Starts orders again on the same address, its configuration re-read,
+    /// and waits until it is SERVING.
+    pub async fn restart_orders(&mut self) {
+        if let Some(server) = self.orders.take() {
+            server.stop().await.expect("orders stopped cleanly");
+        }
+        let listener = TcpListener::bind(self.addrs.orders)
+            .await
+            .expect("rebind orders");
+        self.orders = Some(
+            mesh::start_orders(&self.state, listener, self.shared_clock(), fast_refresh())
+                .expect("orders"),
+        );
+        self.wait_serving(self.addrs.orders).await;
+    }
+
     /// Replaces inventory with a fresh process-equivalent (new verifier,
     /// empty key cache, policy re-read) on the same address, without waiting
     /// for it to become ready; the returned server may fail to start.

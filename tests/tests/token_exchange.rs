@@ -11,6 +11,7 @@ use authmesh_proto::authmesh::v1::{
     token_service_client::TokenServiceClient,
 };
 use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
+use authmesh_proto::demo::orders::v1::PlaceOrderRequest;
 use authmesh_tests::{
     TestMesh, bearer, decode_claims, decode_payload, expect_status, idp::Idp, reserve_one,
 };
@@ -395,5 +396,116 @@ async fn workloads_act_for_users_within_the_exchange_rules() {
             }
         }
     }
+    mesh.stop().await;
+}
+
+/// The demo's flow end to end: a user places an order with their own
+/// token; orders exchanges it and reserves at inventory on their behalf;
+/// inventory records the user and orders as the actor, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_places_an_order_on_a_users_behalf() {
+    let mut mesh = TestMesh::start().await;
+    let Some(idp) = Idp::start(&mesh, "orders").await else {
+        return;
+    };
+    let ca = mesh.ca_path();
+    let append = |path: std::path::PathBuf, text: String| {
+        let mut config = std::fs::read_to_string(&path).expect("config");
+        config.push_str(&text);
+        std::fs::write(&path, config).expect("write config");
+    };
+    append(
+        mesh.state.token_service_config(),
+        format!(
+            "{}\n[[exchange]]\nname = \"orders-for-users\"\nactors = [\"orders\"]\n\
+             subject_issuers = [\"{}\"]\nsubject_scopes = [\"orders.write\"]\n\
+             audience = \"inventory\"\nscopes = [\"inventory.read\", \"inventory.reserve\"]\n",
+            idp.trusted_issuers_toml("trusted_issuers", &ca),
+            idp.auth0(),
+        ),
+    );
+    append(
+        mesh.state.orders_config(),
+        idp.trusted_issuers_toml("auth.trusted_issuers", &ca),
+    );
+    mesh.restart_token_service().await;
+    mesh.restart_orders().await;
+
+    let place = |token: String| {
+        let mut orders = mesh.orders_client();
+        async move {
+            orders
+                .place_order(bearer(
+                    PlaceOrderRequest {
+                        sku: "sku-1".into(),
+                        quantity: 2,
+                    },
+                    &token,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    // Both orders' and the token service's keys of the provider arrive in
+    // the background: until then the order is refused, never placed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let placed = loop {
+        match place(idp.token("auth0_orders_writer")).await {
+            Ok(placed) => break placed,
+            Err(status)
+                if status.message().contains("KEYS_UNAVAILABLE")
+                    || status.code() == Code::Unavailable =>
+            {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("order refused: {status:?}"),
+        }
+    };
+    assert_eq!(placed.placed_by, "auth0|alice");
+    assert_eq!(placed.reserved_by, "auth0|alice", "inventory saw the user");
+    assert_eq!(placed.reserved_through, TestMesh::spiffe_id("orders"));
+    let reservation = mesh
+        .inventory_handler
+        .reservations()
+        .into_iter()
+        .find(|r| r.id == placed.reservation_id)
+        .expect("recorded");
+    assert_eq!(reservation.caller, "auth0|alice");
+    assert_eq!(
+        reservation.actor.as_deref(),
+        Some(TestMesh::spiffe_id("orders").as_str())
+    );
+    assert_eq!(
+        reservation.peer.as_deref(),
+        Some(TestMesh::spiffe_id("orders").as_str())
+    );
+
+    // A workload's own order still goes out with orders' own token.
+    let own = place(mesh.mint("orders", &["orders.write"], None).await)
+        .await
+        .expect("a workload's order");
+    assert_eq!(own.reserved_by, TestMesh::spiffe_id("orders"));
+    assert!(own.reserved_through.is_empty());
+
+    // A user who may only read is refused by orders' own policy; a user
+    // orders accepts but no exchange rule serves (Keycloak's) gets the
+    // exchange's refusal; neither reserves anything.
+    let before = mesh.inventory_handler.reservations().len();
+    expect_status(
+        place(idp.token("auth0_rs256")).await,
+        Code::PermissionDenied,
+        Some("POLICY_DENIED"),
+    );
+    let refused = expect_status(
+        place(idp.token("keycloak_orders_writer")).await,
+        Code::PermissionDenied,
+        Some("TOKEN_SOURCE_REFUSED"),
+    );
+    assert!(
+        refused.message().contains("no exchange rule"),
+        "{refused:?}"
+    );
+    assert_eq!(mesh.inventory_handler.reservations().len(), before);
     mesh.stop().await;
 }

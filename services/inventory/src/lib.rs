@@ -86,8 +86,10 @@ pub struct Reservation {
     pub sku: String,
     /// How many.
     pub quantity: u32,
-    /// The token's `sub`.
+    /// The token's `sub`: on a call made on a user's behalf, the user.
     pub caller: String,
+    /// The workload acting for `caller` (the token's `act`), if any.
+    pub actor: Option<String>,
     /// The token's `aud`.
     pub audience: String,
     /// The token's `jti`.
@@ -212,13 +214,14 @@ impl Inventory for InventoryHandler {
             sku: sku.clone(),
             quantity,
             caller: claims.sub.clone(),
+            actor: claims.act.as_ref().map(|act| act.sub.clone()),
             audience: claims.aud.clone(),
             jti: claims.jti.clone(),
             peer,
             token_binding: claims.cnf.as_ref().map(|cnf| cnf.x5t_s256.clone()),
             request_id,
         };
-        tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, "stock reserved");
+        tracing::info!(reservation = %reservation.id, sku = %sku, quantity, caller = %claims.sub, actor = reservation.actor.as_deref().unwrap_or_default(), "stock reserved");
         let id = reservation.id.clone();
         state.reservations.push(reservation);
         drop(state);
@@ -229,6 +232,11 @@ impl Inventory for InventoryHandler {
             quantity,
             remaining,
             reserved_by: claims.sub.clone(),
+            acting_workload: claims
+                .act
+                .as_ref()
+                .map(|act| act.sub.clone())
+                .unwrap_or_default(),
         }))
     }
 

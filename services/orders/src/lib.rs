@@ -1,7 +1,10 @@
 //! Orders, SERVER1 of the AuthMesh demo: `PlaceOrder` checks stock and
 //! reserves it at inventory, calling with **its own** token (aud `inventory`)
 //! that a [`TokenSource`] keeps fresh from the token service. The caller's
-//! token is never forwarded.
+//! token is never forwarded: when the caller is a user (their token from a
+//! trusted external issuer, or a mesh token carrying a user), orders
+//! exchanges it at the token service for a token on that user's behalf
+//! (`sub` the user, `act` orders) and calls inventory with that.
 
 use std::{
     future::Future,
@@ -105,6 +108,8 @@ type Inventory = InventoryClient<InterceptedService<Channel, BearerInterceptor>>
 /// same certificate. Calls always use both halves of one pair.
 struct Calls {
     inventory: Inventory,
+    /// The same connections, for calls carrying a user's exchanged token.
+    for_users: InventoryClient<Channel>,
     tokens: TokenSource,
     _refresh: TokenRefreshHandle,
 }
@@ -114,6 +119,8 @@ struct Calls {
 pub struct OrdersHandler {
     calls: Arc<ArcSwap<Calls>>,
     next_order: Arc<AtomicU64>,
+    /// The mesh's issuer: a caller's token of another issuer is a user's.
+    mesh_issuer: Arc<str>,
 }
 
 impl std::fmt::Debug for OrdersHandler {
@@ -189,12 +196,14 @@ impl Outgoing {
             self.clock.clone(),
         );
         let refresh = tokens.spawn_refresh();
+        let channel = self.inventory.channel()?;
         let inventory = InventoryClient::with_interceptor(
-            self.inventory.channel()?,
+            channel.clone(),
             BearerInterceptor::new(tokens.clone()),
         );
         Ok(Calls {
             inventory,
+            for_users: InventoryClient::new(channel),
             tokens,
             _refresh: refresh,
         })
@@ -235,15 +244,21 @@ impl Outgoing {
 
 /// Inventory's answer, as orders' caller should see it: UNAVAILABLE stays
 /// UNAVAILABLE (retry later), an auth failure at inventory is orders' own
-/// fault (INTERNAL), business errors pass through.
+/// fault (INTERNAL) unless orders acted `for_user`, when inventory's policy
+/// refusing that user passes through, and business errors pass through.
 ///
 /// A call cut off by its connection (inventory killed mid-call) comes out
 /// of tonic as UNKNOWN or INTERNAL carrying the transport error as its
 /// source, unlike a status inventory sent; for orders' caller that is
 /// inventory being unavailable, not a fault of either service.
-fn from_inventory(status: Status) -> Status {
+fn from_inventory(status: Status, for_user: bool) -> Status {
     let message = format!("inventory: {}", status.message());
     match status.code() {
+        Code::PermissionDenied if for_user => Status::with_details(
+            Code::PermissionDenied,
+            message,
+            status.details().to_vec().into(),
+        ),
         Code::Unauthenticated | Code::PermissionDenied => {
             tracing::error!(code = ?status.code(), message = %status.message(), "inventory refused orders' own token");
             Status::internal("inventory refused orders' credentials")
@@ -262,10 +277,19 @@ impl Orders for OrdersHandler {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
-        let caller = request
+        let claims = request
             .verified_claims()
-            .map(|c| c.sub.clone())
             .ok_or_else(|| Status::internal("request reached the handler unauthenticated"))?;
+        let caller = claims.sub.clone();
+        // A user's token (an external issuer's, or the mesh's carrying a
+        // user): orders acts for that user at inventory.
+        let user_token = if claims.iss != *self.mesh_issuer || claims.act.is_some() {
+            let token = auth_interceptor::bearer_token(request.metadata().as_ref())
+                .map_err(|_| Status::internal("the verified token is no longer in the request"))?;
+            Some(token.to_owned())
+        } else {
+            None
+        };
         // The caller's request id goes on to inventory, so both logs tell one story.
         let request_id = request.request_id().and_then(|id| {
             id.as_str()
@@ -279,42 +303,65 @@ impl Orders for OrdersHandler {
             ));
         }
         // One pair for the whole order: connections and token match.
-        let mut inventory = self.calls.load().inventory.clone();
-        let stock = inventory
-            .get_stock(onward(
-                GetStockRequest { sku: sku.clone() },
-                request_id.as_ref(),
-            ))
-            .await
-            .map_err(from_inventory)?
-            .into_inner();
+        let calls = self.calls.load_full();
+        let for_user = match &user_token {
+            Some(token) => Some(calls.tokens.exchange(token).await.map_err(Status::from)?),
+            None => None,
+        };
+        let get_stock = onward(GetStockRequest { sku: sku.clone() }, request_id.as_ref());
+        let stock = match &for_user {
+            None => calls.inventory.clone().get_stock(get_stock).await,
+            Some(bearer) => {
+                let request = with_bearer(get_stock, bearer);
+                calls.for_users.clone().get_stock(request).await
+            }
+        }
+        .map_err(|status| from_inventory(status, for_user.is_some()))?
+        .into_inner();
         if stock.available < quantity {
             return Err(Status::failed_precondition(format!(
                 "only {} of {sku:?} in stock",
                 stock.available
             )));
         }
-        let reservation = inventory
-            .reserve(onward(
-                ReserveRequest {
-                    sku: sku.clone(),
-                    quantity,
-                },
-                request_id.as_ref(),
-            ))
-            .await
-            .map_err(from_inventory)?
-            .into_inner();
+        let reserve = onward(
+            ReserveRequest {
+                sku: sku.clone(),
+                quantity,
+            },
+            request_id.as_ref(),
+        );
+        let reservation = match &for_user {
+            None => calls.inventory.clone().reserve(reserve).await,
+            Some(bearer) => {
+                let request = with_bearer(reserve, bearer);
+                calls.for_users.clone().reserve(request).await
+            }
+        }
+        .map_err(|status| from_inventory(status, for_user.is_some()))?
+        .into_inner();
         let order_id = format!("ord-{}", self.next_order.fetch_add(1, Ordering::Relaxed));
-        tracing::info!(order = %order_id, sku = %sku, quantity, caller = %caller, reservation = %reservation.reservation_id, "order placed");
+        tracing::info!(order = %order_id, sku = %sku, quantity, caller = %caller, for_user = for_user.is_some(), reservation = %reservation.reservation_id, "order placed");
         Ok(Response::new(PlaceOrderResponse {
             order_id,
             reservation_id: reservation.reservation_id,
             remaining: reservation.remaining,
             placed_by: caller,
             reserved_by: reservation.reserved_by,
+            reserved_through: reservation.acting_workload,
         }))
     }
+}
+
+/// `request` carrying a user's exchanged token.
+fn with_bearer<T>(
+    mut request: Request<T>,
+    bearer: &tonic::metadata::AsciiMetadataValue,
+) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
 }
 
 /// A call to inventory carrying the incoming call's request id.
@@ -382,6 +429,7 @@ pub async fn run(
     let handler = OrdersHandler {
         calls,
         next_order: Arc::new(AtomicU64::new(1)),
+        mesh_issuer: settings.auth.issuer.as_str().into(),
     };
     let policy = PolicySource::from_config(&settings.auth, &config.dir, policy())?;
     let service = OrdersServer::new(handler);
@@ -418,27 +466,36 @@ mod tests {
         cut.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
-        assert_eq!(from_inventory(cut).code(), Code::Unavailable);
+        assert_eq!(from_inventory(cut, false).code(), Code::Unavailable);
         let mut reset = Status::internal("h2 protocol error");
         reset.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::BrokenPipe,
         )));
-        assert_eq!(from_inventory(reset).code(), Code::Unavailable);
+        assert_eq!(from_inventory(reset, false).code(), Code::Unavailable);
 
         assert_eq!(
-            from_inventory(Status::unknown("sent")).code(),
+            from_inventory(Status::unknown("sent"), false).code(),
             Code::Unknown
         );
         assert_eq!(
-            from_inventory(Status::failed_precondition("only 1 left")).code(),
+            from_inventory(Status::failed_precondition("only 1 left"), false).code(),
             Code::FailedPrecondition
         );
         assert_eq!(
-            from_inventory(Status::unavailable("down")).code(),
+            from_inventory(Status::unavailable("down"), false).code(),
             Code::Unavailable
         );
         assert_eq!(
-            from_inventory(Status::permission_denied("scope")).code(),
+            from_inventory(Status::permission_denied("scope"), false).code(),
+            Code::Internal
+        );
+        // Acting for a user, inventory's refusal of that user is theirs to see.
+        assert_eq!(
+            from_inventory(Status::permission_denied("scope"), true).code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            from_inventory(Status::unauthenticated("key"), true).code(),
             Code::Internal
         );
     }
