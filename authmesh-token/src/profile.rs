@@ -345,12 +345,7 @@ const KNOWN_HEADERS: [&str; 12] = [
 /// [`TokenError::MissingHeader`] or [`TokenError::InvalidHeader`] naming
 /// the member; [`TokenError::WrongType`] when `typ` is not `at+jwt`.
 pub fn parse_header(segment: &str) -> Result<TokenHeader, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let mut object = parse_object(&bytes).ok_or(TokenError::Malformed(
-        "header is not a JSON object with unique members",
-    ))?;
+    let mut object = header_object(segment)?;
     if let Some(extra) = object
         .keys()
         .find(|name| !matches!(name.as_str(), "alg" | "kid" | "typ"))
@@ -409,12 +404,7 @@ pub fn parse_external_header(
     segment: &str,
     types: &[String],
 ) -> Result<ExternalHeader, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let mut object = parse_object(&bytes).ok_or(TokenError::Malformed(
-        "header is not a JSON object with unique members",
-    ))?;
+    let mut object = header_object(segment)?;
     if let Some(refused) = REFUSED_EXTERNAL_HEADERS
         .iter()
         .find(|name| object.contains_key(**name))
@@ -503,12 +493,7 @@ pub fn parse_external_claims(
     segment: &str,
     scope_claim: ScopeClaim,
 ) -> Result<ExternalClaims, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
-    let mut object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
-        "payload is not a JSON object with unique members",
-    ))?;
+    let mut object = payload_object(segment)?;
     let scope_name = scope_claim.name();
     let scope = Claim {
         name: scope_name,
@@ -569,12 +554,7 @@ pub fn parse_external_claims(
 /// with unique members, [`TokenError::MissingClaim`] or
 /// [`TokenError::InvalidClaim`] for `iss`.
 pub fn peek_issuer(segment: &str) -> Result<String, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
-    let mut object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
-        "payload is not a JSON object with unique members",
-    ))?;
+    let mut object = payload_object(segment)?;
     Claim {
         name: "iss",
         value: object.remove("iss"),
@@ -591,13 +571,7 @@ pub fn peek_issuer(segment: &str) -> Result<String, TokenError> {
 /// that is absent and [`TokenError::InvalidClaim`] for a claim of the wrong
 /// type (a string `exp`, an array `aud`, a `null`), each naming the claim.
 pub fn parse_claims(segment: &str) -> Result<Claims, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
-    let object = parse_object(&bytes).ok_or(TokenError::InvalidClaims(
-        "payload is not a JSON object with unique members",
-    ))?;
-    claims_from_object(object)
+    claims_from_object(payload_object(segment)?)
 }
 
 /// Takes each claim of the profile out of `object` by name, so a refusal
@@ -653,6 +627,26 @@ impl Claim {
         let name = self.name;
         self.optional()?.ok_or(TokenError::MissingClaim(name))
     }
+}
+
+/// The header segment as a JSON object with unique members.
+fn header_object(segment: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    parse_object(&bytes).ok_or(TokenError::Malformed(
+        "header is not a JSON object with unique members",
+    ))
+}
+
+/// The payload segment as a JSON object with unique members.
+fn payload_object(segment: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::InvalidClaims("payload is not base64url"))?;
+    parse_object(&bytes).ok_or(TokenError::InvalidClaims(
+        "payload is not a JSON object with unique members",
+    ))
 }
 
 /// A JSON object with no top-level member twice (which serde alone only

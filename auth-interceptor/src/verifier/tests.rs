@@ -21,17 +21,27 @@ fn ed25519_key(kid: &str) -> TestKey {
 }
 
 fn sign(key: &TestKey, header: &str, claims: &str) -> String {
+    sign_with(
+        &key.encoding,
+        jsonwebtoken::Algorithm::EdDSA,
+        header,
+        claims,
+    )
+}
+
+/// `header` and `claims` as given, signed with `encoding` and `algorithm`.
+fn sign_with(
+    encoding: &EncodingKey,
+    algorithm: jsonwebtoken::Algorithm,
+    header: &str,
+    claims: &str,
+) -> String {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let sig = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
-        &key.encoding,
-        jsonwebtoken::Algorithm::EdDSA,
-    )
-    .expect("sign");
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), encoding, algorithm).expect("sign");
     format!("{input}.{sig}")
 }
 

@@ -175,6 +175,24 @@ fn optional_authorization<T>(request: &Request<T>) -> Result<Option<String>, Iss
     }
 }
 
+/// Counts and logs a refused mint or exchange (never the request's token).
+fn refused(caller: &Authenticated, audience: &str, err: &IssueError, what: &'static str) {
+    metrics::counter!("authmesh_tokens_refused_total", "service" => "token-service", "reason" => err.reason()).increment(1);
+    tracing::info!(client = %caller.client.id, aud = %audience, reason = err.reason(), detail = %err, "{what}");
+}
+
+/// Counts a minted token under `counter`. Both labels come from the
+/// configuration (registered clients, allowed audiences): bounded.
+fn count_minted(counter: &'static str, claims: &auth_interceptor::Claims) {
+    metrics::counter!(
+        counter,
+        "service" => "token-service",
+        "client" => claims.client_id.clone().unwrap_or_default(),
+        "aud" => claims.aud.clone()
+    )
+    .increment(1);
+}
+
 #[tonic::async_trait]
 impl TokenService for TokenServiceHandler {
     async fn issue_token(
@@ -190,20 +208,12 @@ impl TokenService for TokenServiceHandler {
                     one_time: body.one_time,
                 };
                 issuer.mint(caller, &mint_request).inspect_err(|err| {
-                    metrics::counter!("authmesh_tokens_refused_total", "service" => "token-service", "reason" => err.reason()).increment(1);
-                    tracing::info!(client = %caller.client.id, aud = %mint_request.audience, reason = err.reason(), detail = %err, "token refused");
+                    refused(caller, &mint_request.audience, err, "token refused")
                 })
             })
             .await?;
         let claims = &minted.claims;
-        // Both labels come from the configuration (registered clients, allowed audiences): bounded.
-        metrics::counter!(
-            "authmesh_tokens_issued_total",
-            "service" => "token-service",
-            "client" => claims.client_id.clone().unwrap_or_default(),
-            "aud" => claims.aud.clone()
-        )
-        .increment(1);
+        count_minted("authmesh_tokens_issued_total", claims);
         tracing::info!(sub = %claims.sub, aud = %claims.aud, jti = %claims.jti, scope = %claims.scope, exp = claims.exp, one_time = claims.one_time, "token issued");
         Ok(Response::new(IssueTokenResponse {
             token: minted.token,
@@ -227,19 +237,12 @@ impl TokenService for TokenServiceHandler {
                     ttl_seconds: body.ttl_seconds,
                 };
                 issuer.exchange_token(caller, &exchange).inspect_err(|err| {
-                    metrics::counter!("authmesh_tokens_refused_total", "service" => "token-service", "reason" => err.reason()).increment(1);
-                    tracing::info!(client = %caller.client.id, aud = %exchange.audience, reason = err.reason(), detail = %err, "token exchange refused");
+                    refused(caller, &exchange.audience, err, "token exchange refused")
                 })
             })
             .await?;
         let claims = &minted.claims;
-        metrics::counter!(
-            "authmesh_tokens_exchanged_total",
-            "service" => "token-service",
-            "client" => claims.client_id.clone().unwrap_or_default(),
-            "aud" => claims.aud.clone()
-        )
-        .increment(1);
+        count_minted("authmesh_tokens_exchanged_total", claims);
         let actors: Vec<&str> = claims
             .act
             .iter()

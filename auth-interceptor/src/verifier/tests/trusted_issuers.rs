@@ -11,18 +11,12 @@ const LEGACY: &str = "https://legacy.example";
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn hs256(claims: &str, header: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let sig = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
+    sign_with(
         &EncodingKey::from_secret(SECRET),
         jsonwebtoken::Algorithm::HS256,
+        header,
+        claims,
     )
-    .expect("sign");
-    format!("{input}.{sig}")
 }
 
 /// Trusts the mesh (key `k1`), the IdP (its own key, also named `k1`,
