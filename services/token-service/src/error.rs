@@ -148,6 +148,15 @@ pub enum IssueError {
     /// A malformed exchange request.
     #[error("invalid token exchange: {0}")]
     InvalidExchange(&'static str),
+    /// The subject token's issuer's keys (or the revocation list) have not
+    /// been loaded yet: nothing can be said of the token now.
+    #[error("the subject token cannot be checked yet: {detail} ({cause}); retry shortly")]
+    SubjectNotCheckable {
+        /// The verifier's reason (`KEYS_UNAVAILABLE`, ...).
+        cause: &'static str,
+        /// What is missing, in words.
+        detail: String,
+    },
 }
 
 impl IssueError {
@@ -186,6 +195,7 @@ impl IssueError {
             IssueError::ExchangeNotAllowed(_) => "EXCHANGE_NOT_ALLOWED",
             IssueError::DelegationTooDeep { .. } => "DELEGATION_TOO_DEEP",
             IssueError::InvalidExchange(_) => "EXCHANGE_INVALID",
+            IssueError::SubjectNotCheckable { .. } => "SUBJECT_TOKEN_UNCHECKABLE",
         }
     }
 
@@ -220,6 +230,7 @@ impl IssueError {
                 Code::InvalidArgument
             }
             IssueError::StoreUnavailable(_)
+            | IssueError::SubjectNotCheckable { .. }
             | IssueError::CutOff { .. }
             | IssueError::KeyNotYetPublished => Code::Unavailable,
         }

@@ -171,7 +171,8 @@ impl Exchange {
     /// for this token service's own), and not be revoked in `revocations`.
     ///
     /// # Errors
-    /// [`IssueError::SubjectTokenRefused`] with the verifier's reason.
+    /// [`IssueError::SubjectTokenRefused`] with the verifier's reason, or
+    /// [`IssueError::SubjectNotCheckable`] while its issuer's keys are not loaded.
     pub fn verify_subject(
         &self,
         token: &str,
@@ -192,8 +193,15 @@ impl Exchange {
     }
 }
 
-/// The refusal of a subject token the verifier refused.
+/// The refusal of a subject token the verifier refused; UNAVAILABLE when
+/// the verifier could not decide yet (its issuer's keys not loaded).
 fn refused(error: &AuthError) -> IssueError {
+    if error.code() == tonic::Code::Unavailable {
+        return IssueError::SubjectNotCheckable {
+            cause: error.reason(),
+            detail: error.to_string(),
+        };
+    }
     IssueError::SubjectTokenRefused {
         cause: error.reason(),
         detail: error.to_string(),
