@@ -54,7 +54,7 @@ impl CallContext {
 /// let acting = request.actor().map(|actor| &actor.sub); // who acts for the user `sub`, if anyone
 /// let workload = request.peer_identity().and_then(|p| p.spiffe_id()); // the client certificate (mtls)
 /// let request_id = request.request_id(); // pass it on to the calls you make
-/// # let _ = (claims, workload, request_id);
+/// # let _ = (claims, acting, workload, request_id);
 /// # }
 /// ```
 pub trait CallerExt {

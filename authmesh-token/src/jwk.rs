@@ -215,6 +215,26 @@ impl Jwk {
         })
     }
 
+    /// The public JWK of an RSA key for `algorithm` (RS256 or PS256) from its
+    /// big-endian modulus and exponent; its `kid` is its RFC 7638 thumbprint.
+    pub fn rsa(modulus: &[u8], exponent: &[u8], algorithm: JwsAlgorithm) -> Jwk {
+        let jwk = Jwk {
+            kty: "RSA".into(),
+            crv: None,
+            x: None,
+            y: None,
+            n: Some(URL_SAFE_NO_PAD.encode(modulus)),
+            e: Some(URL_SAFE_NO_PAD.encode(exponent)),
+            kid: String::new(),
+            alg: Some(algorithm.name().into()),
+            key_use: Some("sig".into()),
+            d: None,
+            k: None,
+        };
+        let kid = jwk.thumbprint();
+        jwk.with_kid(kid)
+    }
+
     /// The same key under another `kid`.
     pub fn with_kid(mut self, kid: impl Into<String>) -> Jwk {
         self.kid = kid.into();
@@ -222,11 +242,14 @@ impl Jwk {
     }
 
     /// The RFC 7638 thumbprint: SHA-256 over the required public members in
-    /// lexicographic order, base64url. A stable `kid` for the key.
+    /// lexicographic order, base64url. A stable `kid` for the key (OKP, EC
+    /// and RSA keys).
     pub fn thumbprint(&self) -> String {
         let member = |v: &Option<String>| v.clone().unwrap_or_default();
         let canonical = if self.kty == "EC" {
             serde_json::json!({"crv": member(&self.crv), "kty": "EC", "x": member(&self.x), "y": member(&self.y)})
+        } else if self.kty == "RSA" {
+            serde_json::json!({"e": member(&self.e), "kty": "RSA", "n": member(&self.n)})
         } else {
             serde_json::json!({"crv": member(&self.crv), "kty": self.kty, "x": member(&self.x)})
         };
@@ -631,6 +654,22 @@ mod tests {
         assert!(
             !format!("{key:?}").contains("7, 7"),
             "the secret stays out of Debug"
+        );
+    }
+
+    #[test]
+    fn rsa_thumbprint_matches_rfc_7638() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let jwk = Jwk::rsa(
+            &URL_SAFE_NO_PAD.decode(n).expect("b64"),
+            &[1, 0, 1],
+            JwsAlgorithm::RS256,
+        );
+        assert_eq!(jwk.kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk.to_verification_key_for(&[JwsAlgorithm::RS256])
+                .map(|key| key.algorithm),
+            Ok(JwsAlgorithm::RS256)
         );
     }
 

@@ -89,10 +89,13 @@ impl TestMesh {
     pub async fn start() -> Self {
         init();
         let (ts, orders, inventory) = (ephemeral().await, ephemeral().await, ephemeral().await);
+        // The local issuer's port, free until a test starts it.
+        let idp = ephemeral().await.local_addr().expect("addr");
         let addrs = MeshAddrs {
             token_service: ts.local_addr().unwrap(),
             orders: orders.local_addr().unwrap(),
             inventory: inventory.local_addr().unwrap(),
+            idp,
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let state = DevState::ensure(dir.path(), addrs).expect("dev state");
@@ -379,6 +382,23 @@ impl TestMesh {
                 .expect("token service"),
         );
         self.wait_serving(self.addrs.token_service).await;
+    }
+
+    /// Starts the demo's local OIDC issuer on its address (creating its
+    /// RS256 key); orders and the token service already trust it.
+    pub async fn start_local_idp(&self) -> (RunningServer, authmesh::local_idp::LocalIdp) {
+        let config = self
+            .state
+            .load_idp()
+            .expect("idp.toml")
+            .expect("a local issuer");
+        let listener = TcpListener::bind(self.addrs.idp)
+            .await
+            .expect("bind the local issuer");
+        let server = mesh::start_local_idp(&self.state, &config, listener).expect("local issuer");
+        let idp = authmesh::local_idp::LocalIdp::load_or_create(self.state.dir(), &config.config)
+            .expect("its key");
+        (server, idp)
     }
 
     /// Starts orders again on the same address, its configuration re-read,

@@ -111,3 +111,69 @@ async fn dev_state_is_created_once_and_reused() {
         assert_eq!(mode, 0o600, "{}", private.display());
     }
 }
+
+/// The dev state's own user flow, as `authmesh up` runs it: a user token
+/// from the local OIDC issuer (RS256, discovered over HTTPS) places an
+/// order, which orders exchanges and inventory records for the user with
+/// orders as the actor; a user token without `orders.write` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_of_the_local_issuer_orders_through_orders() {
+    use authmesh::local_idp::UserTokenRequest;
+
+    let mesh = TestMesh::start().await;
+    let (_server, idp) = mesh.start_local_idp().await;
+    let user_token = |scopes: &[&str]| {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        idp.user_token(
+            &UserTokenRequest {
+                user: "alice",
+                audience: "orders",
+                scopes: &scopes,
+                ttl_seconds: 600,
+            },
+            mesh.now(),
+        )
+        .expect("user token")
+    };
+    let header = authmesh_tests::decode_header(&user_token(&[]));
+    assert_eq!(
+        (header["alg"].as_str(), header["typ"].as_str()),
+        (Some("RS256"), Some("JWT"))
+    );
+    let place = |token: String| {
+        let mut orders = mesh.orders_client();
+        async move {
+            orders
+                .place_order(bearer(
+                    PlaceOrderRequest {
+                        sku: "sku-1".into(),
+                        quantity: 1,
+                    },
+                    &token,
+                ))
+                .await
+        }
+    };
+    // The issuer started after orders and the token service: they find
+    // its keys on their next refresh, and refuse with UNAVAILABLE until then.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let order = loop {
+        match place(user_token(&["orders.write"])).await {
+            Ok(order) => break order.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    assert_eq!(order.placed_by, "alice");
+    assert_eq!(order.reserved_by, "alice");
+    assert_eq!(order.reserved_through, TestMesh::spiffe_id("orders"));
+    expect_status(
+        place(user_token(&["orders.read"])).await,
+        Code::PermissionDenied,
+        Some("POLICY_DENIED"),
+    );
+    mesh.stop().await;
+}

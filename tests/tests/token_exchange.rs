@@ -30,7 +30,7 @@ id = "inventory"
 spiffe_id = "spiffe://authmesh.local/inventory"
 
 [[exchange]]
-name = "orders-for-users"
+name = "orders-for-auth0-users"
 actors = ["orders"]
 subject_issuers = ["{auth0}"]
 audience = "inventory"
@@ -417,7 +417,7 @@ async fn orders_places_an_order_on_a_users_behalf() {
     append(
         mesh.state.token_service_config(),
         format!(
-            "{}\n[[exchange]]\nname = \"orders-for-users\"\nactors = [\"orders\"]\n\
+            "{}\n[[exchange]]\nname = \"orders-for-auth0-users\"\nactors = [\"orders\"]\n\
              subject_issuers = [\"{}\"]\nsubject_scopes = [\"orders.write\"]\n\
              audience = \"inventory\"\nscopes = [\"inventory.read\", \"inventory.reserve\"]\n",
             idp.trusted_issuers_toml("trusted_issuers", &ca),

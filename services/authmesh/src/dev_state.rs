@@ -13,8 +13,11 @@ use std::{
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use service_runtime::{
-    AuthConfig, ClientAuth, Loaded, RuntimeError, ServerTlsFiles, UpstreamConfig,
+    AuthConfig, ClientAuth, Loaded, RuntimeError, ServerTlsFiles, Transport, TrustedIssuerConfig,
+    UpstreamConfig,
     files::{read_to_string, write_private, write_public},
     load_config,
     pki::{DEFAULT_TRUST_DOMAIN, DevPki, WorkloadCert, spiffe_id},
@@ -28,6 +31,8 @@ pub const OPERATOR_CLIENT: &str = "operator";
 
 /// Lifetime of the workload certificates `up` issues.
 pub const WORKLOAD_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+pub use crate::local_idp::LocalIdpConfig;
 
 /// Every workload of the dev mesh and the DNS names it also serves as.
 pub const WORKLOADS: [(&str, &[&str]); 5] = [
@@ -46,7 +51,12 @@ pub const DEFAULT_PORTS: MeshAddrs = MeshAddrs {
     token_service: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051),
     orders: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50052),
     inventory: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50053),
+    idp: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50443),
 };
+
+/// The exchange rule of the dev mesh: orders may act at inventory for the
+/// users of the local issuer whose tokens let them place orders.
+pub const ORDERS_FOR_USERS: &str = "orders-for-users";
 
 /// How the token service replicas are reached in the compose cluster
 /// (docker-compose.yml): one name for both.
@@ -88,6 +98,9 @@ pub struct MeshLayout {
     /// Whether inventory consumes one-time tokens through the token
     /// service (as it must when it runs as several replicas behind one name).
     pub one_time_via_token_service: bool,
+    /// The demo's local OIDC issuer, whose users orders acts for; none in
+    /// the compose cluster.
+    pub idp: Option<LocalIdpConfig>,
 }
 
 impl MeshLayout {
@@ -105,6 +118,11 @@ impl MeshLayout {
             revocations_file: "revocations.json".into(),
             store: token_service::StoreConfig::Files,
             one_time_via_token_service: false,
+            idp: Some(LocalIdpConfig {
+                listen: addrs.idp.to_string(),
+                issuer: format!("https://localhost:{}", addrs.idp.port()),
+                key_file: "idp/rs256-key.pem".into(),
+            }),
         }
     }
 
@@ -124,6 +142,7 @@ impl MeshLayout {
                 token_service: any(DEFAULT_PORTS.token_service.port()),
                 orders: any(DEFAULT_PORTS.orders.port()),
                 inventory: any(DEFAULT_PORTS.inventory.port()),
+                idp: any(DEFAULT_PORTS.idp.port()),
             },
             issuer: issuer_url(DEFAULT_PORTS.token_service),
             token_service_url: COMPOSE_TOKEN_SERVICE_URL.into(),
@@ -151,6 +170,7 @@ impl MeshLayout {
                 publish_lead_seconds: 65,
             }),
             one_time_via_token_service: true,
+            idp: None,
         }
     }
 
@@ -168,6 +188,8 @@ pub struct MeshAddrs {
     pub orders: SocketAddr,
     /// Inventory (SERVER2).
     pub inventory: SocketAddr,
+    /// The demo's local OIDC issuer (HTTPS).
+    pub idp: SocketAddr,
 }
 
 /// Why the dev state could not be prepared.
@@ -243,6 +265,12 @@ impl DevState {
             key: Some(format!("tls/{workload}-key.pem").into()),
             failover_urls: Vec::new(),
         };
+        // Orders and the token service trust the local issuer's users.
+        let user_issuers: Vec<TrustedIssuerConfig> = layout
+            .idp
+            .iter()
+            .map(|idp| TrustedIssuerConfig::discovery(&idp.issuer, "tls/ca.pem"))
+            .collect();
         let tls = |name: &str, client_auth: ClientAuth| ServerTlsFiles {
             cert: format!("tls/{name}.pem").into(),
             key: format!("tls/{name}-key.pem").into(),
@@ -318,8 +346,23 @@ impl DevState {
                 admin_ids: vec![spiffe_id(DEFAULT_TRUST_DOMAIN, OPERATOR_CLIENT)],
                 // Beside the revocations: where the token service may write.
                 workloads_file: layout.revocations_file.with_file_name("workloads.json"),
-                trusted_issuers: Vec::new(),
-                exchange: Vec::new(),
+                trusted_issuers: user_issuers.clone(),
+                exchange: layout
+                    .idp
+                    .iter()
+                    .map(|idp| token_service::config::ExchangeRule {
+                        name: ORDERS_FOR_USERS.into(),
+                        actors: vec!["orders".into()],
+                        subject_issuers: vec![idp.issuer.clone()],
+                        subject_scopes: vec![orders::SCOPE_WRITE.into()],
+                        audience: "inventory".into(),
+                        scopes: orders::INVENTORY_SCOPES
+                            .iter()
+                            .map(|s| (*s).to_owned())
+                            .collect(),
+                        max_chain_depth: 1,
+                    })
+                    .collect(),
             };
             Ok(toml::to_string(&config)?)
         })?;
@@ -329,6 +372,11 @@ impl DevState {
         write_if_missing(&state.dir.join("orders.policy.toml"), existing, || {
             Ok(orders::POLICY_FILE.to_owned())
         })?;
+        // Only in a new state: an older one's configurations do not trust
+        // the local issuer, so serving it there would only confuse.
+        if let Some(idp) = layout.idp.as_ref().filter(|_| !existing) {
+            write_if_missing(&state.idp_config(), existing, || Ok(toml::to_string(idp)?))?;
+        }
         write_if_missing(&state.inventory_config(), existing, || {
             let config = inventory::Config {
                 listen: layout.listen.inventory.to_string(),
@@ -356,6 +404,7 @@ impl DevState {
                 token_service: upstream(layout.token_service_url.clone(), "orders"),
                 auth: AuthConfig {
                     policy_file: Some("orders.policy.toml".into()),
+                    trusted_issuers: user_issuers.clone(),
                     ..AuthConfig::new(issuer, "orders")
                 },
                 inventory: upstream(layout.inventory_url.clone(), "orders"),
@@ -577,6 +626,54 @@ impl DevState {
     /// `inventory.toml`.
     pub fn inventory_config(&self) -> PathBuf {
         self.dir.join("inventory.toml")
+    }
+
+    /// `idp.toml`: the demo's local OIDC issuer.
+    pub fn idp_config(&self) -> PathBuf {
+        self.dir.join("idp.toml")
+    }
+
+    /// The local OIDC issuer's configuration, when this state has one (the
+    /// compose cluster's does not).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an invalid file.
+    pub fn load_idp(&self) -> Result<Option<Loaded<LocalIdpConfig>>, RuntimeError> {
+        let path = self.idp_config();
+        if !path.exists() {
+            return Ok(None);
+        }
+        load_config(&path, std::iter::empty()).map(Some)
+    }
+
+    /// TLS settings for a plain HTTPS server (HTTP/1.1 in ALPN) presenting
+    /// `workload`'s certificate, and the transport that keeps reloading it
+    /// (keep it while serving).
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the certificate or key is unusable.
+    pub fn https_server_config(
+        &self,
+        workload: &str,
+    ) -> Result<(Arc<rustls::ServerConfig>, Transport), RuntimeError> {
+        let (cert, key) = self.workload_files(workload);
+        let files = ServerTlsFiles {
+            cert: cert.clone(),
+            key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+        };
+        let transport = Transport::from_config(Some(&files), false, &self.dir)?;
+        let Transport::Tls { config, .. } = &transport else {
+            return Err(RuntimeError::io(
+                "serving HTTPS with",
+                cert,
+                std::io::Error::other("no TLS configuration"),
+            ));
+        };
+        let mut http1 = rustls::ServerConfig::clone(config);
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok((Arc::new(http1), transport))
     }
 
     /// The token service configuration, as its binary would load it (no env overrides).

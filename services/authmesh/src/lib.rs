@@ -6,5 +6,6 @@ pub mod bench;
 pub mod cli;
 pub mod dev_state;
 pub mod explain;
+pub mod local_idp;
 pub mod mesh;
 pub mod token_cli;

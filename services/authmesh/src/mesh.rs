@@ -30,6 +30,9 @@ pub enum MeshError {
         /// What happened.
         detail: String,
     },
+    /// The demo's local OIDC issuer could not start.
+    #[error("local issuer: {0}")]
+    LocalIdp(#[from] crate::local_idp::LocalIdpError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source} (is another `authmesh up` running?)")]
     Bind {
@@ -217,6 +220,35 @@ pub fn start_orders(
     }))
 }
 
+/// Starts the demo's local OIDC issuer from the dev state on `listener`
+/// (its key is created on first use), presenting the token service's
+/// `localhost` certificate.
+///
+/// # Errors
+/// [`MeshError`] when its key or the certificate is unusable.
+pub fn start_local_idp(
+    state: &DevState,
+    config: &Loaded<crate::local_idp::LocalIdpConfig>,
+    listener: TcpListener,
+) -> Result<RunningServer, MeshError> {
+    let idp = std::sync::Arc::new(crate::local_idp::LocalIdp::load_or_create(
+        state.dir(),
+        &config.config,
+    )?);
+    let (tls, transport) = state.https_server_config("token-service")?;
+    let addr = local_addr(&listener, "local issuer")?;
+    Ok(RunningServer::spawn(
+        "local issuer",
+        addr,
+        move |rx| async move {
+            // Keeps the certificate reloading while it serves.
+            let _transport = transport;
+            idp.serve(listener, tls, signal(rx)).await;
+            Ok(())
+        },
+    ))
+}
+
 /// Binds `addr`, with an error that says what to do when it is taken.
 ///
 /// # Errors
@@ -241,11 +273,13 @@ pub struct Mesh {
     pub inventory: RunningServer,
     /// Inventory's state.
     pub inventory_handler: InventoryHandler,
+    /// The demo's local OIDC issuer, when the state has one.
+    pub idp: Option<RunningServer>,
 }
 
 impl Mesh {
-    /// Starts all three servers from the dev state on the addresses its
-    /// configuration files name.
+    /// Starts all three servers (and the local OIDC issuer, when the state
+    /// has one) from the dev state on the addresses its configuration files name.
     ///
     /// # Errors
     /// [`MeshError`] when an address is taken or a configuration is unusable.
@@ -257,11 +291,19 @@ impl Mesh {
         let (inventory, inventory_handler) =
             start_inventory(state, inventory_listener, clock.clone())?;
         let orders = start_orders(state, orders_listener, clock, RefreshSettings::default())?;
+        let idp = match state.load_idp()? {
+            Some(config) => {
+                let listener = bind(&config.config.listen).await?;
+                Some(start_local_idp(state, &config, listener)?)
+            }
+            None => None,
+        };
         Ok(Self {
             token_service,
             orders,
             inventory,
             inventory_handler,
+            idp,
         })
     }
 
@@ -273,6 +315,10 @@ impl Mesh {
         let orders = self.orders.stop().await;
         let inventory = self.inventory.stop().await;
         let token_service = self.token_service.stop().await;
-        orders.and(inventory).and(token_service)
+        let idp = match self.idp {
+            Some(idp) => idp.stop().await,
+            None => Ok(()),
+        };
+        orders.and(inventory).and(token_service).and(idp)
     }
 }

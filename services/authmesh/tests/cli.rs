@@ -68,6 +68,7 @@ async fn up_mint_inspect_and_ctrl_c() {
         token_service: free_addr(),
         orders: free_addr(),
         inventory: free_addr(),
+        idp: free_addr(),
     };
     // The state `up` would create, on ports of our choosing.
     let state = DevState::ensure(dir.path(), addrs).expect("state");
@@ -578,6 +579,47 @@ fn grpcurl_against_up(state: &DevState, addrs: MeshAddrs, dir: &Path) -> bool {
         ],
     );
     assert!(!ok && err.contains("Unauthenticated"), "{err}");
+
+    // On a user's behalf: a token from the local OIDC issuer `up` runs;
+    // orders exchanges it and reserves as the user, and says through whom.
+    let user = authmesh(dir, &["user-token", "--user", "alice"]);
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let user_token = String::from_utf8(user.stdout).expect("utf-8");
+    let header = format!("authorization: Bearer {}", user_token.trim());
+    let place = || {
+        run(
+            addrs.orders.port(),
+            &[
+                "-H",
+                &header,
+                "-d",
+                r#"{"sku":"sku-1","quantity":1}"#,
+                "demo.orders.v1.Orders/PlaceOrder",
+            ],
+        )
+    };
+    // Orders and the token service fetch the issuer's keys in the
+    // background; until then the order is refused with UNAVAILABLE.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (ok, out, err) = loop {
+        let (ok, out, err) = place();
+        if ok || !err.contains("Unavailable") || std::time::Instant::now() > deadline {
+            break (ok, out, err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(ok, "{out}{err}");
+    for field in [
+        r#""placedBy": "alice""#,
+        r#""reservedBy": "alice""#,
+        r#""reservedThrough": "spiffe://authmesh.local/orders""#,
+    ] {
+        assert!(out.contains(field), "{field} in {out}");
+    }
     true
 }
 
@@ -803,6 +845,7 @@ async fn workloads_registered_at_run_time_through_the_cli() {
         token_service: free_addr(),
         orders: free_addr(),
         inventory: free_addr(),
+        idp: free_addr(),
     };
     let state = DevState::ensure(dir.path(), addrs).expect("state");
     /// Stops `up` however the test ends.

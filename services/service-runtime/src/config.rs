@@ -252,6 +252,25 @@ pub enum TrustedKeys<'c> {
 }
 
 impl TrustedIssuerConfig {
+    /// `issuer`, its keys through OIDC discovery over HTTPS trusting `ca`,
+    /// and every other setting at its default.
+    pub fn discovery(issuer: impl Into<String>, ca: impl Into<PathBuf>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            discovery: true,
+            jwks_url: None,
+            jwks_file: None,
+            hs256_secret_file: None,
+            ca: Some(ca.into()),
+            algorithms: None,
+            token_types: None,
+            require_jti: false,
+            leeway_seconds: default_leeway(),
+            max_lifetime_seconds: default_external_max_lifetime(),
+            scope_claim: Default::default(),
+        }
+    }
+
     /// The verifier's profile for this issuer.
     pub fn profile(&self) -> auth_interceptor::IssuerProfile {
         let mut profile = if self.hs256_secret_file.is_some() {

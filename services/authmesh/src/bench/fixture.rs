@@ -68,6 +68,7 @@ impl Fixture {
                     token_service: unused,
                     orders: unused,
                     inventory: unused,
+                    idp: unused,
                 },
             )?;
             let (cert, key) = state.workload_files("orders");

@@ -17,6 +17,7 @@ mod policy;
 mod revoke;
 mod token;
 mod up;
+mod user_token;
 mod workload;
 
 /// What a command failed with; printed with its whole cause by `main`.
@@ -40,7 +41,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run token-service (:50051), orders (:50052) and inventory (:50053) on 127.0.0.1 over TLS.
+    /// Run token-service (:50051), orders (:50052) and inventory (:50053) on
+    /// 127.0.0.1 over TLS, and the demo's local OIDC issuer (:50443).
     Up(up::Args),
     /// Create the mesh's state in <state-dir> without starting anything
     /// (CA, workload certificates, the issuer's signing key, client secrets,
@@ -49,6 +51,9 @@ enum Command {
     Init(init::Args),
     /// Mint and inspect tokens.
     Token(token::Args),
+    /// Print a user's access token from the demo's local OIDC issuer (RS256,
+    /// for orders by default): place an order on that user's behalf with it.
+    UserToken(user_token::Args),
     /// Workload certificates from the mesh CA.
     Certs(certs::Args),
     /// Authorization policy files.
@@ -117,6 +122,7 @@ impl Cli {
             Command::Up(args) => up::run(&state_dir, args).await,
             Command::Init(args) => init::run(&state_dir, args),
             Command::Token(args) => token::run(&state_dir, args).await,
+            Command::UserToken(args) => user_token::run(&state_dir, args),
             Command::Certs(args) => certs::run(&state_dir, args),
             Command::Policy(args) => policy::run(args),
             Command::Revoke(args) => revoke::run(&state_dir, args).await,

@@ -108,7 +108,10 @@ async fn all_serving(state: &DevState, mesh: &Mesh) -> bool {
 }
 
 fn failed(mesh: &Mesh) -> bool {
-    mesh.token_service.is_finished() || mesh.orders.is_finished() || mesh.inventory.is_finished()
+    mesh.token_service.is_finished()
+        || mesh.orders.is_finished()
+        || mesh.inventory.is_finished()
+        || mesh.idp.as_ref().is_some_and(|idp| idp.is_finished())
 }
 
 async fn wait_for_failure(mesh: &Mesh) {
@@ -154,9 +157,21 @@ demo-cli workload certificate (spiffe://authmesh.local/demo-cli):
   cargo run -q --release --bin authmesh -- explain --token "$TOKEN" --service inventory --method /demo.inventory.v1.Inventory/Reserve
   cargo run -q --release --bin authmesh -- revoke --token "$TOKEN"
   grpcurl $M -H "authorization: Bearer $TOKEN" -d '{{"sku":"sku-1"}}' localhost:{inventory} demo.inventory.v1.Inventory/GetStock          # UNAUTHENTICATED: TOKEN_REVOKED
-
+{user}
 Ctrl-C stops the mesh."#,
-        state = state_dir.display()
+        state = state_dir.display(),
+        user = match &mesh.idp {
+            Some(idp) => format!(
+                r#"
+On a user's behalf: a user token from the local OIDC issuer (https://localhost:{idp}),
+which orders exchanges to reserve at inventory as the user, with orders as the actor:
+  USER_TOKEN=$(cargo run -q --release --bin authmesh -- user-token --user alice)
+  grpcurl $M -H "authorization: Bearer $USER_TOKEN" -d '{{"sku":"sku-1","quantity":1}}' localhost:{orders} demo.orders.v1.Orders/PlaceOrder
+"#,
+                idp = idp.addr().port()
+            ),
+            None => String::new(),
+        }
     );
     if let Some(addr) = metrics {
         println!("Metrics of all three servers: curl http://{addr}/metrics");
