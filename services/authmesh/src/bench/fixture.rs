@@ -23,7 +23,7 @@ use super::{
     BenchError,
     server::{AUDIENCE, ISSUER},
 };
-use crate::dev_state::{DevState, MeshAddrs};
+use crate::dev_state::{DevState, MeshAddrs, MeshLayout};
 
 /// How long the bench's TLS files are checked for changes: never, in effect.
 const NO_RELOAD: Duration = Duration::from_secs(3600);
@@ -62,15 +62,17 @@ impl Fixture {
         let mint = if mint {
             // The token service picks its own port; these only fill the configs.
             let unused = SocketAddr::from(([127, 0, 0, 1], 0));
-            let state = DevState::ensure(
-                &dir.path().join("mesh"),
-                MeshAddrs {
+            // No local issuer: the bench measures minting alone.
+            let layout = MeshLayout {
+                idp: None,
+                ..MeshLayout::local(MeshAddrs {
                     token_service: unused,
                     orders: unused,
                     inventory: unused,
                     idp: unused,
-                },
-            )?;
+                })
+            };
+            let state = DevState::ensure_layout(&dir.path().join("mesh"), &layout)?;
             let (cert, key) = state.workload_files("orders");
             Some((state.ca_cert(), cert, key))
         } else {
