@@ -177,6 +177,22 @@ impl TestMesh {
         OrdersClient::new(self.channel(self.addrs.orders))
     }
 
+    /// PlaceOrder of `quantity` of sku-1 with `token`, as demo-cli's connection.
+    pub async fn place_order(
+        &self,
+        token: &str,
+        quantity: u32,
+    ) -> Result<authmesh_proto::demo::orders::v1::PlaceOrderResponse, Status> {
+        let request = authmesh_proto::demo::orders::v1::PlaceOrderRequest {
+            sku: "sku-1".into(),
+            quantity,
+        };
+        self.orders_client()
+            .place_order(bearer(request, token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// The SPIFFE ID of a dev workload.
     pub fn spiffe_id(workload: &str) -> String {
         service_runtime::pki::spiffe_id(service_runtime::pki::DEFAULT_TRUST_DOMAIN, workload)

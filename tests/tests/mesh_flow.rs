@@ -141,25 +141,15 @@ async fn a_user_of_the_local_issuer_orders_through_orders() {
         (Some("RS256"), Some("JWT"))
     );
     let place = |token: String| {
-        let mut orders = mesh.orders_client();
-        async move {
-            orders
-                .place_order(bearer(
-                    PlaceOrderRequest {
-                        sku: "sku-1".into(),
-                        quantity: 1,
-                    },
-                    &token,
-                ))
-                .await
-        }
+        let mesh = &mesh;
+        async move { mesh.place_order(&token, 1).await }
     };
     // The issuer started after orders and the token service: they find
     // its keys on their next refresh, and refuse with UNAVAILABLE until then.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let order = loop {
         match place(user_token(&["orders.write"])).await {
-            Ok(order) => break order.into_inner(),
+            Ok(order) => break order,
             Err(status) if status.code() == Code::Unavailable => {
                 assert!(tokio::time::Instant::now() < deadline, "{status:?}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;

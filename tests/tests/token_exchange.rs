@@ -11,7 +11,6 @@ use authmesh_proto::authmesh::v1::{
     token_service_client::TokenServiceClient,
 };
 use authmesh_proto::demo::inventory::v1::inventory_client::InventoryClient;
-use authmesh_proto::demo::orders::v1::PlaceOrderRequest;
 use authmesh_tests::{
     TestMesh, bearer, decode_claims, decode_payload, expect_status, idp::Idp, reserve_one,
 };
@@ -432,19 +431,8 @@ async fn orders_places_an_order_on_a_users_behalf() {
     mesh.restart_orders().await;
 
     let place = |token: String| {
-        let mut orders = mesh.orders_client();
-        async move {
-            orders
-                .place_order(bearer(
-                    PlaceOrderRequest {
-                        sku: "sku-1".into(),
-                        quantity: 2,
-                    },
-                    &token,
-                ))
-                .await
-                .map(tonic::Response::into_inner)
-        }
+        let mesh = &mesh;
+        async move { mesh.place_order(&token, 2).await }
     };
     // Both orders' and the token service's keys of the provider arrive in
     // the background: until then the order is refused, never placed.
