@@ -210,22 +210,12 @@ impl TestMesh {
     /// the token service's certificate from the dev CA: for stand-in key
     /// sources the verifiers trust.
     pub fn https_server_config(&self) -> Arc<rustls::ServerConfig> {
-        use service_runtime::{ClientAuth, ServerTlsFiles, Transport};
-        let (cert, key) = self.state.workload_files("token-service");
-        let files = ServerTlsFiles {
-            cert,
-            key,
-            client_ca: None,
-            client_auth: ClientAuth::None,
-        };
-        let Transport::Tls { config, .. } =
-            Transport::from_config(Some(&files), false, self.state.dir()).expect("tls")
-        else {
-            panic!("TLS transport expected");
-        };
-        let mut http1 = rustls::ServerConfig::clone(&config);
-        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(http1)
+        // The transport's certificate reload stops with it: tests outlive no certificate.
+        let (config, _transport) = self
+            .state
+            .https_server_config("token-service")
+            .expect("tls");
+        config
     }
 
     /// Polls `grpc.health.v1.Health/Check` on `addr` until SERVING.
