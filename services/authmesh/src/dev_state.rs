@@ -71,6 +71,38 @@ pub const COMPOSE_KEY_DIR: &str = "/var/lib/token-service/keys";
 /// The etcd cluster's workload: one certificate for its members (serving
 /// clients and peers), with every member's name.
 pub const ETCD_WORKLOAD: (&str, &[&str]) = ("etcd", &["localhost", "etcd-1", "etcd-2", "etcd-3"]);
+/// How many members the Kubernetes StatefulSet `etcd` runs
+/// (deploy/kubernetes/base/etcd.yaml): pods `etcd-0` to `etcd-2`.
+pub const KUBERNETES_ETCD_MEMBERS: usize = 3;
+
+/// A workload certificate a state issues: the workload and the DNS names
+/// it serves as (none for a client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadNames {
+    /// The workload, also its certificate's file name under `tls/`.
+    pub workload: String,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+}
+
+impl WorkloadNames {
+    fn new(workload: &str, dns_names: &[&str]) -> Self {
+        Self {
+            workload: workload.to_owned(),
+            dns_names: dns_names.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
+
+    /// The certificates of the one-host and compose states: [`WORKLOADS`],
+    /// and etcd's when the mesh runs on it.
+    fn fixed(etcd: bool) -> Vec<Self> {
+        WORKLOADS
+            .iter()
+            .chain(etcd.then_some(&ETCD_WORKLOAD))
+            .map(|(workload, names)| Self::new(workload, names))
+            .collect()
+    }
+}
 
 /// How the generated configurations place the servers: where each listens,
 /// how the others reach it, and what the demo inventory holds.
@@ -101,6 +133,8 @@ pub struct MeshLayout {
     /// The demo's local OIDC issuer, whose users orders acts for; none in
     /// the compose cluster.
     pub idp: Option<LocalIdpConfig>,
+    /// The workload certificates to issue, and the names each serves as.
+    pub certificates: Vec<WorkloadNames>,
 }
 
 impl MeshLayout {
@@ -123,6 +157,7 @@ impl MeshLayout {
                 issuer: format!("https://localhost:{}", addrs.idp.port()),
                 key_file: "idp/rs256-key.pem".into(),
             }),
+            certificates: WorkloadNames::fixed(false),
         }
     }
 
@@ -171,7 +206,93 @@ impl MeshLayout {
             }),
             one_time_via_token_service: true,
             idp: None,
+            certificates: WorkloadNames::fixed(true),
         }
+    }
+
+    /// A Kubernetes namespace (deploy/kubernetes): the compose cluster's
+    /// servers and settings, reached through their Services'
+    /// `<name>.<namespace>.svc` names; the etcd members are the pods of
+    /// the `etcd` StatefulSet behind its headless Service. The issuer is
+    /// the token service's in-cluster URL. Each server's certificate names
+    /// its Service by every form a pod may use (`name`, `name.ns`,
+    /// `name.ns.svc`, `name.ns.svc.<cluster_domain>`) and `localhost` (for
+    /// probes and `kubectl port-forward`).
+    ///
+    /// # Errors
+    /// [`StateError::Layout`] when `namespace` or `cluster_domain` is not a
+    /// DNS name Kubernetes accepts.
+    pub fn kubernetes(namespace: &str, cluster_domain: &str) -> Result<Self, StateError> {
+        if !is_dns_label(namespace) {
+            return Err(StateError::Layout(format!(
+                "namespace {namespace:?}: expected a DNS label (lowercase letters, digits and '-', at most 63)"
+            )));
+        }
+        if cluster_domain.is_empty() || !cluster_domain.split('.').all(is_dns_label) {
+            return Err(StateError::Layout(format!(
+                "cluster domain {cluster_domain:?}: expected a DNS name such as cluster.local"
+            )));
+        }
+        let service_names = |name: &str| -> Vec<String> {
+            let svc = format!("{name}.{namespace}.svc");
+            vec![
+                "localhost".into(),
+                name.into(),
+                format!("{name}.{namespace}"),
+                format!("{svc}.{cluster_domain}"),
+                svc,
+            ]
+        };
+        let service_url = |name: &str, port: u16| format!("https://{name}.{namespace}.svc:{port}");
+        // A member is reached through the headless Service: `etcd-<i>.etcd`.
+        let pods: Vec<String> = (0..KUBERNETES_ETCD_MEMBERS)
+            .map(|i| format!("etcd-{i}.etcd"))
+            .collect();
+        let mut certificates: Vec<WorkloadNames> = WORKLOADS
+            .iter()
+            .map(|&(workload, names)| WorkloadNames {
+                workload: workload.to_owned(),
+                dns_names: if names.is_empty() {
+                    Vec::new()
+                } else {
+                    service_names(workload)
+                },
+            })
+            .collect();
+        certificates.push(WorkloadNames {
+            workload: ETCD_WORKLOAD.0.to_owned(),
+            dns_names: std::iter::once("localhost".to_owned())
+                .chain(pods.iter().flat_map(|pod| {
+                    [
+                        pod.clone(),
+                        format!("{pod}.{namespace}.svc"),
+                        format!("{pod}.{namespace}.svc.{cluster_domain}"),
+                    ]
+                }))
+                .collect(),
+        });
+        let compose = Self::compose();
+        let token_service_url = service_url("token-service", DEFAULT_PORTS.token_service.port());
+        let store = match compose.store {
+            token_service::StoreConfig::Etcd(etcd) => {
+                token_service::StoreConfig::Etcd(token_service::store::EtcdConfig {
+                    endpoints: pods
+                        .iter()
+                        .map(|pod| format!("https://{pod}.{namespace}.svc:2379"))
+                        .collect(),
+                    ..etcd
+                })
+            }
+            files => files,
+        };
+        Ok(Self {
+            issuer: token_service_url.clone(),
+            token_service_url,
+            inventory_url: service_url("inventory", DEFAULT_PORTS.inventory.port()),
+            store,
+            certificates,
+            ..compose
+        })
     }
 
     fn uses_etcd(&self) -> bool {
@@ -250,11 +371,7 @@ impl DevState {
         // was deleted, and regenerating it must not go unnoticed.
         let existing = dir.join("tls").join("ca.pem").exists();
         let state = Self { dir };
-        state.renew_due(
-            WORKLOADS
-                .iter()
-                .chain(layout.uses_etcd().then_some(&ETCD_WORKLOAD)),
-        )?;
+        state.renew_due(&layout.certificates)?;
         let demo_secret = state.ensure_secret(DEMO_CLIENT)?;
         let issuer = &layout.issuer;
         // Every hop is mutual TLS: each service presents its own workload certificate.
@@ -438,16 +555,17 @@ impl DevState {
     /// [`RuntimeError`] when the CA or the files are unusable.
     pub fn renew_due_certificates(&self) -> Result<usize, RuntimeError> {
         let etcd = self.workload_files(ETCD_WORKLOAD.0).0.exists();
-        self.renew_due(WORKLOADS.iter().chain(etcd.then_some(&ETCD_WORKLOAD)))
+        self.renew_due(&WorkloadNames::fixed(etcd))
     }
 
-    fn renew_due<'w>(
-        &self,
-        workloads: impl Iterator<Item = &'w (&'w str, &'w [&'w str])>,
-    ) -> Result<usize, RuntimeError> {
+    fn renew_due(&self, certificates: &[WorkloadNames]) -> Result<usize, RuntimeError> {
         let pki = DevPki::ensure(&self.dir.join("tls"), &[])?;
         let mut issued = 0;
-        for &(name, dns_names) in workloads {
+        for WorkloadNames {
+            workload: name,
+            dns_names,
+        } in certificates
+        {
             let cert = self.dir.join("tls").join(format!("{name}.pem"));
             let age = std::fs::metadata(&cert)
                 .and_then(|m| m.modified())
@@ -456,10 +574,11 @@ impl DevState {
             if age.is_some_and(|age| age < WORKLOAD_CERT_LIFETIME / 2) {
                 continue;
             }
+            let dns_names: Vec<&str> = dns_names.iter().map(String::as_str).collect();
             let spec = WorkloadCert::new(
                 name,
                 DEFAULT_TRUST_DOMAIN,
-                dns_names,
+                &dns_names,
                 WORKLOAD_CERT_LIFETIME,
             );
             pki.issue_workload(&spec, &self.dir.join("tls"))?;
@@ -486,14 +605,25 @@ impl DevState {
     /// compose cluster), so no server can read another's key, mint with
     /// the issuer's key or issue certificates.
     ///
+    /// Handed over by group ([`WorkloadOwner::parse_reader`], what an
+    /// unprivileged init does in Kubernetes), a key keeps its owner and
+    /// becomes readable by that group alone (0640).
+    ///
     /// Nothing is followed through symbolic links: files are changed with
     /// `lchown`, and the key directory is listed one level deep.
     ///
     /// # Errors
     /// [`StateError`] naming the path that could not be changed, or a
-    /// layout whose revocations file is not in a directory of its own.
+    /// layout whose revocations file is not in a directory of its own (or
+    /// a token service on files handed over by group).
     pub fn hand_over(&self, owners: &[WorkloadOwner]) -> Result<(), StateError> {
         for owner in owners {
+            if owner.workload == CLIENT_KIT {
+                for file in client_kit_files().private {
+                    owner.apply(&self.dir.join(file))?;
+                }
+                continue;
+            }
             let (_, key) = self.workload_files(&owner.workload);
             owner.apply(&key)?;
             if owner.workload != "token-service" {
@@ -502,6 +632,11 @@ impl DevState {
             let config = self.load_token_service()?;
             if !config.config.store.is_files() {
                 continue;
+            }
+            if owner.uid.is_none() {
+                return Err(StateError::Layout(
+                    "a token service on files writes its keys and revocations in the state: hand them over with --owner, not by group".into(),
+                ));
             }
             let key_dir = config.path(&config.config.key_dir);
             let revocations = config.path(&config.config.revocations_file);
@@ -543,12 +678,7 @@ impl DevState {
     /// # Errors
     /// [`RuntimeError::Io`] when a file cannot be read or written.
     pub fn export_client_kit(&self, kit: &Path) -> Result<(), RuntimeError> {
-        let mut public = vec![PathBuf::from("tls/ca.pem")];
-        let mut private = vec![PathBuf::from(format!("clients/{DEMO_CLIENT}.secret"))];
-        for client in [DEMO_CLIENT, OPERATOR_CLIENT] {
-            public.push(format!("tls/{client}.pem").into());
-            private.push(format!("tls/{client}-key.pem").into());
-        }
+        let ClientKitFiles { public, private } = client_kit_files();
         for (files, write) in [
             (
                 &public,
@@ -567,7 +697,7 @@ impl DevState {
         let owner = std::fs::metadata(kit).map_err(|e| RuntimeError::io("reading", kit, e))?;
         let owner = WorkloadOwner {
             workload: String::new(),
-            uid: owner.uid(),
+            uid: Some(owner.uid()),
             gid: owner.gid(),
         };
         for path in ["tls", "clients"]
@@ -701,6 +831,26 @@ impl DevState {
     }
 }
 
+/// The files of the client kit, relative to a state directory.
+pub struct ClientKitFiles {
+    /// The CA certificate, the demo-cli and operator certificates.
+    pub public: Vec<PathBuf>,
+    /// The demo-cli and operator keys, demo-cli's secret.
+    pub private: Vec<PathBuf>,
+}
+
+/// What a client outside the mesh needs to mint, revoke and check health
+/// as the demo client or the operator, and nothing else.
+pub fn client_kit_files() -> ClientKitFiles {
+    let mut public = vec![PathBuf::from("tls/ca.pem")];
+    let mut private = vec![PathBuf::from(format!("clients/{DEMO_CLIENT}.secret"))];
+    for client in [DEMO_CLIENT, OPERATOR_CLIENT] {
+        public.push(format!("tls/{client}.pem").into());
+        private.push(format!("tls/{client}-key.pem").into());
+    }
+    ClientKitFiles { public, private }
+}
+
 /// Writes what `contents` builds to `path` unless the file exists, so
 /// state a user edited (or a secret already issued) is never overwritten.
 /// Writes `path` unless it exists; in an `existing` state, says so on
@@ -723,21 +873,29 @@ fn write_if_missing(
 }
 
 /// The workloads that run a server: the first three of [`WORKLOADS`] (the
-/// rest are clients) and etcd.
-const SERVERS: [&str; 4] = [
+/// rest are clients) and etcd; and [`CLIENT_KIT`], the pod that hands the
+/// client kit to operators.
+const SERVERS: [&str; 5] = [
     WORKLOADS[0].0,
     WORKLOADS[1].0,
     WORKLOADS[2].0,
     ETCD_WORKLOAD.0,
+    CLIENT_KIT,
 ];
+
+/// What [`DevState::hand_over`] calls the holder of the client kit's
+/// private files (the Kubernetes `client-kit` pod).
+pub const CLIENT_KIT: &str = "client-kit";
 
 /// The user a workload's server runs as, for [`DevState::hand_over`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadOwner {
     /// `token-service`, `orders`, `inventory` or `etcd`.
     pub workload: String,
-    /// User id.
-    pub uid: u32,
+    /// User id; `None` keeps the owner and hands the files over by group
+    /// alone (readable, never writable, by it), which needs no privilege
+    /// when the group is one of the caller's.
+    pub uid: Option<u32>,
     /// Group id.
     pub gid: u32,
 }
@@ -750,29 +908,71 @@ impl WorkloadOwner {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let usage = || {
             format!(
-                "{spec:?}: expected WORKLOAD=UID[:GID], WORKLOAD one of token-service, orders, inventory, etcd"
+                "{spec:?}: expected WORKLOAD=UID[:GID], WORKLOAD one of {}",
+                SERVERS.join(", ")
             )
         };
-        let (workload, ids) = spec.split_once('=').ok_or_else(usage)?;
-        if !SERVERS.contains(&workload) {
-            return Err(usage());
-        }
+        let (workload, ids) = Self::split(spec).ok_or_else(usage)?;
         let (uid, gid) = ids.split_once(':').unwrap_or((ids, ids));
         match (uid.parse(), gid.parse()) {
             (Ok(uid), Ok(gid)) => Ok(Self {
                 workload: workload.to_owned(),
-                uid,
+                uid: Some(uid),
                 gid,
             }),
             _ => Err(usage()),
         }
     }
 
-    /// Changes the owner of `path` itself (a symbolic link is not followed).
-    fn apply(&self, path: &Path) -> Result<(), RuntimeError> {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
-            .map_err(|e| RuntimeError::io("changing the owner of", path, e))
+    /// Parses `WORKLOAD=GID`: the workload's server runs with that group
+    /// among its groups, and reads its private files through it.
+    ///
+    /// # Errors
+    /// What is wrong with `spec`.
+    pub fn parse_reader(spec: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "{spec:?}: expected WORKLOAD=GID, WORKLOAD one of {}",
+                SERVERS.join(", ")
+            )
+        };
+        let (workload, gid) = Self::split(spec).ok_or_else(usage)?;
+        let gid = gid.parse().map_err(|_| usage())?;
+        Ok(Self {
+            workload: workload.to_owned(),
+            uid: None,
+            gid,
+        })
     }
+
+    fn split(spec: &str) -> Option<(&str, &str)> {
+        spec.split_once('=')
+            .filter(|(workload, _)| SERVERS.contains(workload))
+    }
+
+    /// Changes the owner of `path` itself (a symbolic link is not followed);
+    /// handed over by group, a file becomes readable by the group alone.
+    fn apply(&self, path: &Path) -> Result<(), RuntimeError> {
+        let failed = |e| RuntimeError::io("changing the owner of", path, e);
+        std::os::unix::fs::lchown(path, self.uid, Some(self.gid)).map_err(failed)?;
+        if self.uid.is_none() && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// A DNS label as Kubernetes names namespaces (RFC 1123).
+fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
 }
 
 /// The issuer URL (`iss`) for a token service on `addr`.

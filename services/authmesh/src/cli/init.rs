@@ -12,8 +12,16 @@ pub(super) struct Args {
     /// `local`: what `up` uses (127.0.0.1, localhost, the files store).
     /// `compose`: each server on all interfaces, reached by its
     /// docker-compose.yml name, the token service on the etcd members.
+    /// `kubernetes`: the same servers reached through their Services in
+    /// `--namespace` (deploy/kubernetes), etcd the `etcd` StatefulSet.
     #[arg(long, value_enum, default_value_t = Layout::Local)]
     layout: Layout,
+    /// The Kubernetes namespace the mesh runs in (`--layout kubernetes`).
+    #[arg(long, required_if_eq("layout", "kubernetes"))]
+    namespace: Option<String>,
+    /// The cluster's DNS domain (`--layout kubernetes`).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Also copy what a client on the host needs (the CA certificate, the
     /// demo-cli and operator certificates and keys, demo-cli's secret)
     /// into this directory, laid out like a state directory and owned by
@@ -26,6 +34,13 @@ pub(super) struct Args {
     /// Repeat for each server.
     #[arg(long = "owner", value_parser = WorkloadOwner::parse)]
     owners: Vec<WorkloadOwner>,
+    /// `WORKLOAD=GID`: hand a server its private files by group instead,
+    /// keeping their owner (readable by that group alone). Needs no
+    /// privilege when the group is one of this process's (an init Job in
+    /// Kubernetes running with each server's group as a supplemental one).
+    /// Repeat for each server.
+    #[arg(long = "reader", value_parser = WorkloadOwner::parse_reader)]
+    readers: Vec<WorkloadOwner>,
 }
 
 /// Where the servers of a generated state listen and find each other.
@@ -33,15 +48,21 @@ pub(super) struct Args {
 enum Layout {
     Local,
     Compose,
+    Kubernetes,
 }
 
 pub(super) fn run(state_dir: &Path, args: Args) -> Result<ExitCode, CliError> {
     let layout = match args.layout {
         Layout::Local => MeshLayout::local(DEFAULT_PORTS),
         Layout::Compose => MeshLayout::compose(),
+        Layout::Kubernetes => MeshLayout::kubernetes(
+            args.namespace.as_deref().unwrap_or_default(),
+            &args.cluster_domain,
+        )?,
     };
     let state = DevState::ensure_layout(state_dir, &layout)?;
     state.hand_over(&args.owners)?;
+    state.hand_over(&args.readers)?;
     println!("state ready in {}", state.dir().display());
     if let Some(kit) = args.client_kit {
         state.export_client_kit(&kit)?;

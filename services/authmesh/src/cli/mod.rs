@@ -7,10 +7,12 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod certs;
+mod client_kit;
 mod endpoint;
 mod explain;
 mod hash_secret;
 mod health;
+mod idle;
 mod init;
 mod keys;
 mod policy;
@@ -18,6 +20,7 @@ mod revoke;
 mod token;
 mod up;
 mod user_token;
+mod wait_for;
 mod workload;
 
 /// What a command failed with; printed with its whole cause by `main`.
@@ -47,8 +50,20 @@ enum Command {
     /// Create the mesh's state in <state-dir> without starting anything
     /// (CA, workload certificates, the issuer's signing key, client secrets,
     /// service configurations), keeping what exists and renewing
-    /// certificates past half their life. The compose cluster's init service.
+    /// certificates past half their life. The compose cluster's init service
+    /// and the Kubernetes init Job and renewal CronJob.
     Init(init::Args),
+    /// Carry the client kit (CA certificate, demo-cli and operator
+    /// credentials) out of a cluster as JSON on a pipe: `export` in the
+    /// Kubernetes client-kit pod, `import` on your machine.
+    ClientKit(client_kit::Args),
+    /// Do nothing until stopped (SIGTERM, Ctrl-C): the main process of the
+    /// Kubernetes client-kit pod, which exists for `kubectl exec`.
+    Idle,
+    /// Wait until every file exists and is readable (exit 1 on timeout): a
+    /// Kubernetes init container's way to start a server only once its
+    /// state is ready.
+    WaitFor(wait_for::Args),
     /// Mint and inspect tokens.
     Token(token::Args),
     /// Print a user's access token from the demo's local OIDC issuer (RS256,
@@ -121,6 +136,9 @@ impl Cli {
         match self.command {
             Command::Up(args) => up::run(&state_dir, args).await,
             Command::Init(args) => init::run(&state_dir, args),
+            Command::WaitFor(args) => wait_for::run(args).await,
+            Command::ClientKit(args) => client_kit::run(&state_dir, args),
+            Command::Idle => idle::run().await,
             Command::Token(args) => token::run(&state_dir, args).await,
             Command::UserToken(args) => user_token::run(&state_dir, args),
             Command::Certs(args) => certs::run(&state_dir, args),
