@@ -135,6 +135,34 @@ pub struct MeshLayout {
     pub idp: Option<LocalIdpConfig>,
     /// The workload certificates to issue, and the names each serves as.
     pub certificates: Vec<WorkloadNames>,
+    /// The Kubernetes namespace the servers run in, for a Kubernetes layout.
+    pub kubernetes: Option<KubernetesNamespace>,
+}
+
+/// Where a Kubernetes layout's servers run: their namespace, and the
+/// cluster's DNS domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesNamespace {
+    /// The namespace.
+    pub namespace: String,
+    /// The cluster's DNS domain (`cluster.local` by default).
+    pub cluster_domain: String,
+}
+
+impl KubernetesNamespace {
+    /// Every name a pod may reach the Service `name` by (`name`,
+    /// `name.ns`, `name.ns.svc`, `name.ns.svc.<domain>`), and `localhost`
+    /// (probes, `kubectl port-forward`).
+    fn service_names(&self, name: &str) -> Vec<String> {
+        let svc = format!("{name}.{}.svc", self.namespace);
+        vec![
+            "localhost".into(),
+            name.into(),
+            format!("{name}.{}", self.namespace),
+            format!("{svc}.{}", self.cluster_domain),
+            svc,
+        ]
+    }
 }
 
 impl MeshLayout {
@@ -158,6 +186,7 @@ impl MeshLayout {
                 key_file: "idp/rs256-key.pem".into(),
             }),
             certificates: WorkloadNames::fixed(false),
+            kubernetes: None,
         }
     }
 
@@ -207,6 +236,7 @@ impl MeshLayout {
             one_time_via_token_service: true,
             idp: None,
             certificates: WorkloadNames::fixed(true),
+            kubernetes: None,
         }
     }
 
@@ -233,15 +263,9 @@ impl MeshLayout {
                 "cluster domain {cluster_domain:?}: expected a DNS name such as cluster.local"
             )));
         }
-        let service_names = |name: &str| -> Vec<String> {
-            let svc = format!("{name}.{namespace}.svc");
-            vec![
-                "localhost".into(),
-                name.into(),
-                format!("{name}.{namespace}"),
-                format!("{svc}.{cluster_domain}"),
-                svc,
-            ]
+        let placement = KubernetesNamespace {
+            namespace: namespace.to_owned(),
+            cluster_domain: cluster_domain.to_owned(),
         };
         let service_url = |name: &str, port: u16| format!("https://{name}.{namespace}.svc:{port}");
         // A member is reached through the headless Service: `etcd-<i>.etcd`.
@@ -255,7 +279,7 @@ impl MeshLayout {
                 dns_names: if names.is_empty() {
                     Vec::new()
                 } else {
-                    service_names(workload)
+                    placement.service_names(workload)
                 },
             })
             .collect();
@@ -291,8 +315,42 @@ impl MeshLayout {
             inventory_url: service_url("inventory", DEFAULT_PORTS.inventory.port()),
             store,
             certificates,
+            kubernetes: Some(placement),
             ..compose
         })
+    }
+
+    /// Adds a workload of the user's own: its certificate is issued and
+    /// renewed with the mesh's, serving as its Service's names in a
+    /// Kubernetes layout (as `localhost` and its name otherwise).
+    ///
+    /// # Errors
+    /// [`StateError::Layout`] when `name` is not a DNS label or is taken.
+    pub fn add_workload(&mut self, name: &str) -> Result<(), StateError> {
+        if !is_dns_label(name) {
+            return Err(StateError::Layout(format!(
+                "workload {name:?}: expected a DNS label (lowercase letters, digits and '-', at most 63)"
+            )));
+        }
+        if self.certificates.iter().any(|c| c.workload == name) || name == CLIENT_KIT {
+            return Err(StateError::Layout(format!(
+                "workload {name:?} is one of the mesh's own"
+            )));
+        }
+        let dns_names = match &self.kubernetes {
+            Some(placement) => placement.service_names(name),
+            None => vec!["localhost".into(), name.into()],
+        };
+        self.certificates.push(WorkloadNames {
+            workload: name.to_owned(),
+            dns_names,
+        });
+        Ok(())
+    }
+
+    /// Whether this layout issues a certificate for `workload`.
+    pub fn has_workload(&self, workload: &str) -> bool {
+        self.certificates.iter().any(|c| c.workload == workload)
     }
 
     fn uses_etcd(&self) -> bool {
@@ -872,6 +930,11 @@ fn write_if_missing(
     Ok(())
 }
 
+/// Whether `workload` runs a server of the mesh (or is [`CLIENT_KIT`]).
+pub fn is_mesh_server(workload: &str) -> bool {
+    SERVERS.contains(&workload)
+}
+
 /// The workloads that run a server: the first three of [`WORKLOADS`] (the
 /// rest are clients) and etcd; and [`CLIENT_KIT`], the pod that hands the
 /// client kit to operators.
@@ -925,18 +988,22 @@ impl WorkloadOwner {
     }
 
     /// Parses `WORKLOAD=GID`: the workload's server runs with that group
-    /// among its groups, and reads its private files through it.
+    /// among its groups, and reads its private files through it. WORKLOAD
+    /// is a server of the mesh, or one of the user's own (`init --workload`).
     ///
     /// # Errors
     /// What is wrong with `spec`.
     pub fn parse_reader(spec: &str) -> Result<Self, String> {
         let usage = || {
             format!(
-                "{spec:?}: expected WORKLOAD=GID, WORKLOAD one of {}",
+                "{spec:?}: expected WORKLOAD=GID, WORKLOAD one of {} or a workload of your own",
                 SERVERS.join(", ")
             )
         };
-        let (workload, gid) = Self::split(spec).ok_or_else(usage)?;
+        let (workload, gid) = spec
+            .split_once('=')
+            .filter(|(workload, _)| is_dns_label(workload))
+            .ok_or_else(usage)?;
         let gid = gid.parse().map_err(|_| usage())?;
         Ok(Self {
             workload: workload.to_owned(),

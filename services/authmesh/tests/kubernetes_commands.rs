@@ -182,6 +182,14 @@ fn init_prepares_a_kubernetes_namespace() {
     }
     assert_eq!(mode(&state.join("tls/ca-key.pem")), 0o600);
 
+    // A service of one's own: a certificate for its Service, renewed with
+    // the mesh's, its key handed to its group.
+    let billing = format!("billing={gid}");
+    assert_ok(&init(&["--workload", "billing", "--reader", &billing]));
+    assert!(valid_for(&state, "billing", "billing.payments.svc"));
+    assert!(!valid_for(&state, "billing", "orders.payments.svc"));
+    assert_eq!(mode(&state.join("tls/billing-key.pem")), 0o640);
+
     let etcd_cert = std::fs::read(state.join("tls/etcd.pem")).expect("etcd.pem");
     let secret = std::fs::read(state.join("clients/demo-cli.secret")).expect("secret");
     assert_ok(&init(&[]));
@@ -240,7 +248,7 @@ fn init_prepares_a_kubernetes_namespace() {
         "{}",
         stderr(&refused)
     );
-    for bad in ["orders", "orders=x", "billing=1000", "orders=1:2"] {
+    for bad in ["orders", "orders=x", "Billing=1000", "orders=1:2"] {
         let refused = authmesh(&state, &["init", "--reader", bad]);
         assert!(!refused.status.success(), "--reader {bad} accepted");
         assert!(
@@ -248,6 +256,18 @@ fn init_prepares_a_kubernetes_namespace() {
             "{}",
             stderr(&refused)
         );
+    }
+    let refused = authmesh(&state, &["init", "--reader", "billing=1000"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--workload billing"),
+        "{}",
+        stderr(&refused)
+    );
+    for (bad, reason) in [("orders", "the mesh's own"), ("Billing", "DNS label")] {
+        let refused = init(&["--workload", bad]);
+        assert!(!refused.status.success(), "--workload {bad} accepted");
+        assert!(stderr(&refused).contains(reason), "{}", stderr(&refused));
     }
     // A token service on files writes into the state: not by group.
     let refused = authmesh(

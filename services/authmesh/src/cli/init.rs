@@ -5,7 +5,7 @@ use std::{path::Path, path::PathBuf, process::ExitCode};
 use clap::ValueEnum;
 
 use super::CliError;
-use crate::dev_state::{DEFAULT_PORTS, DevState, MeshLayout, WorkloadOwner};
+use crate::dev_state::{DEFAULT_PORTS, DevState, MeshLayout, WorkloadOwner, is_mesh_server};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -41,6 +41,11 @@ pub(super) struct Args {
     /// Repeat for each server.
     #[arg(long = "reader", value_parser = WorkloadOwner::parse_reader)]
     readers: Vec<WorkloadOwner>,
+    /// A workload of your own to issue a certificate for (and renew with
+    /// the mesh's on every run), valid for its Service's names in a
+    /// Kubernetes layout; hand it its key with `--reader`. Repeat for each.
+    #[arg(long = "workload")]
+    workloads: Vec<String>,
 }
 
 /// Where the servers of a generated state listen and find each other.
@@ -52,7 +57,7 @@ enum Layout {
 }
 
 pub(super) fn run(state_dir: &Path, args: Args) -> Result<ExitCode, CliError> {
-    let layout = match args.layout {
+    let mut layout = match args.layout {
         Layout::Local => MeshLayout::local(DEFAULT_PORTS),
         Layout::Compose => MeshLayout::compose(),
         Layout::Kubernetes => MeshLayout::kubernetes(
@@ -60,6 +65,20 @@ pub(super) fn run(state_dir: &Path, args: Args) -> Result<ExitCode, CliError> {
             &args.cluster_domain,
         )?,
     };
+    for workload in &args.workloads {
+        layout.add_workload(workload)?;
+    }
+    if let Some(unknown) = args
+        .readers
+        .iter()
+        .find(|r| !is_mesh_server(&r.workload) && !layout.has_workload(&r.workload))
+    {
+        return Err(format!(
+            "--reader {}: no such workload here; add one of your own with --workload {}",
+            unknown.workload, unknown.workload
+        )
+        .into());
+    }
     let state = DevState::ensure_layout(state_dir, &layout)?;
     state.hand_over(&args.owners)?;
     state.hand_over(&args.readers)?;
