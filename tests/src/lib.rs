@@ -34,6 +34,7 @@ pub use token_service::SigningKey;
 
 pub mod etcd;
 pub mod idp;
+pub mod kubernetes;
 
 /// How long a test waits for a server to become healthy before failing.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
