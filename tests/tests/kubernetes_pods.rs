@@ -27,7 +27,6 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpStream},
-    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -404,22 +403,6 @@ fn host_port(container: &str, port: u16) -> u16 {
         .expect("a port number")
 }
 
-/// grpcurl through a forwarded port with the exported kit.
-fn grpcurl(bin: &Path, kit: &Path, port: u16, args: &[&str]) -> Output {
-    Command::new(bin)
-        .arg("-cacert")
-        .arg(kit.join("tls/ca.pem"))
-        .arg("-cert")
-        .arg(kit.join("tls/demo-cli.pem"))
-        .arg("-key")
-        .arg(kit.join("tls/demo-cli-key.pem"))
-        .args(&args[..args.len() - 1])
-        .arg(format!("localhost:{port}"))
-        .arg(args[args.len() - 1])
-        .output()
-        .expect("grpcurl runs")
-}
-
 #[test]
 fn laptop_overlay_pods_run_and_place_an_order() {
     let Some(_) = authmesh_tests::tool("docker", "install Docker Engine") else {
@@ -598,7 +581,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
         "authorization: Basic {}",
         STANDARD.encode(format!("demo-cli:{}", secret.trim()))
     );
-    let minted = grpcurl(
+    let minted = authmesh_tests::grpcurl_with_kit(
         &grpcurl_bin,
         kit.path(),
         token_port,
@@ -628,7 +611,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
     // in a cluster; Docker's names, unlike a Service, also lead to a pod
     // that is not ready yet.
     let place_order = || {
-        grpcurl(
+        authmesh_tests::grpcurl_with_kit(
             &grpcurl_bin,
             kit.path(),
             orders_port,
@@ -665,7 +648,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
     );
     assert!(stdout.contains("reservationId"), "{stdout}");
     // Audience-bound: orders' token is refused at inventory.
-    let refused = grpcurl(
+    let refused = authmesh_tests::grpcurl_with_kit(
         &grpcurl_bin,
         kit.path(),
         inventory_port,
@@ -684,7 +667,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // One key per token service pod, each published through etcd.
-    let jwks = grpcurl(
+    let jwks = authmesh_tests::grpcurl_with_kit(
         &grpcurl_bin,
         kit.path(),
         token_port,
@@ -702,18 +685,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
         forward: Vec::new(),
     };
     renew.run_to_completion(renew.main_container());
-    let again = grpcurl(
-        &grpcurl_bin,
-        kit.path(),
-        orders_port,
-        &[
-            "-H",
-            &bearer,
-            "-d",
-            r#"{"sku":"sku-1","quantity":1}"#,
-            "demo.orders.v1.Orders/PlaceOrder",
-        ],
-    );
+    let again = place_order();
     assert!(
         again.status.success(),
         "{}",

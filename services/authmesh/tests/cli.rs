@@ -2,6 +2,8 @@
 //! only the token, `token inspect`, and a clean stop on Ctrl-C (SIGINT).
 #![allow(clippy::expect_used)] // helpers of a test: a failed step should fail the test
 
+mod common;
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
@@ -766,20 +768,10 @@ fn init_prepares_compose_state_and_client_kit() {
     let etcd_cert_before = std::fs::read(&etcd_cert).expect("etcd's certificate");
 
     // Everything in the kit, at any depth: nothing else may leak into it.
-    let mut kit_files = Vec::new();
-    let mut dirs = vec![kit.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("kit dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                let relative = path.strip_prefix(&kit).expect("inside the kit");
-                kit_files.push(relative.display().to_string());
-            }
-        }
-    }
-    kit_files.sort();
+    let kit_files: Vec<String> = common::files_under(&kit)
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect();
     assert_eq!(
         kit_files,
         [

@@ -5,6 +5,8 @@
 //! gets the kit out of the cluster).
 #![allow(clippy::expect_used)] // helpers of a test: a failed step should fail the test
 
+mod common;
+
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
@@ -40,6 +42,12 @@ fn assert_ok(out: &Output) {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A refusal: a failed exit whose message gives `reason`.
+fn assert_refused(out: &Output, reason: &str) {
+    assert!(!out.status.success(), "accepted; wanted: {reason}");
+    assert!(stderr(out).contains(reason), "{}", stderr(out));
 }
 
 fn mode(path: &Path) -> u32 {
@@ -203,12 +211,7 @@ fn init_prepares_a_kubernetes_namespace() {
     );
 
     let missing = authmesh(&state, &["init", "--layout", "kubernetes"]);
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("--namespace"),
-        "{}",
-        stderr(&missing)
-    );
+    assert_refused(&missing, "--namespace");
     for bad in ["Payments", "-payments", "pay.ments", &"a".repeat(64)] {
         let refused = authmesh(
             &dir.path().join("bad"),
@@ -219,12 +222,7 @@ fn init_prepares_a_kubernetes_namespace() {
                 &format!("--namespace={bad}"),
             ],
         );
-        assert!(!refused.status.success(), "namespace {bad} accepted");
-        assert!(
-            stderr(&refused).contains("DNS label"),
-            "{}",
-            stderr(&refused)
-        );
+        assert_refused(&refused, "DNS label");
         assert!(
             !dir.path().join("bad").join("tls").exists(),
             "partial state"
@@ -242,40 +240,23 @@ fn init_prepares_a_kubernetes_namespace() {
             "cluster..local",
         ],
     );
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("cluster domain"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_refused(&refused, "cluster domain");
     for bad in ["orders", "orders=x", "Billing=1000", "orders=1:2"] {
         let refused = authmesh(&state, &["init", "--reader", bad]);
-        assert!(!refused.status.success(), "--reader {bad} accepted");
-        assert!(
-            stderr(&refused).contains("WORKLOAD=GID"),
-            "{}",
-            stderr(&refused)
-        );
+        assert_refused(&refused, "WORKLOAD=GID");
     }
     let refused = authmesh(&state, &["init", "--reader", "billing=1000"]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("--workload billing"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_refused(&refused, "--workload billing");
     for (bad, reason) in [("orders", "the mesh's own"), ("Billing", "DNS label")] {
         let refused = init(&["--workload", bad]);
-        assert!(!refused.status.success(), "--workload {bad} accepted");
-        assert!(stderr(&refused).contains(reason), "{}", stderr(&refused));
+        assert_refused(&refused, reason);
     }
     // A token service on files writes into the state: not by group.
     let refused = authmesh(
         &dir.path().join("local"),
         &["init", "--reader", &format!("token-service={gid}")],
     );
-    assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("--owner"), "{}", stderr(&refused));
+    assert_refused(&refused, "--owner");
 }
 
 /// `authmesh wait-for`: returns once every file is readable, fails after
@@ -359,21 +340,13 @@ fn run_with_input(state: &Path, args: &[&str], input: &[u8]) -> Output {
 
 /// Every file under `dir`, relative, with its contents and mode.
 fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
-    let mut files = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(current) = dirs.pop() {
-        for entry in std::fs::read_dir(&current).expect("dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                let relative = path.strip_prefix(dir).expect("inside").to_path_buf();
-                files.push((relative, std::fs::read(&path).expect("read"), mode(&path)));
-            }
-        }
-    }
-    files.sort();
-    files
+    common::files_under(dir)
+        .into_iter()
+        .map(|file| {
+            let path = dir.join(&file);
+            (file, std::fs::read(&path).expect("read"), mode(&path))
+        })
+        .collect()
 }
 
 /// `client-kit export | client-kit import`: the same kit as `init
@@ -423,8 +396,7 @@ fn client_kit_travels_through_a_pipe() {
         ("-----BEGIN PRIVATE KEY-----".to_owned(), "not a client kit"),
     ] {
         let refused = run_with_input(&elsewhere, &["client-kit", "import"], input.as_bytes());
-        assert!(!refused.status.success(), "{input}");
-        assert!(stderr(&refused).contains(reason), "{}", stderr(&refused));
+        assert_refused(&refused, reason);
         assert!(
             !stderr(&refused).contains("BEGIN"),
             "key material in the message"

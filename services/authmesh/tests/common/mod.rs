@@ -1,0 +1,21 @@
+//! What the `authmesh` binary's integration tests share.
+
+use std::path::{Path, PathBuf};
+
+/// Every file under `dir` at any depth, relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(current) = dirs.pop() {
+        for entry in std::fs::read_dir(&current).expect("a readable directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).expect("inside").to_path_buf());
+            }
+        }
+    }
+    files.sort();
+    files
+}
