@@ -7,7 +7,7 @@ mod common;
 use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -18,22 +18,13 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_authmesh");
+use common::{BIN, authmesh};
 
 /// A port free right now (the binary binds it moments later).
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-}
-
-fn authmesh(state: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("authmesh runs")
 }
 
 /// Polls health over mTLS, presenting demo-cli's workload certificate.

@@ -20,16 +20,7 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_authmesh");
-
-fn authmesh(state: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("authmesh runs")
-}
+use common::{BIN, authmesh};
 
 fn assert_ok(out: &Output) {
     assert!(

@@ -1,6 +1,22 @@
 //! What the `authmesh` binary's integration tests share.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_authmesh");
+
+/// Runs `authmesh --state-dir <state> <args>` to completion.
+pub fn authmesh(state: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("authmesh runs")
+}
 
 /// Every file under `dir` at any depth, relative to it, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
