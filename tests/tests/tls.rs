@@ -1,7 +1,7 @@
 //! TLS on every hop: client certificates at the handshake, and certificate
 //! rotation on disk while traffic flows.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
 use service_runtime::{
     ClientAuth, ClientTls, Health, ServerTlsFiles, Transport,
@@ -219,37 +219,6 @@ async fn optional_client_certificates_still_verify_what_is_sent() {
         .expect_err("a certificate from another CA is refused");
 }
 
-/// The leaf certificate a fresh TLS handshake with `url` presents.
-async fn presented_leaf(ca: &Path, url: &str) -> Vec<u8> {
-    let pem = std::fs::read(ca).expect("ca");
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in rustls_pki_types_certs(&pem) {
-        roots.add(cert).expect("root");
-    }
-    let config = tokio_rustls::rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let port = url.rsplit(':').next().expect("port");
-    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
-        .await
-        .expect("tcp");
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
-    tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
-}
-
-fn rustls_pki_types_certs(
-    pem: &[u8],
-) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .expect("pem")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_on_disk_without_a_failed_call() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -282,7 +251,7 @@ async fn certificates_rotate_on_disk_without_a_failed_call() {
     let old_server_leaf = identity.leaf().expect("leaf");
     let old_client_leaf = tls.client_leaf().expect("client leaf");
     assert_eq!(
-        presented_leaf(&pki.ca_cert(), &server.url).await,
+        authmesh_tests::presented_leaf(&pki.ca_cert(), &server.url).await,
         old_server_leaf.to_vec()
     );
 
@@ -346,7 +315,7 @@ async fn certificates_rotate_on_disk_without_a_failed_call() {
     let new_server_leaf = identity.leaf().expect("leaf");
     assert_ne!(new_server_leaf, old_server_leaf);
     assert_eq!(
-        presented_leaf(&pki.ca_cert(), &server.url).await,
+        authmesh_tests::presented_leaf(&pki.ca_cert(), &server.url).await,
         new_server_leaf.to_vec(),
         "new connections use the new certificate"
     );
@@ -362,5 +331,117 @@ async fn certificates_rotate_on_disk_without_a_failed_call() {
         "{} of {calls} calls failed: {:?}",
         failures.len(),
         failures.first()
+    );
+}
+
+/// After a renewal, every new connection presents the renewed client
+/// certificate. A resumed TLS session would carry the certificate of the
+/// session it resumes to the server, which would then bind tokens to (or
+/// check them against) a certificate the client no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_present_the_renewed_client_certificate() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    authmesh_tests::init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::ensure(&dir.path().join("tls"), &[]).expect("pki");
+    let (now, day) = (OffsetDateTime::now_utc(), time::Duration::days(1));
+    let server_files = workload(
+        &pki,
+        dir.path(),
+        "inventory",
+        &["localhost"],
+        now - day,
+        now + day,
+    );
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir(&client_dir).expect("client dir");
+    let issue_client = || workload(&pki, &client_dir, "orders", &[], now - day, now + day);
+    let client_files = issue_client();
+    let leaf = |path: &Path| {
+        CertificateDer::from_pem_file(path)
+            .expect("certificate")
+            .to_vec()
+    };
+
+    // A plain TLS server with rustls' defaults (session resumption on)
+    // that remembers the client certificate each connection presented.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.ca_cert()).expect("CA"))
+        .expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .expect("verifier");
+    let chain = CertificateDer::pem_file_iter(&server_files.cert)
+        .expect("chain")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("pem");
+    let key = PrivateKeyDer::from_pem_file(&server_files.key).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let recorded = seen.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let presented = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .expect("a client certificate")[0]
+                .to_vec();
+            recorded.lock().expect("lock").push(presented);
+            // The client reads this, and the session tickets before it.
+            let _ = tls.write_all(b"x").await;
+            let _ = tls.shutdown().await;
+        }
+    });
+
+    let client = client(&pki.ca_cert(), Some(&client_files));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(client.client_config())
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.expect("the server's byte");
+    };
+    connect().await;
+    connect().await;
+    let old = leaf(&client_files.cert);
+
+    let mut changes = client.identity_changes().expect("a client identity");
+    let renewed = issue_client();
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the renewal is picked up")
+        .expect("identity watch");
+    let new = leaf(&renewed.cert);
+    assert_ne!(old, new);
+    connect().await;
+    connect().await;
+    server.abort();
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 4);
+    assert!(seen[..2].iter().all(|c| *c == old), "before the renewal");
+    assert!(
+        seen[2..].iter().all(|c| *c == new),
+        "a new connection presented the old certificate"
     );
 }

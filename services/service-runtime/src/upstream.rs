@@ -69,6 +69,14 @@ impl ClientTls {
             None => (builder.with_no_client_auth(), None, None),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
+        if identity.is_some() {
+            // A resumed session carries the client certificate of the
+            // session it resumes: after a renewal, a new connection would
+            // show the server the old certificate, and a token bound to
+            // the new one would be refused. Connections are long-lived, so
+            // a full handshake each time costs next to nothing.
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             identity,
