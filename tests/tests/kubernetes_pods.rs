@@ -21,8 +21,9 @@
 //! token service replicas become ready on them, and the documented
 //! walkthrough (export the client kit from the client-kit pod, mint, place
 //! an order with grpcurl through the forwarded ports) works; no server can
-//! read the CA key or another's key; the renewal CronJob's pod runs again
-//! on the live state without breaking anything.
+//! read the CA key or another's key; the renewal CronJob's pod changes
+//! nothing that is not due, and renews a certificate that is, which its
+//! server then serves (and calls with) without a restart.
 
 use std::{
     collections::BTreeMap,
@@ -97,7 +98,7 @@ impl Drop for CleanUp {
 /// `1777`. In memory: it lives while a container has it mounted, which is
 /// the whole test. Mount it with [`mount_volume`], which copies nothing of the
 /// image into it, as the kubelet copies nothing.
-fn fresh_volume(name: &str, group: u64, mode: &str) {
+fn fresh_volume(name: &str, size: &str, group: u64, mode: &str) {
     docker_ok(&[
         "volume",
         "create",
@@ -108,7 +109,7 @@ fn fresh_volume(name: &str, group: u64, mode: &str) {
         "--opt",
         "device=tmpfs",
         "--opt",
-        &format!("o=size=64m,uid=0,gid={group},mode={mode}"),
+        &format!("o=size={},uid=0,gid={group},mode={mode}", memory(size)),
         name,
     ]);
 }
@@ -132,7 +133,7 @@ fn logs(container: &str) -> String {
     )
 }
 
-/// `128Mi` as Docker's `128m`.
+/// `128Mi` (a memory limit, a volume's size) as Docker's `128m`.
 fn memory(quantity: &str) -> String {
     for (suffix, unit) in [("Gi", "g"), ("Mi", "m"), ("Ki", "k")] {
         if let Some(n) = quantity.strip_suffix(suffix) {
@@ -259,7 +260,10 @@ impl Pod<'_> {
                 }
                 Some(v) if v.get("emptyDir").is_some() => {
                     let volume = format!("{PREFIX}-{}-{}", self.name, name.as_str().expect("name"));
-                    fresh_volume(&volume, 0, "1777");
+                    let size = v["emptyDir"]["sizeLimit"]
+                        .as_str()
+                        .expect("an emptyDir sizeLimit");
+                    fresh_volume(&volume, size, 0, "1777");
                     args.extend(mount_volume(&volume, path, false));
                 }
                 // A StatefulSet's claim: a fresh volume of the pod's own,
@@ -271,7 +275,16 @@ impl Pod<'_> {
                         self.name,
                         name.as_str().expect("volume name")
                     );
-                    fresh_volume(&volume, fs_group, "2775");
+                    let claim = self.object["spec"]["volumeClaimTemplates"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| &c["metadata"]["name"] == name)
+                        .unwrap_or_else(|| panic!("{}: no volume {name}", self.name));
+                    let size = claim["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .expect("the claim's size");
+                    fresh_volume(&volume, size, fs_group, "2775");
                     args.extend(mount_volume(&volume, path, false));
                 }
                 Some(other) => panic!("{}: a volume this test cannot back: {other}", self.name),
@@ -414,6 +427,7 @@ fn laptop_overlay_pods_run_and_place_an_order() {
     let Some(rendered) = render_all() else {
         return;
     };
+    service_runtime::install_crypto_provider();
     let laptop = rendered
         .iter()
         .find(|r| r.name == "laptop")
@@ -434,7 +448,11 @@ fn laptop_overlay_pods_run_and_place_an_order() {
     let _clean_up = CleanUp;
     docker_ok(&["network", "create", &format!("{PREFIX}-net")]);
     // The init Job's fsGroup.
-    fresh_volume(&format!("{PREFIX}-state"), 10000, "2775");
+    let state_size = laptop.object("PersistentVolumeClaim", "authmesh-state")["spec"]["resources"]
+        ["requests"]["storage"]
+        .as_str()
+        .expect("the state claim's size");
+    fresh_volume(&format!("{PREFIX}-state"), state_size, 10000, "2775");
 
     // The client-kit pod first: it mounts the state from the start (and
     // so keeps the tmpfs volume mounted between the other containers).
@@ -676,19 +694,95 @@ fn laptop_overlay_pods_run_and_place_an_order() {
     let jwks: Value = serde_json::from_slice(&jwks.stdout).expect("json");
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(3), "{jwks}");
 
-    // The renewal CronJob's pod on the live state: it succeeds, changes
-    // nothing that is not due, and orders still serves.
+    // The renewal CronJob's pod on the live state. Nothing is due at first:
+    // it changes nothing. Then orders' certificate is made 13 hours old
+    // (past half its 24): the next run renews it, hands the new key to
+    // orders' group, and orders serves the new certificate, and calls
+    // inventory with it, without a restart.
     let renew = Pod {
         name: "renew-certificates".into(),
         object: laptop.object("CronJob", "renew-certificates"),
         aliases: Vec::new(),
         forward: Vec::new(),
     };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let orders_url = format!("https://localhost:{orders_port}");
+    let served = || {
+        runtime.block_on(authmesh_tests::presented_leaf(
+            &kit.path().join("tls/ca.pem"),
+            &orders_url,
+        ))
+    };
+    let before = served();
     renew.run_to_completion(renew.main_container());
+    assert_eq!(served(), before, "renewed a certificate that was not due");
+
+    age_certificate("orders", Duration::from_secs(13 * 3600));
+    renew.run_to_completion(renew.main_container());
+    let started = Instant::now();
+    while served() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "orders still serves its old certificate:\n{}",
+            logs(&containers["orders-0"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "orders serves its renewed certificate {} ms after the renewal",
+        started.elapsed().as_millis()
+    );
+    let state = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.RestartCount}} {{.State.StartedAt}}",
+        &containers["orders-0"],
+    ]);
+    assert!(state.starts_with("true 0 "), "orders restarted: {state}");
+    // Its token for inventory is bound to the old certificate: orders
+    // moves both together.
     let again = place_order();
     assert!(
         again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+        "{}\norders:\n{}\ninventory:\n{}{}",
+        String::from_utf8_lossy(&again.stderr),
+        logs(&containers["orders-0"]),
+        logs(&containers["inventory-0"]),
+        logs(&containers["inventory-1"])
     );
+}
+
+/// Makes a workload's certificate in the state volume `age` old, as time
+/// would: copied out, its modification time set back, copied in again
+/// through a container of the init's user that mounts the volume.
+fn age_certificate(workload: &str, age: Duration) {
+    let helper = format!("{PREFIX}-aging");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &helper,
+        "--user",
+        "10000:10000",
+        "--network",
+        "none",
+        "--mount",
+        &format!("type=volume,src={PREFIX}-state,dst=/state,volume-nocopy"),
+        "authmesh:local",
+        "authmesh",
+        "idle",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inside = format!("{helper}:/state/tls/{workload}.pem");
+    let outside = dir.path().join(format!("{workload}.pem"));
+    docker_ok(&["cp", &inside, &outside.display().to_string()]);
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&outside)
+        .expect("the copy");
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("set its modification time");
+    drop(file);
+    docker_ok(&["cp", &outside.display().to_string(), &inside]);
+    docker_ok(&["rm", "-f", &helper]);
 }
