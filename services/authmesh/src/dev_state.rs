@@ -953,7 +953,9 @@ pub const CLIENT_KIT: &str = "client-kit";
 /// The user a workload's server runs as, for [`DevState::hand_over`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadOwner {
-    /// `token-service`, `orders`, `inventory` or `etcd`.
+    /// `token-service`, `orders`, `inventory`, `etcd` or [`CLIENT_KIT`];
+    /// handed over by group, also a workload of the user's own
+    /// ([`MeshLayout::add_workload`]).
     pub workload: String,
     /// User id; `None` keeps the owner and hands the files over by group
     /// alone (readable, never writable, by it), which needs no privilege

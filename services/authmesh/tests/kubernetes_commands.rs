@@ -232,6 +232,11 @@ fn init_prepares_a_kubernetes_namespace() {
         ],
     );
     assert_refused(&refused, "cluster domain");
+    let refused = authmesh(
+        &dir.path().join("bad"),
+        &["init", "--layout", "compose", "--namespace", "payments"],
+    );
+    assert_refused(&refused, "--layout kubernetes");
     for bad in ["orders", "orders=x", "Billing=1000", "orders=1:2"] {
         let refused = authmesh(&state, &["init", "--reader", bad]);
         assert_refused(&refused, "WORKLOAD=GID");

@@ -19,9 +19,9 @@ pub(super) struct Args {
     /// The Kubernetes namespace the mesh runs in (`--layout kubernetes`).
     #[arg(long, required_if_eq("layout", "kubernetes"))]
     namespace: Option<String>,
-    /// The cluster's DNS domain (`--layout kubernetes`).
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
+    /// The cluster's DNS domain (`--layout kubernetes`; default `cluster.local`).
+    #[arg(long)]
+    cluster_domain: Option<String>,
     /// Also copy what a client on the host needs (the CA certificate, the
     /// demo-cli and operator certificates and keys, demo-cli's secret)
     /// into this directory, laid out like a state directory and owned by
@@ -62,9 +62,14 @@ pub(super) fn run(state_dir: &Path, args: Args) -> Result<ExitCode, CliError> {
         Layout::Compose => MeshLayout::compose(),
         Layout::Kubernetes => MeshLayout::kubernetes(
             args.namespace.as_deref().unwrap_or_default(),
-            &args.cluster_domain,
+            args.cluster_domain.as_deref().unwrap_or("cluster.local"),
         )?,
     };
+    if !matches!(args.layout, Layout::Kubernetes)
+        && (args.namespace.is_some() || args.cluster_domain.is_some())
+    {
+        return Err("--namespace and --cluster-domain place a --layout kubernetes".into());
+    }
     for workload in &args.workloads {
         layout.add_workload(workload)?;
     }
