@@ -42,15 +42,15 @@ pub fn kustomizations() -> Vec<(String, PathBuf)> {
     all
 }
 
-/// The kubectl binaries to render with: `AUTHMESH_KUBECTLS` (paths, `:`
+/// The kubectl binaries to render with: `AUTHMESH_TEST_KUBECTLS` (paths, `:`
 /// between them), else `kubectl` on PATH; `None` when the test is skipped.
 pub fn kubectls() -> Option<Vec<PathBuf>> {
-    if let Some(paths) = std::env::var_os("AUTHMESH_KUBECTLS") {
+    if let Some(paths) = std::env::var_os("AUTHMESH_TEST_KUBECTLS") {
         let kubectls: Vec<PathBuf> = std::env::split_paths(&paths).collect();
         for kubectl in &kubectls {
             assert!(
                 kubectl.is_file(),
-                "AUTHMESH_KUBECTLS names {}, which does not exist",
+                "AUTHMESH_TEST_KUBECTLS names {}, which does not exist",
                 kubectl.display()
             );
         }

@@ -1,7 +1,7 @@
 //! The Kubernetes manifests (`deploy/kubernetes`), checked without a
 //! cluster by every offline tool that is real: kubectl's kustomize renders
 //! the base and each overlay (with every kubectl named in
-//! `AUTHMESH_KUBECTLS`, which must all render the same objects: CI names
+//! `AUTHMESH_TEST_KUBECTLS`, which must all render the same objects: CI names
 //! Debian's kubectl 1.20, kustomize v2, and the machine's newer one);
 //! kubernetes-validate checks every object strictly against the newest
 //! Kubernetes it ships; checkov finds nothing but what
